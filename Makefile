@@ -1,0 +1,26 @@
+# One task runner for the README, CI and developers.
+.PHONY: setup run test lint lock bench
+
+setup:
+	@scripts/setup.sh
+
+## Start Redis (if not running), the API on 127.0.0.1:5015 and one worker with the demo model.
+run: setup
+	.venv/bin/mlxq up
+
+## Set up, lint, then run the whole test suite (starts its own Redis servers and processes).
+test: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/python -m pytest
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+
+## Re-pin requirements.lock from pyproject.toml (needs uv: .venv/bin/pip install uv).
+lock:
+	uv pip compile pyproject.toml --extra dev --universal --python-version 3.11 -o requirements.lock
+
+bench: setup
+	.venv/bin/python bench/run.py

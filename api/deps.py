@@ -1,0 +1,20 @@
+"""FastAPI dependencies: the long-lived objects made in ``lifespan`` and kept on app.state."""
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from api.jobs import JobRunner
+from shared.settings import Settings
+
+
+def _settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def _runner(request: Request) -> JobRunner:
+    return request.app.state.runner
+
+
+SettingsDep = Annotated[Settings, Depends(_settings)]
+RunnerDep = Annotated[JobRunner, Depends(_runner)]

@@ -1,0 +1,119 @@
+"""Waiting for job events: one pub/sub connection per API process multiplexes every wait.
+
+Each waiting request subscribes to its job's channel on the shared connection and gets an
+asyncio queue; no thread and no Redis connection per request. Pub/sub can drop messages (a
+reconnect), so a reader that sees a gap, or silence, re-reads the job's durable event stream.
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from shared import keys
+from shared.schemas import JobEvent, job_event_adapter
+
+log = logging.getLogger(__name__)
+
+CATCH_UP_AFTER_S = 5.0
+"""Silence after which a waiter re-reads its job's stream, in case pub/sub lost a message."""
+
+
+class EventHub:
+    def __init__(self, redis_url: str) -> None:
+        # A blocked pub/sub read must not time out: redis-py 8 defaults to a 5 s socket timeout.
+        self._client = aioredis.Redis.from_url(
+            redis_url, socket_timeout=None, socket_keepalive=True, health_check_interval=30
+        )
+        self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+        self._queues: dict[bytes, asyncio.Queue[bytes]] = {}
+        self._reader: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._reader = asyncio.create_task(self._read_forever(), name="mlxq-event-hub")
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        with contextlib.suppress(RedisError, RuntimeError):
+            await self._pubsub.aclose()
+        await self._client.aclose()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[bytes]]:
+        channel = keys.job_events_channel(job_id)
+        inbox: asyncio.Queue[bytes] = asyncio.Queue()
+        self._queues[channel.encode()] = inbox
+        try:
+            await self._pubsub.subscribe(channel)
+            yield inbox
+        finally:
+            self._queues.pop(channel.encode(), None)
+            with contextlib.suppress(RedisError, RuntimeError):
+                await self._pubsub.unsubscribe(channel)
+
+    async def _read_forever(self) -> None:
+        backoff = 0.1
+        while True:
+            if not self._pubsub.subscribed:
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                message = await self._pubsub.get_message(timeout=1.0)
+                backoff = 0.1
+            except RedisError as exc:
+                log.warning("event hub: Redis connection lost (%s); reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if message is not None and message["type"] == "message":
+                inbox = self._queues.get(message["channel"])
+                if inbox is not None:
+                    inbox.put_nowait(message["data"])
+
+
+class JobEvents:
+    """The events of one job in order, each once, whatever pub/sub delivered."""
+
+    def __init__(self, job_id: str, inbox: asyncio.Queue[bytes], connection: aioredis.Redis):
+        self._stream = keys.job_events_stream(job_id)
+        self._inbox = inbox
+        self._connection = connection
+        self._next_seq = 0
+        self._backlog: list[JobEvent] = []
+
+    async def next(self, timeout: float) -> JobEvent | None:
+        """The next event, or None when none came within ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout
+        while not self._backlog:
+            left = give_up_at - loop.time()
+            if left <= 0:
+                return None
+            try:
+                data = await asyncio.wait_for(self._inbox.get(), min(left, CATCH_UP_AFTER_S))
+            except TimeoutError:
+                await self._catch_up()
+                continue
+            event = job_event_adapter.validate_json(data)
+            if event.seq == self._next_seq:
+                self._backlog.append(event)
+            elif event.seq > self._next_seq:
+                await self._catch_up()
+        event = self._backlog.pop(0)
+        self._next_seq = event.seq + 1
+        return event
+
+    async def _catch_up(self) -> None:
+        entries = await self._connection.xrange(self._stream)
+        events = [job_event_adapter.validate_json(fields[b"event"]) for _, fields in entries]
+        expected = self._next_seq + len(self._backlog)
+        for event in events:
+            if event.seq == expected:
+                self._backlog.append(event)
+                expected += 1

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# Installs what mlxq needs and is missing, on Debian/Ubuntu or macOS:
+# a Python 3.11+ virtual environment in .venv with the locked dependencies, and redis-server.
+# Safe to run again: each step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+find_python() {
+    for candidate in python3.13 python3.12 python3.11 python3; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+            echo "$candidate"
+            return
+        fi
+    done
+    echo "mlxq needs Python 3.11 or newer (install it, e.g. 'brew install python@3.12')." >&2
+    exit 1
+}
+
+install_python_deps() {
+    local stamp=.venv/.mlxq-installed want
+    want=$(cat requirements.lock pyproject.toml | sha256sum 2>/dev/null || cat requirements.lock pyproject.toml | shasum -a 256)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        return
+    fi
+    if [ ! -x .venv/bin/python ]; then
+        echo "==> creating .venv"
+        "$(find_python)" -m venv .venv
+    fi
+    echo "==> installing Python dependencies (requirements.lock)"
+    .venv/bin/python -m pip install --quiet --upgrade pip
+    .venv/bin/python -m pip install --quiet -r requirements.lock
+    .venv/bin/python -m pip install --quiet --no-deps -e .
+    echo "$want" >"$stamp"
+}
+
+install_redis() {
+    if command -v redis-server >/dev/null 2>&1; then
+        return
+    fi
+    echo "==> installing redis-server"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    if command -v apt-get >/dev/null 2>&1; then
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq redis-server >/dev/null
+    elif command -v brew >/dev/null 2>&1; then
+        brew install redis
+    else
+        echo "Please install Redis (redis-server) and run this again." >&2
+        exit 1
+    fi
+}
+
+install_openblas() {
+    # MLX's Linux CPU wheel links a slow reference BLAS; workers load OpenBLAS instead when
+    # it is installed (worker/cpu_backend.py). macOS uses Accelerate/Metal and needs nothing.
+    [ "$(uname -s)" = "Linux" ] || return 0
+    ldconfig -p 2>/dev/null | grep -q "libopenblas.so.0" && return 0
+    command -v apt-get >/dev/null 2>&1 || return 0
+    echo "==> installing OpenBLAS (fast CPU matmuls for MLX)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libopenblas0-pthread >/dev/null
+}
+
+install_python_deps
+install_redis
+install_openblas

@@ -1,0 +1,72 @@
+"""Domain errors shared by the API and the workers, each with the HTTP status it maps to.
+
+Workers report errors as (code, message) in a job's final event; the API turns the code back
+into the HTTP status below, in one place (api/errors.py).
+"""
+
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    INVALID_REQUEST = "invalid_request"
+    CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
+    GENERATION_FAILED = "generation_failed"
+    NO_WORKER = "no_worker"
+    TIMEOUT = "timeout"
+    REDIS_UNAVAILABLE = "redis_unavailable"
+    WORKER_LOST = "worker_lost"
+
+
+HTTP_STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_REQUEST: 400,
+    ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400,
+    ErrorCode.GENERATION_FAILED: 500,
+    ErrorCode.WORKER_LOST: 502,
+    ErrorCode.NO_WORKER: 503,
+    ErrorCode.REDIS_UNAVAILABLE: 503,
+    ErrorCode.TIMEOUT: 504,
+}
+
+
+class MlxqError(Exception):
+    """An error with a code a client can act on and a message a person can read."""
+
+    code: ErrorCode = ErrorCode.GENERATION_FAILED
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+    @property
+    def http_status(self) -> int:
+        return HTTP_STATUS[self.code]
+
+
+class InvalidRequest(MlxqError):
+    code = ErrorCode.INVALID_REQUEST
+
+
+class ContextLengthExceeded(MlxqError):
+    code = ErrorCode.CONTEXT_LENGTH_EXCEEDED
+
+
+class GenerationFailed(MlxqError):
+    code = ErrorCode.GENERATION_FAILED
+
+
+class NoWorkerAvailable(MlxqError):
+    code = ErrorCode.NO_WORKER
+
+
+class JobTimedOut(MlxqError):
+    code = ErrorCode.TIMEOUT
+
+
+class RedisUnavailable(MlxqError):
+    code = ErrorCode.REDIS_UNAVAILABLE
+
+
+class ModelLoadError(RuntimeError):
+    """The worker could not load its model; it exits with this message instead of a traceback."""

@@ -1,0 +1,75 @@
+"""What travels through Redis: the job payload and the events a worker sends back."""
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from shared.errors import ErrorCode
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class SamplingParams(_Strict):
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int | None = None
+
+
+class GenerationRequest(_Strict):
+    """One generation job, as the API enqueues it and the worker reads it.
+
+    Exactly one of ``messages`` (chat template applied) or ``prompt`` (raw text) is set.
+    ``max_tokens`` None means: until the model stops, bounded by its context and the cap.
+    """
+
+    request_id: str
+    model: str
+    messages: list[ChatMessage] | None = None
+    prompt: str | None = None
+    max_tokens: int | None = Field(None, ge=1)
+    sampling: SamplingParams = SamplingParams()
+    stream: bool = False
+    deadline: float = Field(description="Unix time after which the job must not start.")
+
+
+class StartedEvent(_Strict):
+    type: Literal["started"] = "started"
+    seq: int
+    worker: str
+
+
+class TokenEvent(_Strict):
+    type: Literal["token"] = "token"
+    seq: int
+    text: str
+
+
+class DoneEvent(_Strict):
+    type: Literal["done"] = "done"
+    seq: int
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+class ErrorEvent(_Strict):
+    type: Literal["error"] = "error"
+    seq: int
+    code: ErrorCode
+    message: str
+
+
+JobEvent = Annotated[
+    StartedEvent | TokenEvent | DoneEvent | ErrorEvent, Field(discriminator="type")
+]
+FinalEvent = DoneEvent | ErrorEvent
+
+job_event_adapter: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)

@@ -1,0 +1,88 @@
+"""One typed settings object for every mlxq process, read from ``MLXQ_*`` environment variables."""
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEMO_MODEL_ID = "mlxq/SmolLM2-135M-Instruct-Q4_1"
+"""The default model: SmolLM2-135M-Instruct, prepared from a PyPI wheel (worker/demo_model.py)."""
+
+
+class Settings(BaseSettings):
+    """Configuration shared by the API and the workers. Every field maps to ``MLXQ_<NAME>``."""
+
+    model_config = SettingsConfigDict(env_prefix="MLXQ_", extra="ignore")
+
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis (queue, results, token streams)."
+    )
+    model: str = Field(
+        DEMO_MODEL_ID,
+        description="Model the worker serves and /ask uses: the demo model id, a local MLX "
+        "model folder, or a Hugging Face repo id.",
+    )
+    host: str = Field("127.0.0.1", description="Address the API listens on.")
+    port: int = Field(5015, ge=1, le=65535, description="Port the API listens on.")
+    worker_concurrency: int = Field(
+        8, ge=1, le=256, description="Jobs one worker process generates for at once (batch size)."
+    )
+    queue: str | None = Field(
+        None, description="RQ queue name; default: derived from the model id (one queue per model)."
+    )
+    queue_timeout: float = Field(
+        30.0, gt=0, description="Seconds a request may wait for a worker to take it before a 503."
+    )
+    job_timeout: int = Field(
+        600, ge=1, description="Seconds a job may generate before it is stopped (RQ job_timeout)."
+    )
+    result_ttl: int = Field(300, ge=1, description="Seconds RQ keeps a finished job's result.")
+    failure_ttl: int = Field(86400, ge=1, description="Seconds RQ keeps a failed job.")
+    event_ttl: int = Field(
+        600, ge=1, description="Seconds a job's event stream (tokens, result) is kept in Redis."
+    )
+    max_tokens_cap: int = Field(
+        4096,
+        ge=1,
+        description="Largest max_tokens a request may ask for; also the bound when omitted.",
+    )
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "mlxq", description="Where the demo model is prepared and cached."
+    )
+    engine: str = Field(
+        "mlx",
+        description="Generation engine: 'mlx', 'echo' (zero-cost, for overhead benchmarks), "
+        "or 'module:Class'.",
+    )
+    cpu_dequantize: bool = Field(
+        True,
+        description="On MLX's CPU backend, expand quantized weights to float32 at load "
+        "(much faster there; about 8x the memory of a 4-bit model).",
+    )
+    cpu_blas: str = Field(
+        "auto",
+        description="Linux CPU workers: OpenBLAS library to use for MLX's matmuls: 'auto' "
+        "(find it), 'off', or a path.",
+    )
+    cors_origins: list[str] = Field(
+        default_factory=list, description="Origins allowed by CORS (JSON list); empty: CORS off."
+    )
+    log_level: str = Field("INFO", description="Log level of every process.")
+
+    @field_validator("log_level")
+    @classmethod
+    def _upper_log_level(cls, value: str) -> str:
+        return value.upper()
+
+    @property
+    def queue_name(self) -> str:
+        from shared.keys import queue_name_for_model
+
+        return self.queue or queue_name_for_model(self.model)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

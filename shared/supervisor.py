@@ -1,0 +1,112 @@
+"""``mlxq up``: Redis (when none is reachable), the API and N workers, as one command.
+
+A small process supervisor for a single machine. It starts children, forwards Ctrl+C/SIGTERM
+to them, and stops everything when one of them exits. For real deployments use the Procfile
+or docker-compose.yml; this is the quick start.
+"""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+import redis
+
+from shared.settings import Settings, get_settings
+
+STOP_TIMEOUT_S = 70.0
+"""How long children get to stop (workers finish running jobs) before they are killed."""
+
+
+def _redis_reachable(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
+    except redis.RedisError:
+        return False
+
+
+def _start_redis(settings: Settings) -> subprocess.Popen | None:
+    if _redis_reachable(settings.redis_url):
+        return None
+    target = urlparse(settings.redis_url)
+    if target.hostname not in ("127.0.0.1", "localhost", "::1"):
+        sys.exit(
+            f"mlxq up: Redis at {settings.redis_url} is unreachable (not starting a remote one)."
+        )
+    server = shutil.which("redis-server")
+    if server is None:
+        sys.exit("mlxq up: redis-server is not installed; run scripts/setup.sh first.")
+    data_dir = Path(settings.cache_dir) / "redis"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    print(f"mlxq up: starting redis-server on port {target.port or 6379} (data in {data_dir})")
+    process = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(target.port or 6379),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data_dir),
+            "--appendonly",
+            "yes",
+            "--save",
+            "",
+        ]
+    )
+    for _ in range(100):
+        if _redis_reachable(settings.redis_url):
+            return process
+        time.sleep(0.05)
+    process.terminate()
+    sys.exit("mlxq up: redis-server did not start")
+
+
+def up(workers: int = 1) -> int:
+    settings = get_settings()
+    children: list[subprocess.Popen] = []
+    redis_process = _start_redis(settings)
+    mlxq = [sys.executable, "-m", "mlxq_cli"]
+    children.append(subprocess.Popen([*mlxq, "api"]))
+    children.extend(subprocess.Popen([*mlxq, "worker"]) for _ in range(workers))
+    print(
+        f"mlxq up: API on http://{settings.host}:{settings.port} (POST /ask), {workers} worker(s) "
+        f"for {settings.model}; the first start prepares the model. Ctrl+C stops everything."
+    )
+    stopping = False
+
+    def request_stop(signum, frame) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    exit_code = 0
+    while not stopping:
+        exited = [c for c in children if c.poll() is not None]
+        if exited:
+            exit_code = exited[0].returncode or 1
+            print(
+                f"mlxq up: {' '.join(exited[0].args[3:])} exited ({exited[0].returncode}); stopping"
+            )
+            break
+        time.sleep(0.2)
+    _stop_all(children)
+    if redis_process is not None:
+        _stop_all([redis_process])
+    return exit_code
+
+
+def _stop_all(processes: list[subprocess.Popen]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for process in processes:
+        try:
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()

@@ -1,0 +1,49 @@
+"""A zero-cost engine: answers with the question itself, at once, without a model.
+
+It exists to measure what mlxq itself adds per request (bench/overhead) and to test the
+queue plumbing without MLX; select it with MLXQ_ENGINE=echo.
+"""
+
+import time
+
+from shared.schemas import GenerationRequest
+from worker.engine_api import EngineRequest, Finished, TokenOutput
+
+
+class EchoEngine:
+    context_length: int | None = None
+
+    def __init__(self, model_id: str, emit) -> None:
+        self.model_id = model_id
+        self._emit = emit
+
+    def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
+        text = request.prompt if request.prompt is not None else request.messages[-1].content
+        words = text.split()
+        max_tokens = request.max_tokens or len(words)
+        deadline = time.monotonic() + timeout_s
+        return EngineRequest(job_id, request, [], max_tokens, deadline, payload=words)
+
+    def submit(self, request: EngineRequest) -> None:
+        words = request.payload[: request.max_tokens]
+        if request.request.stream:
+            for i, word in enumerate(words):
+                self._emit(TokenOutput(request.job_id, word if i == 0 else " " + word))
+        reason = "length" if len(words) < len(request.payload) else "stop"
+        self._emit(
+            Finished(request.job_id, " ".join(words), reason, len(request.payload), len(words))
+        )
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    @property
+    def active_count(self) -> int:
+        return 0
+
+    @property
+    def peak_batch_size(self) -> int:
+        return 1

@@ -1,0 +1,70 @@
+"""The contract between the RQ side of a worker and a generation engine.
+
+The RQ side calls ``prepare`` (in its own thread: validation, tokenization) and ``submit``;
+the engine answers through the ``emit`` callback it was built with, from its own thread.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from shared.errors import MlxqError
+from shared.schemas import GenerationRequest
+
+
+@dataclass(frozen=True)
+class EngineRequest:
+    job_id: str
+    request: GenerationRequest
+    prompt_tokens: list[int]
+    max_tokens: int
+    timeout_at: float
+    """time.monotonic() after which the engine stops generating (the job timeout)."""
+    payload: Any = field(default=None, compare=False)
+    """Engine-specific extras (the echo engine keeps its text here)."""
+
+
+@dataclass(frozen=True)
+class TokenOutput:
+    job_id: str
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    job_id: str
+    text: str
+    finish_reason: Literal["stop", "length"]
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Failed:
+    job_id: str
+    error: MlxqError
+
+
+EngineOutput = TokenOutput | Finished | Failed
+Emit = Callable[[EngineOutput], None]
+
+
+class Engine(Protocol):
+    model_id: str
+    context_length: int | None
+
+    def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
+        """Validate and tokenize; raises MlxqError for requests that cannot run."""
+        ...
+
+    def submit(self, request: EngineRequest) -> None: ...
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def active_count(self) -> int: ...
+
+    @property
+    def peak_batch_size(self) -> int: ...

@@ -1,0 +1,296 @@
+"""Continuous batching on mlx-lm, owned by one thread (MLX is touched from that thread only).
+
+A lone request runs through mlx-lm's plain single-stream ``generate_step``, which is faster
+than ``BatchGenerator`` at batch size 1. As soon as a second request arrives, the lone one is
+moved, KV cache and all, into the ``BatchGenerator``, and new requests join it between decode
+steps. When the batch drains, the next lone request runs single-stream again.
+"""
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.generate import BatchGenerator, generate_step
+from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
+from mlx_lm.sample_utils import make_sampler
+
+from shared.errors import GenerationFailed, JobTimedOut, MlxqError
+from shared.schemas import GenerationRequest
+from worker.engine_api import EngineRequest, Failed, Finished, TokenOutput
+from worker.model import LoadedModel
+from worker.prompt import fit_max_tokens, prompt_tokens
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass
+class _Sequence:
+    """One request being generated: its detokenizer, its text so far, its place in the batch."""
+
+    request: EngineRequest
+    detokenizer: Any
+    sampler: Any
+    tokens: list[int] = field(default_factory=list)
+    pieces: list[str] = field(default_factory=list)
+    uid: int | None = None
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        self.detokenizer.add_token(token)
+        piece = self.detokenizer.last_segment
+        self.pieces.append(piece)
+        return piece
+
+    def finish(self) -> str:
+        self.detokenizer.finalize()
+        self.pieces.append(self.detokenizer.last_segment)
+        return "".join(self.pieces)
+
+
+@dataclass
+class _SingleStream:
+    sequence: _Sequence
+    cache: list[Any]
+    steps: Any  # the generate_step generator
+
+
+class MLXEngine:
+    def __init__(self, loaded: LoadedModel, *, max_batch: int, max_tokens_cap: int, emit) -> None:
+        self.model_id = loaded.model_id
+        self.context_length = loaded.context_length
+        self._model = loaded.model
+        self._tokenizer = loaded.tokenizer
+        self._eos = set(loaded.tokenizer.eos_token_ids)
+        self._max_batch = max_batch
+        self._cap = max_tokens_cap
+        self._emit = emit
+        self._inbox: queue.Queue = queue.Queue()
+        self._single: _SingleStream | None = None
+        self._batch: BatchGenerator | None = None
+        self._in_batch: dict[int, _Sequence] = {}
+        self._active = 0
+        self._peak = 0
+        self._single_ok: bool | None = None
+        self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
+
+    # -- called from the RQ side -------------------------------------------------------------
+
+    def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
+        tokens = prompt_tokens(self._tokenizer, request)
+        max_tokens = fit_max_tokens(request.max_tokens, len(tokens), self.context_length, self._cap)
+        return EngineRequest(job_id, request, tokens, max_tokens, time.monotonic() + timeout_s)
+
+    def submit(self, request: EngineRequest) -> None:
+        self._inbox.put(request)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._inbox.put(_STOP)
+        self._thread.join(timeout=30)
+
+    @property
+    def active_count(self) -> int:
+        return self._active + self._inbox.qsize()
+
+    @property
+    def peak_batch_size(self) -> int:
+        return self._peak
+
+    # -- the engine thread ---------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            arrivals = self._take_arrivals()
+            if arrivals is None:
+                break
+            self._place(arrivals)
+            if self._single is None and not self._in_batch:
+                continue
+            try:
+                self._expire_timed_out()
+                if self._single is not None:
+                    self._step_single()
+                elif self._in_batch:
+                    self._step_batch()
+            except Exception as exc:  # one broken step fails the requests in it, not the worker
+                log.exception("generation step failed")
+                self._fail_all(GenerationFailed(f"Generation failed: {exc}"))
+        self._fail_all(GenerationFailed("The worker shut down before the answer was complete."))
+
+    def _take_arrivals(self) -> list[EngineRequest] | None:
+        """New requests; blocks only when there is nothing to generate."""
+        arrivals: list[EngineRequest] = []
+        idle = self._single is None and not self._in_batch
+        try:
+            item = self._inbox.get(block=idle)
+            while True:
+                if item is _STOP:
+                    return None
+                arrivals.append(item)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            return arrivals
+
+    def _place(self, arrivals: list[EngineRequest]) -> None:
+        arrivals = [r for r in arrivals if not self._refuse_expired(r)]
+        if not arrivals:
+            return
+        self._active += len(arrivals)
+        busy = self._single is not None or self._in_batch
+        if not busy and len(arrivals) == 1 and self._can_run_single():
+            self._start_single(arrivals[0])
+        else:
+            if self._single is not None:
+                self._move_single_into_batch()
+            self._insert(arrivals)
+        self._peak = max(self._peak, len(self._in_batch) + (self._single is not None))
+
+    def _refuse_expired(self, request: EngineRequest) -> bool:
+        if time.monotonic() < request.timeout_at:
+            return False
+        self._emit(Failed(request.job_id, JobTimedOut("The job timed out before it started.")))
+        return True
+
+    def _new_sequence(self, request: EngineRequest) -> _Sequence:
+        s = request.request.sampling
+        sampler = make_sampler(temp=s.temperature, top_p=s.top_p) if s.temperature > 0 else None
+        return _Sequence(request, self._tokenizer.detokenizer, sampler)
+
+    # single stream
+
+    def _can_run_single(self) -> bool:
+        # Moving a lone stream into the batch needs a trimmable cache (plain KV caches are).
+        if self._single_ok is None:
+            self._single_ok = can_trim_prompt_cache(make_prompt_cache(self._model))
+        return self._single_ok
+
+    def _start_single(self, request: EngineRequest) -> None:
+        sequence = self._new_sequence(request)
+        cache = make_prompt_cache(self._model)
+        steps = generate_step(
+            mx.array(request.prompt_tokens),
+            self._model,
+            max_tokens=request.max_tokens,
+            sampler=sequence.sampler,
+            prompt_cache=cache,
+        )
+        self._single = _SingleStream(sequence, cache, steps)
+
+    def _step_single(self) -> None:
+        assert self._single is not None
+        sequence = self._single.sequence
+        token, _ = next(self._single.steps)
+        if self._accept(sequence, token, None):
+            self._single = None
+
+    def _move_single_into_batch(self) -> None:
+        """generate_step has already fed its last yielded token into the cache: take it back
+        out and hand that token to the batch as a one-token prompt, so nothing is lost."""
+        assert self._single is not None
+        single, self._single = self._single, None
+        sequence = single.sequence
+        trim_prompt_cache(single.cache, 1)
+        (sequence.uid,) = self._batch_generator().insert(
+            [[sequence.tokens[-1]]],
+            max_tokens=[sequence.request.max_tokens - len(sequence.tokens)],
+            caches=[single.cache],
+            all_tokens=[sequence.request.prompt_tokens + sequence.tokens[:-1]],
+            samplers=[sequence.sampler],
+        )
+        self._in_batch[sequence.uid] = sequence
+
+    # batch
+
+    def _batch_generator(self) -> BatchGenerator:
+        if self._batch is None:
+            self._batch = BatchGenerator(
+                self._model,
+                stop_tokens=[[t] for t in self._eos],
+                completion_batch_size=self._max_batch,
+                prefill_batch_size=min(8, self._max_batch),
+            )
+        return self._batch
+
+    def _insert(self, requests: list[EngineRequest]) -> None:
+        sequences = [self._new_sequence(r) for r in requests]
+        uids = self._batch_generator().insert(
+            [r.prompt_tokens for r in requests],
+            max_tokens=[r.max_tokens for r in requests],
+            samplers=[s.sampler for s in sequences],
+        )
+        for uid, sequence in zip(uids, sequences, strict=True):
+            sequence.uid = uid
+            self._in_batch[uid] = sequence
+
+    def _step_batch(self) -> None:
+        _, responses = self._batch_generator().next()
+        for response in responses:
+            sequence = self._in_batch[response.uid]
+            if self._accept(sequence, response.token, response.finish_reason):
+                del self._in_batch[response.uid]
+
+    # shared by both paths
+
+    def _accept(self, sequence: _Sequence, token: int, finish_reason: str | None) -> bool:
+        """Take one generated token; returns True when the sequence is finished."""
+        request = sequence.request
+        if token in self._eos:
+            self._finish(sequence, "stop")
+            return True
+        piece = sequence.add(token)
+        if request.request.stream and piece:
+            self._emit(TokenOutput(request.job_id, piece))
+        if finish_reason is not None or len(sequence.tokens) >= request.max_tokens:
+            self._finish(sequence, "stop" if finish_reason == "stop" else "length")
+            return True
+        return False
+
+    def _finish(self, sequence: _Sequence, reason: str) -> None:
+        text = sequence.finish()
+        self._active -= 1
+        request = sequence.request
+        self._emit(
+            Finished(
+                request.job_id,
+                text,
+                reason,  # type: ignore[arg-type]
+                len(request.prompt_tokens),
+                len(sequence.tokens),
+            )
+        )
+
+    def _expire_timed_out(self) -> None:
+        now = time.monotonic()
+        expired = [s for s in self._sequences() if now >= s.request.timeout_at]
+        for sequence in expired:
+            self._drop(sequence, JobTimedOut("The job exceeded its time limit while generating."))
+
+    def _sequences(self) -> list[_Sequence]:
+        single = [self._single.sequence] if self._single is not None else []
+        return single + list(self._in_batch.values())
+
+    def _drop(self, sequence: _Sequence, error: MlxqError) -> None:
+        if self._single is not None and self._single.sequence is sequence:
+            self._single = None
+        elif sequence.uid in self._in_batch:
+            del self._in_batch[sequence.uid]
+            if self._batch is not None:
+                self._batch.remove([sequence.uid])
+        self._active -= 1
+        self._emit(Failed(sequence.request.job_id, error))
+
+    def _fail_all(self, error: MlxqError) -> None:
+        for sequence in self._sequences():
+            self._active -= 1
+            self._emit(Failed(sequence.request.job_id, error))
+        self._single = None
+        self._in_batch.clear()
+        self._batch = None

@@ -1,0 +1,86 @@
+"""Finding and loading the model a worker serves, once per process."""
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from shared.errors import ModelLoadError
+from shared.settings import DEMO_MODEL_ID
+
+log = logging.getLogger(__name__)
+
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_CONTEXT_KEYS = ("max_position_embeddings", "max_sequence_length", "seq_length", "n_ctx")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model_id: str
+    path: Path
+    model: Any
+    tokenizer: Any
+    context_length: int | None
+
+
+def resolve_model_path(model_id: str, cache_dir: Path) -> Path:
+    """The local folder holding ``model_id``: the demo model, a folder, or a hub download."""
+    if model_id == DEMO_MODEL_ID:
+        from worker.demo_model import prepare_demo_model
+
+        return prepare_demo_model(cache_dir)
+    path = Path(model_id).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists() or not _REPO_ID.match(model_id):
+        raise ModelLoadError(
+            f"MLXQ_MODEL={model_id!r} is neither an MLX model folder nor a Hugging Face repo id "
+            "(org/name)."
+        )
+    return _download(model_id)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+
+    log.info("downloading %s from the Hugging Face hub", repo_id)
+    try:
+        return Path(snapshot_download(repo_id))
+    except Exception as exc:
+        raise ModelLoadError(
+            f"Could not download {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: "
+            f"{exc}). Without network access, set MLXQ_MODEL to a local MLX model folder."
+        ) from exc
+
+
+def context_length(path: Path) -> int | None:
+    """The model's context window from its config.json, None when it does not say."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for section in (config, config.get("text_config", {})):
+        for key in _CONTEXT_KEYS:
+            if isinstance(section.get(key), int):
+                return section[key]
+    return None
+
+
+def load_model(model_id: str, cache_dir: Path, *, cpu_dequantize: bool = True) -> LoadedModel:
+    """Load once; any failure becomes a ModelLoadError with a message a person can act on."""
+    path = resolve_model_path(model_id, cache_dir)
+    from mlx_lm import load
+
+    from worker.cpu_backend import dequantize_to_float32, on_cpu
+
+    try:
+        model, tokenizer = load(str(path))
+    except Exception as exc:
+        raise ModelLoadError(f"Could not load the model in {path}: {exc}") from exc
+    if cpu_dequantize and on_cpu():
+        expanded = dequantize_to_float32(model)
+        if expanded:
+            log.info("CPU backend: expanded %d quantized layers to float32", expanded)
+    return LoadedModel(model_id, path, model, tokenizer, context_length(path))

@@ -1,0 +1,52 @@
+"""Turning a request into prompt tokens, and fitting max_tokens into the model's context."""
+
+import logging
+
+from shared.errors import ContextLengthExceeded, InvalidRequest
+from shared.schemas import GenerationRequest
+
+log = logging.getLogger(__name__)
+
+
+def prompt_tokens(tokenizer, request: GenerationRequest) -> list[int]:
+    """Chat requests get the tokenizer's chat template; without one, the raw text is used."""
+    if request.prompt is not None:
+        return list(tokenizer.encode(request.prompt))
+    if not request.messages:
+        raise InvalidRequest("The request has neither messages nor a prompt.")
+    messages = [m.model_dump() for m in request.messages]
+    if getattr(tokenizer, "has_chat_template", False):
+        try:
+            text = tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+            return list(tokenizer.encode(text, add_special_tokens=False))
+        except Exception as exc:  # a broken template must not fail the request
+            log.warning("chat template failed (%s); using the raw question", exc)
+    else:
+        log.warning("tokenizer has no chat template; using the raw question")
+    return list(tokenizer.encode("\n\n".join(m["content"] for m in messages)))
+
+
+def fit_max_tokens(
+    requested: int | None, prompt_length: int, context_length: int | None, cap: int
+) -> int:
+    """The number of tokens to generate: the request's, checked, or the most that fits.
+
+    No silent truncation: an explicit max_tokens that does not fit is refused with the limit.
+    """
+    room = cap if context_length is None else context_length - prompt_length
+    if room <= 0:
+        raise ContextLengthExceeded(
+            f"The prompt has {prompt_length} tokens, which fills the model's context window "
+            f"of {context_length} tokens; shorten the prompt."
+        )
+    if requested is None:
+        return min(cap, room)
+    if requested > room:
+        raise ContextLengthExceeded(
+            f"max_tokens={requested} does not fit: the prompt has {prompt_length} tokens and "
+            f"the model's context window is {context_length} tokens, so max_tokens can be at "
+            f"most {room}."
+        )
+    return requested
