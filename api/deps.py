@@ -2,6 +2,7 @@
 
 from typing import Annotated
 
+import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from api.jobs import JobRunner
@@ -16,5 +17,10 @@ def _runner(request: Request) -> JobRunner:
     return request.app.state.runner
 
 
+def _redis(request: Request) -> aioredis.Redis:
+    return request.app.state.redis
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RunnerDep = Annotated[JobRunner, Depends(_runner)]
+RedisDep = Annotated[aioredis.Redis, Depends(_redis)]

@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from api.errors import install_error_handlers
 from api.events import EventHub
 from api.jobs import JobRunner
-from api.routes import ask, health
+from api.routes import ask, chat, completions, health, models
 from api.submit import JobSubmitter
 from shared.settings import Settings, get_settings
 
@@ -33,6 +33,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     connection = aioredis.Redis(connection_pool=pool)
     hub = EventHub(settings.redis_url)
     await hub.start()
+    app.state.redis = connection
     app.state.runner = JobRunner(connection, hub, JobSubmitter(connection, settings), settings)
     log.info(
         "mlxq api: model %s, queue %s, redis %s",
@@ -59,8 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.middleware("http")(_log_requests)
     install_error_handlers(app)
-    app.include_router(ask.router)
-    app.include_router(health.router)
+    for route_module in (ask, chat, completions, models, health):
+        app.include_router(route_module.router)
     return app
 
 

@@ -13,6 +13,7 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from shared.jobs import GENERATE_FUNCTION
+from shared.keys import queue_name_for_model
 from shared.schemas import GenerationRequest
 from shared.settings import Settings
 
@@ -23,20 +24,18 @@ class JobSubmitter:
         self._settings = settings
         # Never connects: it only gives RQ something to build pipelines on.
         self._recorder = redis.Redis()
-        self._queue = Queue(
-            settings.queue_name, connection=self._recorder, serializer=JSONSerializer
-        )
+        self._queues: dict[str, Queue] = {}
+        self._redis_version: tuple[int, int, int] | None = None
 
-    @property
-    def queue_name(self) -> str:
-        return self._queue.name
+    def queue_name(self, model: str) -> str:
+        """One queue per model; MLXQ_QUEUE renames the default model's queue."""
+        if model == self._settings.model:
+            return self._settings.queue_name
+        return queue_name_for_model(model)
 
     async def enqueue(self, request: GenerationRequest, job_id: str) -> None:
-        if self._queue.redis_server_version is None:
-            info = await self._connection.info("server")
-            major, minor, patch = (int(p) for p in str(info["redis_version"]).split(".")[:3])
-            self._queue.redis_server_version = (major, minor, patch)
-        job = self._queue.create_job(
+        queue = await self._queue(request.model)
+        job = queue.create_job(
             GENERATE_FUNCTION,
             kwargs={"request": request.model_dump(mode="json")},
             job_id=job_id,
@@ -46,15 +45,31 @@ class JobSubmitter:
             description=f"generate {request.request_id}",
         )
         recorded = self._recorder.pipeline(transaction=True)
-        self._queue.enqueue_job(job, pipeline=recorded)
+        queue.enqueue_job(job, pipeline=recorded)
         async with self._connection.pipeline(transaction=True) as pipeline:
             for args, options in recorded.command_stack:
                 pipeline.execute_command(*args, **options)
             await pipeline.execute()
 
-    async def withdraw(self, job_id: str) -> bool:
+    async def withdraw(self, model: str, job_id: str) -> bool:
         """Take a job back out of the queue; False when a worker has already taken it."""
-        removed = await self._connection.lrem(self._queue.key, 1, job_id)
+        queue = await self._queue(model)
+        removed = await self._connection.lrem(queue.key, 1, job_id)
         if removed:
             await self._connection.delete(Job.key_for(job_id))
         return bool(removed)
+
+    async def _queue(self, model: str) -> Queue:
+        name = self.queue_name(model)
+        if name not in self._queues:
+            queue = Queue(name, connection=self._recorder, serializer=JSONSerializer)
+            queue.redis_server_version = await self._server_version()
+            self._queues[name] = queue
+        return self._queues[name]
+
+    async def _server_version(self) -> tuple[int, int, int]:
+        if self._redis_version is None:
+            info = await self._connection.info("server")
+            major, minor, patch = (int(p) for p in str(info["redis_version"]).split(".")[:3])
+            self._redis_version = (major, minor, patch)
+        return self._redis_version

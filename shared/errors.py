@@ -9,6 +9,7 @@ from enum import StrEnum
 
 class ErrorCode(StrEnum):
     INVALID_REQUEST = "invalid_request"
+    MODEL_NOT_FOUND = "model_not_found"
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
     GENERATION_FAILED = "generation_failed"
     NO_WORKER = "no_worker"
@@ -20,6 +21,7 @@ class ErrorCode(StrEnum):
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_REQUEST: 400,
     ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400,
+    ErrorCode.MODEL_NOT_FOUND: 404,
     ErrorCode.GENERATION_FAILED: 500,
     ErrorCode.WORKER_LOST: 502,
     ErrorCode.NO_WORKER: 503,
@@ -46,6 +48,10 @@ class MlxqError(Exception):
 
 class InvalidRequest(MlxqError):
     code = ErrorCode.INVALID_REQUEST
+
+
+class ModelNotFound(MlxqError):
+    code = ErrorCode.MODEL_NOT_FOUND
 
 
 class ContextLengthExceeded(MlxqError):

@@ -26,6 +26,13 @@ def job_events_channel(job_id: str) -> str:
     return f"{PREFIX}:job:{job_id}:notify"
 
 
+LIVE_WORKERS = f"{PREFIX}:workers:live"
+"""Sorted set: worker name -> time of its last heartbeat (once a second)."""
+
+WORKER_LIVENESS_S = 5.0
+"""A worker whose last heartbeat is older than this is not counted as live."""
+
+
 def worker_stats_key(worker_name: str) -> str:
     """Hash where a worker reports its model and the largest batch it has run."""
     return f"{PREFIX}:worker:{worker_name}:stats"

@@ -6,6 +6,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from shared.errors import ErrorCode
 
+JSONScalar = str | int | float | bool | None
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,6 +37,10 @@ class GenerationRequest(_Strict):
     prompt: str | None = None
     max_tokens: int | None = Field(None, ge=1)
     sampling: SamplingParams = SamplingParams()
+    stop: list[str] = Field(default_factory=list, max_length=4)
+    """Strings that end generation; the one found is not part of the answer."""
+    chat_template_kwargs: dict[str, JSONScalar] = Field(default_factory=dict)
+    """Extra template variables, e.g. {"enable_thinking": false}."""
     stream: bool = False
     deadline: float = Field(description="Unix time after which the job must not start.")
 

@@ -42,6 +42,11 @@ class Settings(BaseSettings):
     event_ttl: int = Field(
         600, ge=1, description="Seconds a job's event stream (tokens, result) is kept in Redis."
     )
+    stream_keepalive: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds of silence after which a stream sends an SSE comment (keep-alive).",
+    )
     max_tokens_cap: int = Field(
         4096,
         ge=1,

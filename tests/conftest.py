@@ -14,6 +14,11 @@ import httpx
 import pytest
 import redis
 
+from worker.cpu_backend import load_fast_blas
+
+# Tests that run MLX in this process use the same BLAS as the workers they compare with.
+load_fast_blas("auto")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -159,3 +164,35 @@ def mlxq_env(redis_url: str, cache_dir: Path) -> dict[str, str]:
         "MLXQ_CACHE_DIR": str(cache_dir),
         "MLXQ_LOG_LEVEL": "INFO",
     }
+
+
+class Service:
+    """A running API and one real worker with the demo model."""
+
+    def __init__(self, base_url: str, redis_url: str, model_path: Path) -> None:
+        self.base_url = base_url
+        self.redis_url = redis_url
+        self.model_path = model_path
+
+
+@pytest.fixture(scope="session")
+def model_service(
+    redis_server: str, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
+    """One real service for the whole session, on its own Redis database (tests that flush
+    database 0 do not disturb it). The first run prepares the demo model."""
+    from worker.demo_model import prepare_demo_model
+
+    redis_url = redis_server.rsplit("/", 1)[0] + "/1"
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        "MLXQ_REDIS_URL": redis_url,
+        "MLXQ_CACHE_DIR": str(cache_dir),
+        "MLXQ_WORKER_CONCURRENCY": "8",
+        "MLXQ_MAX_TOKENS_CAP": "100000",
+    }
+    model_path = prepare_demo_model(cache_dir)
+    processes = Processes(tmp_path_factory.mktemp("service"))
+    processes.worker(env, timeout=600)
+    yield Service(processes.api(env), redis_url, model_path)
+    processes.stop_all()

@@ -16,13 +16,14 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
-from mlx_lm.sample_utils import make_sampler
 
 from shared.errors import GenerationFailed, JobTimedOut, MlxqError
 from shared.schemas import GenerationRequest
 from worker.engine_api import EngineRequest, Failed, Finished, TokenOutput
 from worker.model import LoadedModel
 from worker.prompt import fit_max_tokens, prompt_tokens
+from worker.sampling import make_request_sampler
+from worker.stops import StopMatcher
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,32 @@ class _Sequence:
     request: EngineRequest
     detokenizer: Any
     sampler: Any
+    stops: StopMatcher
     tokens: list[int] = field(default_factory=list)
     pieces: list[str] = field(default_factory=list)
     uid: int | None = None
 
-    def add(self, token: int) -> str:
+    def add(self, token: int) -> tuple[str, bool]:
+        """Take a token; returns the text it releases and whether a stop string was hit."""
         self.tokens.append(token)
         self.detokenizer.add_token(token)
-        piece = self.detokenizer.last_segment
-        self.pieces.append(piece)
-        return piece
+        return self._release(self.detokenizer.last_segment)
 
-    def finish(self) -> str:
+    def end(self) -> str:
+        """The text still held back when generation ends without a stop string."""
         self.detokenizer.finalize()
-        self.pieces.append(self.detokenizer.last_segment)
+        piece, _ = self._release(self.detokenizer.last_segment)
+        rest = self.stops.flush()
+        self.pieces.append(rest)
+        return piece + rest
+
+    def _release(self, piece: str) -> tuple[str, bool]:
+        released, stopped = self.stops.feed(piece)
+        self.pieces.append(released)
+        return released, stopped
+
+    @property
+    def text(self) -> str:
         return "".join(self.pieces)
 
 
@@ -160,9 +173,15 @@ class MLXEngine:
         return True
 
     def _new_sequence(self, request: EngineRequest) -> _Sequence:
-        s = request.request.sampling
-        sampler = make_sampler(temp=s.temperature, top_p=s.top_p) if s.temperature > 0 else None
-        return _Sequence(request, self._tokenizer.detokenizer, sampler)
+        detokenizer = self._tokenizer.detokenizer
+        if request.request.prompt is not None:
+            _keep_leading_space(detokenizer)
+        return _Sequence(
+            request,
+            detokenizer,
+            make_request_sampler(request.request.sampling),
+            StopMatcher(request.request.stop),
+        )
 
     # single stream
 
@@ -198,6 +217,8 @@ class MLXEngine:
         single, self._single = self._single, None
         sequence = single.sequence
         trim_prompt_cache(single.cache, 1)
+        if hasattr(sequence.sampler, "rewind"):
+            sequence.sampler.rewind()
         (sequence.uid,) = self._batch_generator().insert(
             [[sequence.tokens[-1]]],
             max_tokens=[sequence.request.max_tokens - len(sequence.tokens)],
@@ -231,11 +252,14 @@ class MLXEngine:
             self._in_batch[uid] = sequence
 
     def _step_batch(self) -> None:
-        _, responses = self._batch_generator().next()
+        batch = self._batch_generator()
+        _, responses = batch.next()
         for response in responses:
             sequence = self._in_batch[response.uid]
             if self._accept(sequence, response.token, response.finish_reason):
                 del self._in_batch[response.uid]
+                if response.finish_reason is None:  # a stop string: the batch does not know
+                    batch.remove([response.uid])
 
     # shared by both paths
 
@@ -243,27 +267,35 @@ class MLXEngine:
         """Take one generated token; returns True when the sequence is finished."""
         request = sequence.request
         if token in self._eos:
-            self._finish(sequence, "stop")
+            self._finish(sequence, "stop", sequence.end())
             return True
-        piece = sequence.add(token)
-        if request.request.stream and piece:
-            self._emit(TokenOutput(request.job_id, piece))
+        piece, stopped = sequence.add(token)
+        if stopped:
+            self._finish(sequence, "stop", piece)
+            return True
         if finish_reason is not None or len(sequence.tokens) >= request.max_tokens:
-            self._finish(sequence, "stop" if finish_reason == "stop" else "length")
+            reason = "stop" if finish_reason == "stop" else "length"
+            self._finish(sequence, reason, piece + sequence.end())
             return True
+        self._send(sequence, piece)
         return False
 
-    def _finish(self, sequence: _Sequence, reason: str) -> None:
-        text = sequence.finish()
+    def _send(self, sequence: _Sequence, piece: str) -> None:
+        if piece and sequence.request.request.stream:
+            self._emit(TokenOutput(sequence.request.job_id, piece))
+
+    def _finish(self, sequence: _Sequence, reason: str, last_piece: str) -> None:
+        self._send(sequence, last_piece)
         self._active -= 1
         request = sequence.request
+        completion_tokens = len(sequence.tokens)
         self._emit(
             Finished(
                 request.job_id,
-                text,
+                sequence.text,
                 reason,  # type: ignore[arg-type]
                 len(request.prompt_tokens),
-                len(sequence.tokens),
+                completion_tokens,
             )
         )
 
@@ -294,3 +326,12 @@ class MLXEngine:
         self._single = None
         self._in_batch.clear()
         self._batch = None
+
+
+def _keep_leading_space(detokenizer: Any) -> None:
+    """mlx-lm's detokenizers drop the leading space of a text's first token, right for a chat
+    answer but wrong for a raw completion (" Paris" continues "The capital of France is")."""
+    if hasattr(detokenizer, "trim_space"):  # SPMStreamingDetokenizer
+        detokenizer.trim_space = False
+    elif hasattr(detokenizer, "_maybe_trim_space"):  # BPEStreamingDetokenizer
+        detokenizer._maybe_trim_space = lambda text: text

@@ -7,6 +7,10 @@ from shared.schemas import GenerationRequest
 
 log = logging.getLogger(__name__)
 
+_RESERVED_TEMPLATE_ARGS = frozenset(
+    {"conversation", "messages", "tokenize", "add_generation_prompt", "return_dict", "tools"}
+)
+
 
 def prompt_tokens(tokenizer, request: GenerationRequest) -> list[int]:
     """Chat requests get the tokenizer's chat template; without one, the raw text is used."""
@@ -15,10 +19,16 @@ def prompt_tokens(tokenizer, request: GenerationRequest) -> list[int]:
     if not request.messages:
         raise InvalidRequest("The request has neither messages nor a prompt.")
     messages = [m.model_dump() for m in request.messages]
+    reserved = _RESERVED_TEMPLATE_ARGS & request.chat_template_kwargs.keys()
+    if reserved:
+        raise InvalidRequest(f"chat_template_kwargs may not set {sorted(reserved)}.")
     if getattr(tokenizer, "has_chat_template", False):
         try:
             text = tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+                messages,
+                tokenize=False,
+                add_generation_prompt=True,
+                **request.chat_template_kwargs,
             )
             return list(tokenizer.encode(text, add_special_tokens=False))
         except Exception as exc:  # a broken template must not fail the request

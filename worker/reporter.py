@@ -31,7 +31,7 @@ class RunningJob:
     job: Job
     queue: Queue
     execution: Execution
-    next_seq: int = 1  # 0 is the started event
+    next_seq: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take_seq(self) -> int:

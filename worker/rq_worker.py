@@ -82,8 +82,15 @@ class BatchingWorker(SimpleWorker):
             self._drain()
             self.engine.stop()
             self._reporter.stop()
+            self._deregister()
             self.teardown()
         return worked
+
+    def _deregister(self) -> None:
+        try:
+            self.connection.zrem(keys.LIVE_WORKERS, self.name)
+        except redis.RedisError as exc:
+            log.warning("worker %s: could not deregister (%s)", self.name, exc)
 
     def _shutdown(self) -> None:
         # RQ raises StopRequested from the signal handler when idle, which can land between
@@ -105,6 +112,7 @@ class BatchingWorker(SimpleWorker):
                 self.heartbeat(pipeline=pipeline)
                 pipeline.hset(keys.worker_stats_key(self.name), mapping=self._stats())
                 pipeline.expire(keys.worker_stats_key(self.name), self.worker_ttl + 60)
+                pipeline.zadd(keys.LIVE_WORKERS, {self.name: time.time()})
                 pipeline.execute()
             if self.should_run_maintenance_tasks:
                 self.run_maintenance_tasks()
@@ -114,6 +122,7 @@ class BatchingWorker(SimpleWorker):
     def _stats(self) -> dict[str, str | int]:
         return {
             "model": self.engine.model_id,
+            "queues": ",".join(self.queue_names()),
             "running": self._reporter.running_count,
             "peak_batch": self.engine.peak_batch_size,
         }
@@ -148,11 +157,13 @@ class BatchingWorker(SimpleWorker):
         execution = self.prepare_execution(job)
         self.prepare_job_execution(job, remove_from_intermediate_queue=True)
         job.started_at = datetime.now(UTC)
-        self._reporter.track(RunningJob(job, job_queue, execution))
+        running = RunningJob(job, job_queue, execution)
+        self._reporter.track(running)
         try:
             request = self._read_request(job)
-            self._publisher.publish(job.id, StartedEvent(seq=0, worker=self.name))
             prepared = self.engine.prepare(job.id, request, float(job.timeout or 600))
+            # "started" means accepted: a refused request's first event is its error.
+            self._publisher.publish(job.id, StartedEvent(seq=running.take_seq(), worker=self.name))
         except MlxqError as error:
             self._outputs.put(Failed(job.id, error))
             return

@@ -1,14 +1,22 @@
-"""``POST /ask``: the seed contract, ``{"question", "max_tokens"?}`` -> ``{"answer"}``."""
+"""``POST /ask``: the seed contract, ``{"question", "max_tokens"?}`` -> ``{"answer"}``.
 
-import time
-import uuid
+With ``"stream": true`` the answer comes as Server-Sent Events instead: one event per text
+piece (the data is the plain text), then ``event: done`` with the whole answer as JSON, or
+``event: error`` with ``{"detail", "code"}``.
+"""
+
+from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import RunnerDep, SettingsDep
-from shared.errors import InvalidRequest
-from shared.schemas import ChatMessage, GenerationRequest
+from api.jobs import KEEPALIVE
+from api.requests import generation_request
+from api.sse import KEEPALIVE_FRAME, JobStream, data_frame, json_frame, sse_response
+from shared.errors import MlxqError
+from shared.schemas import ChatMessage, DoneEvent, TokenEvent
 
 router = APIRouter(tags=["ask"])
 
@@ -23,6 +31,7 @@ class AskRequest(BaseModel):
         description="Most tokens to generate; omitted: until the model stops (bounded by the "
         "context window and the server's cap).",
     )
+    stream: bool = Field(False, description="Answer as Server-Sent Events, piece by piece.")
 
     @field_validator("question")
     @classmethod
@@ -45,18 +54,38 @@ _ERRORS = {status: {"model": ErrorBody} for status in (400, 500, 502, 503, 504)}
 
 
 @router.post("/ask", response_model=AskResponse, responses=_ERRORS)
-async def ask(body: AskRequest, runner: RunnerDep, settings: SettingsDep) -> AskResponse:
-    if body.max_tokens is not None and body.max_tokens > settings.max_tokens_cap:
-        raise InvalidRequest(
-            f"max_tokens={body.max_tokens} is above this server's limit of "
-            f"{settings.max_tokens_cap} (MLXQ_MAX_TOKENS_CAP)."
-        )
-    request = GenerationRequest(
-        request_id=uuid.uuid4().hex,
+async def ask(
+    body: AskRequest, runner: RunnerDep, settings: SettingsDep
+) -> AskResponse | StreamingResponse:
+    request = generation_request(
+        settings,
         model=settings.model,
         messages=[ChatMessage(role="user", content=body.question)],
         max_tokens=body.max_tokens,
-        deadline=time.time() + settings.queue_timeout,
+        stream=body.stream,
     )
-    done = await runner.run(request)
-    return AskResponse(answer=done.text)
+    if not body.stream:
+        done = await runner.run(request)
+        return AskResponse(answer=done.text)
+    return sse_response(_frames(await JobStream.open(runner, request, settings.stream_keepalive)))
+
+
+async def _frames(stream: JobStream) -> AsyncIterator[str]:
+    try:
+        async for item in stream:
+            if item is KEEPALIVE:
+                yield KEEPALIVE_FRAME
+            elif isinstance(item, TokenEvent):
+                yield data_frame(item.text)
+            elif isinstance(item, DoneEvent):
+                done = {
+                    "answer": item.text,
+                    "finish_reason": item.finish_reason,
+                    "prompt_tokens": item.prompt_tokens,
+                    "completion_tokens": item.completion_tokens,
+                }
+                yield json_frame(done, event="done")
+    except MlxqError as exc:
+        yield json_frame({"detail": exc.message, "code": str(exc.code)}, event="error")
+    finally:
+        await stream.aclose()

@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from shared.errors import ContextLengthExceeded
+from shared.errors import ContextLengthExceeded, InvalidRequest
 from shared.schemas import ChatMessage, GenerationRequest
 from worker.prompt import fit_max_tokens, prompt_tokens
 
@@ -17,11 +17,12 @@ class FakeTokenizer:
         self._template = template
         self._broken = broken
 
-    def apply_chat_template(self, messages, tokenize, add_generation_prompt):
+    def apply_chat_template(self, messages, tokenize, add_generation_prompt, **options):
         assert tokenize is False and add_generation_prompt is True
         if self._broken:
             raise ValueError("template error")
-        return self._template.format(messages[-1]["content"])
+        thinking = "<think>" if options.get("enable_thinking") else ""
+        return self._template.format(messages[-1]["content"]) + thinking
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return [ord(c) for c in text]
@@ -46,6 +47,17 @@ def test_falls_back_to_the_raw_question_with_a_warning(tokenizer, caplog) -> Non
     with caplog.at_level(logging.WARNING, logger="worker.prompt"):
         assert decode(prompt_tokens(tokenizer, chat("What is ML?"))) == "What is ML?"
     assert "using the raw question" in caplog.text
+
+
+def test_chat_template_options_reach_the_template() -> None:
+    request = chat("hi").model_copy(update={"chat_template_kwargs": {"enable_thinking": True}})
+    assert decode(prompt_tokens(FakeTokenizer(), request)).endswith("<assistant><think>")
+
+
+def test_chat_template_options_cannot_override_what_mlxq_sets() -> None:
+    request = chat("hi").model_copy(update={"chat_template_kwargs": {"tokenize": True}})
+    with pytest.raises(InvalidRequest, match="may not set"):
+        prompt_tokens(FakeTokenizer(), request)
 
 
 def test_raw_prompt_skips_the_template() -> None:

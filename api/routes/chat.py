@@ -1,0 +1,51 @@
+"""``POST /v1/chat/completions``: OpenAI chat completions, streamed or not."""
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from api.deps import RedisDep, RunnerDep, SettingsDep
+from api.fleet import check_model
+from api.openai_schemas import ChatCompletionRequest, ResponseHeader, usage
+from api.openai_stream import openai_frames
+from api.requests import generation_request
+from api.sse import JobStream, sse_response
+from shared.schemas import ChatMessage, SamplingParams
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.post("/chat/completions", response_model=None)
+async def chat_completions(
+    body: ChatCompletionRequest, runner: RunnerDep, settings: SettingsDep, redis: RedisDep
+) -> dict | StreamingResponse:
+    await check_model(redis, settings, body.model)
+    request = generation_request(
+        settings,
+        model=body.model,
+        messages=[
+            ChatMessage(role="system" if m.role == "developer" else m.role, content=m.text())
+            for m in body.messages
+        ],
+        max_tokens=body.token_limit,
+        sampling=SamplingParams(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
+        stop=body.stops,
+        stream=body.stream,
+        chat_template_kwargs=body.chat_template_kwargs,
+    )
+    header = ResponseHeader("chatcmpl", request.request_id, body.model)
+    if not body.stream:
+        done = await runner.run(request)
+        message = {"role": "assistant", "content": done.text}
+        choice = {"index": 0, "message": message, "finish_reason": done.finish_reason}
+        return {**header.fields("chat.completion"), "choices": [choice], "usage": usage(done)}
+
+    def choice(text: str | None, finish_reason: str | None) -> dict:
+        delta = {"content": text} if text is not None else {}
+        return {"index": 0, "delta": delta, "finish_reason": finish_reason}
+
+    stream = await JobStream.open(runner, request, settings.stream_keepalive)
+    first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+    frames = openai_frames(
+        stream, header, "chat.completion.chunk", choice, body.include_usage, first
+    )
+    return sse_response(frames)

@@ -1,0 +1,43 @@
+"""``POST /v1/completions``: OpenAI text completions of a raw prompt (no chat template)."""
+
+from fastapi import APIRouter
+from fastapi.responses import StreamingResponse
+
+from api.deps import RedisDep, RunnerDep, SettingsDep
+from api.fleet import check_model
+from api.openai_schemas import CompletionRequest, ResponseHeader, usage
+from api.openai_stream import openai_frames
+from api.requests import generation_request
+from api.sse import JobStream, sse_response
+from shared.schemas import SamplingParams
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+def _choice(text: str | None, finish_reason: str | None) -> dict:
+    return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+
+
+@router.post("/completions", response_model=None)
+async def completions(
+    body: CompletionRequest, runner: RunnerDep, settings: SettingsDep, redis: RedisDep
+) -> dict | StreamingResponse:
+    await check_model(redis, settings, body.model)
+    request = generation_request(
+        settings,
+        model=body.model,
+        prompt=body.prompt_text,
+        max_tokens=body.max_tokens,
+        sampling=SamplingParams(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
+        stop=body.stops,
+        stream=body.stream,
+    )
+    header = ResponseHeader("cmpl", request.request_id, body.model)
+    if not body.stream:
+        done = await runner.run(request)
+        choice = _choice(done.text, done.finish_reason)
+        return {**header.fields("text_completion"), "choices": [choice], "usage": usage(done)}
+    stream = await JobStream.open(runner, request, settings.stream_keepalive)
+    return sse_response(
+        openai_frames(stream, header, "text_completion", _choice, body.include_usage)
+    )

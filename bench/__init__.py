@@ -1,0 +1,1 @@
+"""Benchmarks for mlxq: ``python bench/run.py`` writes docs/benchmarks.md."""

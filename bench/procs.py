@@ -1,0 +1,162 @@
+"""Starting and stopping the processes a benchmark talks to, all on 127.0.0.1.
+
+Every wait here is bounded, and every process started is stopped by ``Processes.stop_all``
+(the benchmark must end by itself, whatever fails).
+"""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.02)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class Processes:
+    """Owns the benchmark's child processes; each one logs to its own file in ``log_dir``."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self._started: list[tuple[str, subprocess.Popen]] = []
+
+    def start(
+        self, name: str, argv: list[str], env: dict[str, str], stdin: int | None = None
+    ) -> subprocess.Popen:
+        log_path = self.log_dir / f"{len(self._started):02d}-{name}.log"
+        with open(log_path, "w") as log:
+            process = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+                stdin=stdin,
+                stdout=subprocess.PIPE if stdin is not None else log,
+                stderr=log,
+                text=True,
+            )
+        process.log_path = log_path  # type: ignore[attr-defined]
+        self._started.append((name, process))
+        return process
+
+    def check_alive(self, process: subprocess.Popen) -> None:
+        if process.poll() is not None:
+            log = Path(process.log_path).read_text()[-3000:]  # type: ignore[attr-defined]
+            raise RuntimeError(f"{process.args} exited with {process.returncode}:\n{log}")
+
+    def stop(self, process: subprocess.Popen, timeout: float = 20) -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(5)
+
+    def stop_all(self) -> None:
+        for _, process in reversed(self._started):
+            self.stop(process)
+        self._started.clear()
+
+    # -- the kinds of process the benchmark uses --------------------------------------------
+
+    def redis_server(self, data_dir: Path) -> str:
+        server = shutil.which("redis-server")
+        if server is None:
+            raise RuntimeError("redis-server is not installed (scripts/setup.sh installs it)")
+        port = free_port()
+        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
+        argv += ["--save", "", "--appendonly", "no"]
+        process = self.start("redis", argv, {})
+        url = f"redis://127.0.0.1:{port}/0"
+        client = redis.Redis.from_url(url)
+
+        def reachable() -> bool:
+            self.check_alive(process)
+            try:
+                return bool(client.ping())
+            except redis.ConnectionError:
+                return False
+
+        wait_until(reachable, 10, "redis-server")
+        return url
+
+    def mlxq_api(self, env: dict[str, str]) -> tuple[str, subprocess.Popen]:
+        port = free_port()
+        process = self.start(
+            "mlxq-api",
+            [sys.executable, "-m", "mlxq_cli", "api"],
+            env
+            | {
+                "MLXQ_HOST": "127.0.0.1",
+                "MLXQ_PORT": str(port),
+            },
+        )
+        base_url = f"http://127.0.0.1:{port}"
+        self._wait_http(process, f"{base_url}/health", 30, "the mlxq API")
+        return base_url, process
+
+    def mlxq_worker(self, env: dict[str, str], timeout: float = 180) -> subprocess.Popen:
+        client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+        before = client.scard("rq:workers")
+        process = self.start("mlxq-worker", [sys.executable, "-m", "mlxq_cli", "worker"], env)
+
+        def registered() -> bool:
+            self.check_alive(process)
+            return client.scard("rq:workers") > before
+
+        wait_until(registered, timeout, "the mlxq worker to register")
+        return process
+
+    def rq_worker(self, redis_url: str, queue: str) -> subprocess.Popen:
+        client = redis.Redis.from_url(redis_url)
+        before = client.scard("rq:workers")
+        argv = [sys.executable, "-m", "bench.rq_baseline", redis_url, queue]
+        process = self.start("rq-simpleworker", argv, {})
+
+        def registered() -> bool:
+            self.check_alive(process)
+            return client.scard("rq:workers") > before
+
+        wait_until(registered, 60, "the bare RQ worker to register")
+        return process
+
+    def mlx_lm_server(self, model: Path, env: dict[str, str], concurrency: int) -> str:
+        port = free_port()
+        argv = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model)]
+        argv += ["--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--decode-concurrency", str(concurrency), "--log-level", "WARNING"]
+        process = self.start("mlx_lm-server", argv, env)
+        base_url = f"http://127.0.0.1:{port}"
+        self._wait_http(process, f"{base_url}/v1/models", 180, "mlx_lm.server")
+        return base_url
+
+    def _wait_http(self, process: subprocess.Popen, url: str, timeout: float, what: str) -> None:
+        def healthy() -> bool:
+            self.check_alive(process)
+            try:
+                return httpx.get(url, timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout, what)

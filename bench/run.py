@@ -1,0 +1,280 @@
+"""Benchmark mlxq against bare RQ, direct mlx-lm and mlx_lm.server; write docs/benchmarks.md.
+
+    .venv/bin/python bench/run.py            # default: about 6-8 minutes on 2 cores
+    .venv/bin/python bench/run.py --quick    # about 2-3 minutes, fewer rounds and tokens
+
+Everything runs on this machine and talks to 127.0.0.1 only: a private redis-server on a
+free port, mlxq's API and workers, a bare RQ worker, direct mlx-lm and mlx_lm.server. In each
+round the systems under comparison run back to back (their order alternating), so that noise
+on a busy machine hits both; tables report medians over rounds.
+"""
+
+import argparse
+import json
+import resource
+import signal
+import subprocess
+import sys
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/run.py` works
+
+import redis  # noqa: E402
+
+from bench import generation, overhead  # noqa: E402
+from bench.clients import DirectMLX, TokenCounter  # noqa: E402
+from bench.machine import describe, openblas_path  # noqa: E402
+from bench.model_copy import is_ready  # noqa: E402
+from bench.procs import ROOT, Processes  # noqa: E402
+from bench.stats import table  # noqa: E402
+
+BENCH_CACHE = Path.home() / ".cache" / "mlxq" / "bench"
+DOC = ROOT / "docs" / "benchmarks.md"
+
+
+@dataclass
+class Plan:
+    rounds: int
+    overhead_requests: int
+    burst_requests: int
+    burst_concurrency: int
+    single_tokens: int
+    concurrent_tokens: int
+    levels: list[int]
+    default_blas_context: bool
+
+
+def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and tokens (~3 min)")
+    parser.add_argument("--rounds", type=int, help="rounds per comparison (default 5, quick 2)")
+    parser.add_argument("--sections", default="abc", help="which sections to run (default abc)")
+    parser.add_argument("--output", type=Path, default=DOC, help=f"default {DOC}")
+    parser.add_argument("--time-limit", type=int, default=1500,
+                        help="seconds after which the run stops itself (default 1500)")
+    args = parser.parse_args(argv)
+    rounds = args.rounds or (2 if args.quick else 5)
+    if args.quick:
+        plan = Plan(rounds, 100, 1000, 64, 64, 32, [1, 4, 8], False)
+    else:
+        plan = Plan(rounds, 200, 1000, 64, 128, 64, [1, 4, 8], True)
+    return args, plan
+
+
+def raise_open_file_limit() -> None:
+    # 1,000 concurrent client connections; child processes (the API) inherit the limit.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 65536 if hard == resource.RLIM_INFINITY else min(hard, 65536)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+def float32_model(blas: str | None) -> Path:
+    """The demo model with its weights expanded to float32, as mlxq's CPU worker holds them."""
+    source = Path(subprocess.run(
+        [sys.executable, "-m", "mlxq_cli", "prepare-model"], cwd=ROOT, capture_output=True,
+        text=True, timeout=900, check=True,
+    ).stdout.strip().splitlines()[-1])
+    target = BENCH_CACHE / f"{source.name}-float32"
+    if not is_ready(target, source):
+        print(f"creating the float32 copy of {source} in {target} ...", flush=True)
+        env = {"LD_PRELOAD": blas} if blas else {}
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "bench" / "model_copy.py"), str(source), str(target)],
+            cwd=ROOT, env=_env(env), capture_output=True, text=True, timeout=600,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"could not make the float32 copy:\n{done.stderr[-3000:]}")
+        print("  check:", json.loads(done.stdout.strip().splitlines()[-1]), flush=True)
+    return target
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    import os
+
+    return {**os.environ, **extra}
+
+
+class Run:
+    """One benchmark run: its processes, its Redis, and the sections' rendered text."""
+
+    def __init__(self, plan: Plan, blas: str | None, procs: Processes) -> None:
+        self.plan = plan
+        self.blas_env = {"LD_PRELOAD": blas} if blas else {}
+        self.procs = procs
+        self.redis_url = ""
+        self.mlxq_env = {"MLXQ_LOG_LEVEL": "INFO"}
+        self.sections: list[str] = []
+        self.summary: list[list[str]] = []
+
+    def start(self) -> None:
+        self.redis_url = self.procs.redis_server(self.procs.log_dir)
+
+    def section(self, title: str, body: Callable[[], str]) -> None:
+        """A failing section is reported in the document; the others still run."""
+        started = time.monotonic()
+        print(f"== {title}", flush=True)
+        try:
+            text = body()
+        except Exception as exc:
+            traceback.print_exc()
+            text = f"## {title}\n\n**Failed**: `{type(exc).__name__}: {exc}`\n"
+        finally:
+            redis.Redis.from_url(self.redis_url).flushdb()
+        self.sections.append(text)
+        print(text, flush=True)
+        print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
+
+    def overhead(self) -> str:
+        plan = self.plan
+        latency = overhead.run_latency(
+            self.procs, self.redis_url, self.mlxq_env, plan.rounds, plan.overhead_requests
+        )
+        redis.Redis.from_url(self.redis_url).flushdb()
+        burst = overhead.run_burst(
+            self.procs, self.redis_url, self.mlxq_env, plan.burst_requests, plan.burst_concurrency
+        )
+        return overhead.render(latency, burst)
+
+    def generation(self, model: Path, sections: str) -> None:
+        plan = self.plan
+        env = self.mlxq_env | {
+            "MLXQ_REDIS_URL": self.redis_url,
+            "MLXQ_MODEL": str(model),
+            "MLXQ_WORKER_CONCURRENCY": "8",
+        }
+        mlxq_url, _ = self.procs.mlxq_api(env)
+        self.procs.mlxq_worker(env, timeout=300)
+        counter = TokenCounter(model)
+        if "b" in sections:
+            self.section("(b) Single-request tokens/s", lambda: self._single(model, mlxq_url, counter))
+        if "c" in sections:
+            self.section(
+                "(c) Aggregate tokens/s under concurrency",
+                lambda: self._concurrent(model, mlxq_url, counter),
+            )
+
+    def _direct(self, model: Path, env: dict[str, str]) -> tuple[DirectMLX, subprocess.Popen]:
+        argv = [sys.executable, "-m", "bench.direct_mlx", str(model)]
+        process = self.procs.start("direct-mlx-lm", argv, env, stdin=subprocess.PIPE)
+        return DirectMLX(process), process
+
+    def _single(self, model: Path, mlxq_url: str, counter: TokenCounter) -> str:
+        plan = self.plan
+        direct, process = self._direct(model, self.blas_env)
+        try:
+            result = generation.run_single(
+                mlxq_url, direct, counter, plan.rounds, plan.single_tokens
+            )
+        finally:
+            self.procs.stop(process)
+        if plan.default_blas_context and self.blas_env:
+            # For context only: what MLX's bundled reference BLAS gives, one run.
+            slow, process = self._direct(model, {})
+            try:
+                answer = slow.ask(generation.SINGLE_PROMPT, plan.single_tokens)
+                result.default_blas_tps = answer.completion_tokens / answer.seconds
+            finally:
+                self.procs.stop(process)
+        return generation.render_single(result, plan.rounds)
+
+    def _concurrent(self, model: Path, mlxq_url: str, counter: TokenCounter) -> str:
+        plan = self.plan
+        server_url = self.procs.mlx_lm_server(model, self.blas_env, concurrency=8)
+        result = generation.run_concurrent(
+            mlxq_url, server_url, counter, plan.rounds, plan.levels, plan.concurrent_tokens
+        )
+        client = redis.Redis.from_url(self.redis_url)
+        peaks = [client.hget(key, "peak_batch") for key in client.keys("mlxq:worker:*:stats")]
+        result.mlxq_peak_batch = max((int(p) for p in peaks if p is not None), default=None)
+        return generation.render_concurrent(result, plan.rounds)
+
+
+def render_document(args: argparse.Namespace, plan: Plan, machine: dict[str, str],
+                    model: Path | None, sections: list[str], seconds: float) -> str:
+    command = " ".join(["make bench" if not sys.argv[1:] else ".venv/bin/python bench/run.py"]
+                       + sys.argv[1:])
+    parts = [
+        "# Benchmarks",
+        "",
+        "Written by `bench/run.py`; do not edit by hand. Reproduce with:",
+        "",
+        "```sh",
+        command if command != "make bench" else "make bench   # = .venv/bin/python bench/run.py",
+        "```",
+        "",
+        f"Run of {time.strftime('%Y-%m-%d %H:%M %Z')}, {seconds / 60:.1f} minutes, "
+        f"{plan.rounds} rounds per comparison; in each round the compared systems ran back to "
+        "back on the same machine, their order alternating between rounds. All traffic went to "
+        "127.0.0.1 (a private redis-server on a free port).",
+        "",
+        "## Machine",
+        "",
+        table(["", ""], list(machine.items())),
+        "",
+        "## Fairness",
+        "",
+        "MLX's Linux CPU wheel links a slow reference BLAS, and its CPU quantized kernels are "
+        "slow: mlxq's workers load OpenBLAS before importing MLX and expand quantized weights "
+        "to float32 at load (worker/cpu_backend.py). So that the comparisons measure the "
+        "serving paths and not those two choices, every system loads the same float32 copy of "
+        f"the demo model (`{model}`: the demo model loaded with mlx-lm, expanded by "
+        "`worker.cpu_backend.dequantize_to_float32`, saved, and checked to give the same greedy "
+        "text; bench/model_copy.py), and the baselines run with `LD_PRELOAD` set to the same "
+        "OpenBLAS that mlxq's workers find. mlxq runs exactly as shipped (it loads OpenBLAS "
+        "itself).",
+        "",
+    ]
+    parts += sections
+    return "\n".join(parts).rstrip() + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, plan = parse_args(argv)
+    started = time.monotonic()
+
+    def out_of_time(signum, frame):
+        raise TimeoutError(f"the benchmark ran past --time-limit {args.time_limit} s")
+
+    signal.signal(signal.SIGALRM, out_of_time)
+    signal.alarm(args.time_limit)
+    raise_open_file_limit()
+    blas = openblas_path()
+    if blas is None:
+        print("warning: OpenBLAS not found; every system uses MLX's own BLAS", file=sys.stderr)
+    machine = describe(blas)
+    print(table(["", ""], list(machine.items())), flush=True)
+    model = float32_model(blas) if set("bc") & set(args.sections) else None
+    log_dir = BENCH_CACHE / "logs"  # the last run's process logs, kept for diagnosis
+    shutil.rmtree(log_dir, ignore_errors=True)
+    log_dir.mkdir(parents=True)
+    procs = Processes(log_dir)
+    run = Run(plan, blas, procs)
+    try:
+        run.start()
+        if "a" in args.sections:
+            run.section("(a) Overhead per request", run.overhead)
+        if model is not None:
+            run.generation(model, args.sections)
+    except Exception:
+        traceback.print_exc()
+        run.sections.append(f"**Run aborted**: `{traceback.format_exc(limit=1)}`\n")
+    finally:
+        signal.alarm(0)
+        procs.stop_all()
+    document = render_document(args, plan, machine, model, run.sections,
+                               time.monotonic() - started)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(document)
+    print(f"process logs: {log_dir}")
+    print(f"wrote {args.output} ({(time.monotonic() - started) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

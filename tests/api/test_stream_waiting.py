@@ -1,0 +1,60 @@
+"""While a streamed request waits, the connection is kept alive; an error after the stream
+began arrives as its final event."""
+
+import time
+
+import httpx
+
+from shared.settings import DEMO_MODEL_ID
+from tests.conftest import Processes
+
+
+def read_events(response: httpx.Response) -> list[tuple[float, str]]:
+    started = time.monotonic()
+    events, buffer = [], ""
+    for text in response.iter_text():
+        buffer += text
+        while "\n\n" in buffer:
+            block, buffer = buffer.split("\n\n", 1)
+            events.append((time.monotonic() - started, block))
+    return events
+
+
+def test_waiting_stream_sends_keepalives_then_the_error(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    api = processes.api({**mlxq_env, "MLXQ_QUEUE_TIMEOUT": "2.5", "MLXQ_STREAM_KEEPALIVE": "0.5"})
+    body = {"model": DEMO_MODEL_ID, "messages": [{"role": "user", "content": "hi"}], "stream": True}
+    with httpx.stream("POST", f"{api}/v1/chat/completions", json=body, timeout=30) as response:
+        assert response.status_code == 200
+        events = read_events(response)
+
+    keepalives = [at for at, block in events if block == ": keep-alive"]
+    assert len(keepalives) >= 3
+    assert keepalives[0] < 1.5  # the first one comes before the queue deadline
+    last = events[-1][1]
+    assert last.startswith('data: {"error"')
+    assert '"code":"no_worker"' in last
+
+
+def test_ask_stream_reports_a_late_error_as_an_error_event(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    api = processes.api({**mlxq_env, "MLXQ_QUEUE_TIMEOUT": "1", "MLXQ_STREAM_KEEPALIVE": "0.3"})
+    with httpx.stream("POST", f"{api}/ask", json={"question": "hi", "stream": True}) as response:
+        assert response.status_code == 200
+        events = read_events(response)
+    assert events[-1][1].startswith("event: error\ndata: {")
+    assert '"code":"no_worker"' in events[-1][1]
+
+
+def test_unknown_model_is_refused_at_once(processes: Processes, mlxq_env: dict[str, str]) -> None:
+    api = processes.api({**mlxq_env, "MLXQ_QUEUE_TIMEOUT": "30"})
+    started = time.monotonic()
+    response = httpx.post(
+        f"{api}/v1/chat/completions",
+        json={"model": "other/model", "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "model_not_found"
+    assert time.monotonic() - started < 2
