@@ -2,7 +2,7 @@
 
 from typing import Annotated
 
-import redis.asyncio as aioredis
+import redis
 from fastapi import Depends, Request
 
 from api.jobs import JobRunner
@@ -17,10 +17,11 @@ def _runner(request: Request) -> JobRunner:
     return request.app.state.runner
 
 
-def _redis(request: Request) -> aioredis.Redis:
+def _redis(request: Request) -> redis.Redis:
     return request.app.state.redis
 
 
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RunnerDep = Annotated[JobRunner, Depends(_runner)]
-RedisDep = Annotated[aioredis.Redis, Depends(_redis)]
+RedisDep = Annotated[redis.Redis, Depends(_redis)]
+"""A synchronous client, for fleet queries run in a thread (shared/fleet.py)."""

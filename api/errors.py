@@ -11,7 +11,7 @@ from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from shared.errors import MlxqError
+from shared.errors import MlxqError, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +34,12 @@ async def _mlxq_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MlxqError)
     request_id = getattr(request.state, "request_id", "-")
     log.info("request %s failed: %s (%s)", request_id, exc.code, exc.http_status)
+    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
     if _is_openai(request):
-        return JSONResponse(openai_error_for(exc), status_code=exc.http_status)
-    body = {"detail": exc.message, "code": str(exc.code)}
-    return JSONResponse(body, status_code=exc.http_status)
+        body = openai_error_for(exc)
+    else:
+        body = {"detail": exc.message, "code": str(exc.code)}
+    return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
 async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:

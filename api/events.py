@@ -31,6 +31,7 @@ class EventHub:
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._queues: dict[bytes, asyncio.Queue[bytes]] = {}
         self._reader: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever(), name="mlxq-event-hub")
@@ -54,8 +55,14 @@ class EventHub:
             yield inbox
         finally:
             self._queues.pop(channel.encode(), None)
-            with contextlib.suppress(RedisError, RuntimeError):
-                await self._pubsub.unsubscribe(channel)
+            # Not awaited here: this also runs when the request's task is being cancelled.
+            task = asyncio.create_task(self._unsubscribe(channel))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        with contextlib.suppress(RedisError, RuntimeError):
+            await self._pubsub.unsubscribe(channel)
 
     async def _read_forever(self) -> None:
         backoff = 0.1

@@ -1,10 +1,13 @@
 """Running one generation job from the API's side: enqueue, wait with deadlines, yield events.
 
 Every route (/ask, /v1/chat/completions, /v1/completions, streaming or not) goes through
-``JobRunner.events``.
+``JobRunner.events``. A job whose consumer stops early (the client went away, a deadline)
+is cancelled: dropped from the queue, or stopped by its worker within one decode step.
 """
 
 import asyncio
+import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Final
@@ -18,8 +21,10 @@ from shared.errors import JobTimedOut, MlxqError, NoWorkerAvailable, RedisUnavai
 from shared.schemas import DoneEvent, ErrorEvent, GenerationRequest, JobEvent, StartedEvent
 from shared.settings import Settings
 
-RESULT_GRACE_S = 10.0
-"""Extra wait past the job timeout, for the worker's own timeout error to arrive first."""
+log = logging.getLogger(__name__)
+
+RESULT_GRACE_S = 5.0
+"""Extra wait past the deadline, for the worker's own timeout error to arrive first."""
 
 
 class Keepalive:
@@ -37,20 +42,29 @@ class JobRunner:
         self._hub = hub
         self._submitter = submitter
         self._settings = settings
+        self._background: set[asyncio.Task] = set()
 
     async def events(
         self, request: GenerationRequest, keepalive_s: float | None = None
     ) -> AsyncIterator[JobEvent | Keepalive]:
         """The job's events up to and including its DoneEvent; raises MlxqError on failure."""
         job_id = uuid.uuid4().hex
+        finished = False
         try:
             async with self._hub.subscribe(job_id) as inbox:
                 await self._submitter.enqueue(request, job_id)
                 events = JobEvents(job_id, inbox, self._connection)
                 async for event in self._follow(job_id, request, events, keepalive_s):
+                    finished = isinstance(event, DoneEvent)
                     yield event
+        except MlxqError as exc:
+            finished = not isinstance(exc, JobTimedOut)  # a timed-out job may still be running
+            raise
         except RedisError as exc:
             raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+        finally:
+            if not finished:
+                self._cancel_later(request.model, job_id)
 
     async def run(self, request: GenerationRequest) -> DoneEvent:
         """The job's final answer, for callers that do not stream."""
@@ -58,6 +72,19 @@ class JobRunner:
             if isinstance(event, DoneEvent):
                 return event
         raise AssertionError("events() ends with a DoneEvent or raises")
+
+    def _cancel_later(self, model: str, job_id: str) -> None:
+        """Cancel in a task of its own: this runs while the request's task is cancelled."""
+
+        async def cancel() -> None:
+            try:
+                await self._submitter.cancel(model, job_id)
+            except RedisError as exc:
+                log.warning("could not cancel job %s: %s", job_id, exc)
+
+        task = asyncio.create_task(cancel())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _follow(
         self,
@@ -67,28 +94,23 @@ class JobRunner:
         keepalive_s: float | None,
     ) -> AsyncIterator[JobEvent | Keepalive]:
         loop = asyncio.get_running_loop()
-        queue_deadline = loop.time() + self._settings.queue_timeout
-        result_deadline = queue_deadline + self._settings.job_timeout + RESULT_GRACE_S
+        deadline = loop.time() + (request.deadline - time.time())
+        queue_deadline = min(loop.time() + self._settings.queue_timeout, deadline)
         started = False
         while True:
-            deadline = result_deadline if started else queue_deadline
-            wait = deadline - loop.time()
+            until = deadline + RESULT_GRACE_S if started else queue_deadline
+            wait = until - loop.time()
             if keepalive_s is not None:
                 wait = min(wait, keepalive_s)
             event = await events.next(wait)
             if event is None:
-                if loop.time() < deadline:
+                if loop.time() < until:
                     yield KEEPALIVE
                     continue
                 if started:
-                    raise JobTimedOut(
-                        f"No result within {self._settings.job_timeout} s of generation."
-                    )
+                    raise JobTimedOut("The request's deadline passed before the answer was ready.")
                 if await self._submitter.withdraw(request.model, job_id):
-                    raise NoWorkerAvailable(
-                        f"No worker took the request within {self._settings.queue_timeout:g} s. "
-                        f"Is a worker for model {request.model!r} running?"
-                    )
+                    raise self._queue_timeout_error(request, deadline_passed=until >= deadline)
                 started = True  # a worker took it just now: wait for its answer
                 continue
             if isinstance(event, StartedEvent):
@@ -98,3 +120,11 @@ class JobRunner:
             yield event
             if isinstance(event, DoneEvent):
                 return
+
+    def _queue_timeout_error(self, request: GenerationRequest, deadline_passed: bool) -> MlxqError:
+        if deadline_passed:
+            return JobTimedOut("The request's deadline passed while it waited in the queue.")
+        return NoWorkerAvailable(
+            f"No worker took the request within {self._settings.queue_timeout:g} s. "
+            f"Is a worker for model {request.model!r} running?"
+        )

@@ -1,85 +1,123 @@
 """``mlxq api``: the FastAPI app. It validates, enqueues and waits; it never loads a model."""
 
+import asyncio
+import contextlib
+import ipaddress
 import logging
-import time
-import uuid
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import redis
 import redis.asyncio as aioredis
 import uvicorn
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 
 from api.errors import install_error_handlers
 from api.events import EventHub
 from api.jobs import JobRunner
+from api.middleware import ApiKey, BodyLimit, RequestLog
 from api.routes import ask, chat, completions, health, models
 from api.submit import JobSubmitter
+from shared.reaper import reap
 from shared.settings import Settings, get_settings
 
 log = logging.getLogger("mlxq.api")
 
 REDIS_POOL_SIZE = 64
 """Connections for enqueueing: waits share one pub/sub connection, so this bounds bursts only."""
+REAP_INTERVAL_S = 1.0
+"""How often the API looks for workers that stopped heartbeating (see shared/reaper.py)."""
+
+
+def _redis_clients(settings: Settings) -> tuple[aioredis.Redis, redis.Redis]:
+    # Fail fast while Redis is down (a 503 within a second), instead of retrying for long.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url,
+        max_connections=REDIS_POOL_SIZE,
+        timeout=5,
+        socket_connect_timeout=0.5,
+        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
+    )
+    sync = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=5)
+    return aioredis.Redis(connection_pool=pool), sync
+
+
+async def _reap_forever(connection: redis.Redis, event_ttl_s: int) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(reap, connection, event_ttl_s)
+        except redis.RedisError as exc:
+            log.debug("reaper: Redis unavailable (%s)", exc)
+        except Exception:
+            log.exception("reaper failed")
+        await asyncio.sleep(REAP_INTERVAL_S)
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=REDIS_POOL_SIZE, timeout=5, socket_connect_timeout=2
-    )
-    connection = aioredis.Redis(connection_pool=pool)
+    connection, sync_connection = _redis_clients(settings)
     hub = EventHub(settings.redis_url)
     await hub.start()
-    app.state.redis = connection
+    app.state.redis = sync_connection
     app.state.runner = JobRunner(connection, hub, JobSubmitter(connection, settings), settings)
-    log.info(
-        "mlxq api: model %s, queue %s, redis %s",
-        settings.model,
-        settings.queue_name,
-        settings.redis_url,
-    )
+    reaper = asyncio.create_task(_reap_forever(sync_connection, settings.event_ttl))
+    log.info("mlxq api: model %s, redis %s", settings.model, settings.redis_url)
     try:
         yield
     finally:
+        reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
         await hub.close()
         await connection.aclose()
+        sync_connection.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
     app = FastAPI(title="mlxq", version="0.1.0", lifespan=lifespan)
-    app.state.settings = settings or get_settings()
-    if app.state.settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=app.state.settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["*"],
-        )
-    app.middleware("http")(_log_requests)
+    app.state.settings = settings
     install_error_handlers(app)
     for route_module in (ask, chat, completions, models, health):
         app.include_router(route_module.router)
+    # Added innermost first: RequestLog -> CORS -> ApiKey -> BodyLimit -> routes.
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    if settings.api_key is not None:
+        app.add_middleware(ApiKey, key=settings.api_key.get_secret_value())
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["authorization", "content-type"],
+        )
+    app.add_middleware(RequestLog)
     return app
 
 
-async def _log_requests(request: Request, call_next) -> Response:
-    """One line per request: id, route, status, time; never the prompt or the answer."""
-    request.state.request_id = request_id = uuid.uuid4().hex[:12]
-    started = time.perf_counter()
-    response = await call_next(request)
-    response.headers["x-request-id"] = request_id
-    log.info(
-        "%s %s %s -> %d in %.1f ms",
-        request_id,
-        request.method,
-        request.url.path,
-        response.status_code,
-        (time.perf_counter() - started) * 1000,
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(settings: Settings) -> str | None:
+    """Why the API must not start as configured, or None."""
+    if _is_loopback(settings.host) or settings.api_key is not None or settings.allow_insecure:
+        return None
+    return (
+        f"refusing to listen on {settings.host} without an API key: anyone who can reach it "
+        "could use the model. Set MLXQ_API_KEY, or MLXQ_ALLOW_INSECURE=true if the network "
+        "is already closed to others."
     )
-    return response
 
 
 def run() -> int:
@@ -87,11 +125,15 @@ def run() -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    problem = check_exposure(settings)
+    if problem is not None:
+        print(f"mlxq api: {problem}", file=sys.stderr)
+        return 2
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level.lower(),
-        access_log=False,  # _log_requests logs each request with its id and timing
+        access_log=False,  # RequestLog logs each request with its id and timing
     )
     return 0

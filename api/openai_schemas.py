@@ -49,6 +49,9 @@ class _Sampling(_Request):
     stream_options: StreamOptions | None = None
     n: int = Field(1, ge=1, le=1, description="Only one choice per request is supported.")
     logprobs: bool | int | None = None
+    timeout: float | None = Field(
+        None, gt=0, le=86400, description="mlxq: seconds until the request's deadline."
+    )
 
     @field_validator("stop")
     @classmethod

@@ -19,6 +19,7 @@ def generation_request(
     stop: list[str] | None = None,
     stream: bool = False,
     chat_template_kwargs: dict[str, JSONScalar] | None = None,
+    timeout: float | None = None,
 ) -> GenerationRequest:
     if max_tokens is not None and max_tokens > settings.max_tokens_cap:
         raise InvalidRequest(
@@ -35,5 +36,5 @@ def generation_request(
         stop=stop or [],
         stream=stream,
         chat_template_kwargs=chat_template_kwargs or {},
-        deadline=time.time() + settings.queue_timeout,
+        deadline=time.time() + (timeout or settings.request_timeout),
     )

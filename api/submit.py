@@ -12,10 +12,23 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
+from shared import keys
+from shared.errors import QueueFull
 from shared.jobs import GENERATE_FUNCTION
 from shared.keys import queue_name_for_model
 from shared.schemas import GenerationRequest
 from shared.settings import Settings
+
+QUEUE_FULL_RETRY_AFTER_S = 2
+"""Retry-After for a 429: a full queue drains in seconds on a busy fleet."""
+
+
+def _queue_length(commands: list, results: list) -> int:
+    """The queue's length after our push: RPUSH's reply within the replayed transaction."""
+    for (args, _), result in zip(commands, results, strict=True):
+        if args[0] in ("RPUSH", "LPUSH"):
+            return int(result)
+    raise AssertionError("RQ's enqueue pushed no job id")
 
 
 class JobSubmitter:
@@ -49,6 +62,28 @@ class JobSubmitter:
         async with self._connection.pipeline(transaction=True) as pipeline:
             for args, options in recorded.command_stack:
                 pipeline.execute_command(*args, **options)
+            results = await pipeline.execute()
+        await self._admit(request.model, job_id, _queue_length(recorded.command_stack, results))
+
+    async def _admit(self, model: str, job_id: str, queued: int) -> None:
+        """Bound the queue fleet-wide: a job pushed past MLXQ_MAX_QUEUED is taken back out
+        (unless a worker already took it) and refused, so memory stays bounded."""
+        if queued <= self._settings.max_queued:
+            return
+        if await self.withdraw(model, job_id):
+            raise QueueFull(
+                f"The queue for {model!r} is full ({self._settings.max_queued} requests waiting, "
+                "MLXQ_MAX_QUEUED); try again shortly.",
+                retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
+            )
+
+    async def cancel(self, model: str, job_id: str) -> None:
+        """The client went away: drop the job if still queued, else stop its generation."""
+        if await self.withdraw(model, job_id):
+            return
+        async with self._connection.pipeline(transaction=False) as pipeline:
+            pipeline.set(keys.job_cancel_key(job_id), 1, ex=self._settings.event_ttl)
+            pipeline.publish(keys.CANCEL_CHANNEL, job_id)
             await pipeline.execute()
 
     async def withdraw(self, model: str, job_id: str) -> bool:

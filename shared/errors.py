@@ -12,6 +12,10 @@ class ErrorCode(StrEnum):
     MODEL_NOT_FOUND = "model_not_found"
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
     GENERATION_FAILED = "generation_failed"
+    UNAUTHORIZED = "unauthorized"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    QUEUE_FULL = "queue_full"
+    CANCELLED = "cancelled"
     NO_WORKER = "no_worker"
     TIMEOUT = "timeout"
     REDIS_UNAVAILABLE = "redis_unavailable"
@@ -21,7 +25,11 @@ class ErrorCode(StrEnum):
 HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_REQUEST: 400,
     ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400,
+    ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.MODEL_NOT_FOUND: 404,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.QUEUE_FULL: 429,
+    ErrorCode.CANCELLED: 499,
     ErrorCode.GENERATION_FAILED: 500,
     ErrorCode.WORKER_LOST: 502,
     ErrorCode.NO_WORKER: 503,
@@ -60,6 +68,18 @@ class ContextLengthExceeded(MlxqError):
 
 class GenerationFailed(MlxqError):
     code = ErrorCode.GENERATION_FAILED
+
+
+class QueueFull(MlxqError):
+    code = ErrorCode.QUEUE_FULL
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Cancelled(MlxqError):
+    code = ErrorCode.CANCELLED
 
 
 class NoWorkerAvailable(MlxqError):

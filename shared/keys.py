@@ -36,3 +36,17 @@ WORKER_LIVENESS_S = 5.0
 def worker_stats_key(worker_name: str) -> str:
     """Hash where a worker reports its model and the largest batch it has run."""
     return f"{PREFIX}:worker:{worker_name}:stats"
+
+
+CANCEL_CHANNEL = f"{PREFIX}:cancel"
+"""Pub/sub channel on which the API names jobs whose client went away; every worker listens."""
+
+
+def job_cancel_key(job_id: str) -> str:
+    """Set when a job's client went away, for a worker that takes the job afterwards."""
+    return f"{PREFIX}:job:{job_id}:cancelled"
+
+
+def worker_jobs_key(worker_name: str) -> str:
+    """Set of the job ids a worker is running, so they can be recovered if it dies."""
+    return f"{PREFIX}:worker:{worker_name}:jobs"

@@ -3,7 +3,7 @@
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_MODEL_ID = "mlxq/SmolLM2-135M-Instruct-Q4_1"
@@ -33,6 +33,23 @@ class Settings(BaseSettings):
     )
     queue_timeout: float = Field(
         30.0, gt=0, description="Seconds a request may wait for a worker to take it before a 503."
+    )
+    request_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Default deadline of a request in seconds (a request may set its own "
+        "'timeout'); past it the client gets a 504 and generation stops.",
+    )
+    max_queued: int = Field(
+        1000,
+        ge=1,
+        description="Most jobs waiting in a model's queue, fleet-wide; beyond it a 429.",
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted; larger ones get a 413."
+    )
+    drain_timeout: float = Field(
+        60.0, ge=0, description="Seconds a stopping worker may spend finishing running jobs."
     )
     job_timeout: int = Field(
         600, ge=1, description="Seconds a job may generate before it is stopped (RQ job_timeout)."
@@ -69,6 +86,17 @@ class Settings(BaseSettings):
         "auto",
         description="Linux CPU workers: OpenBLAS library to use for MLX's matmuls: 'auto' "
         "(find it), 'off', or a path.",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="When set, every route but /health needs 'Authorization: Bearer <key>'.",
+    )
+    allow_insecure: bool = Field(
+        False,
+        description="Allow listening on a non-loopback address without an API key.",
+    )
+    log_content: bool = Field(
+        False, description="Log prompts and answers (for debugging; off: only ids and timings)."
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (JSON list); empty: CORS off."

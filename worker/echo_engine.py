@@ -34,6 +34,9 @@ class EchoEngine:
             Finished(request.job_id, " ".join(words), reason, len(request.payload), len(words))
         )
 
+    def cancel(self, job_id: str) -> None:
+        pass  # answers at once: nothing is ever running
+
     def start(self) -> None:
         pass
 

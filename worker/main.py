@@ -80,6 +80,8 @@ def run(burst: bool = False) -> int:
         outputs=outputs,
         concurrency=settings.worker_concurrency,
         event_ttl_s=settings.event_ttl,
+        drain_timeout_s=settings.drain_timeout,
+        log_content=settings.log_content,
     )
     log.info("worker %s serving %s on queue %s", worker.name, settings.model, settings.queue_name)
     worker.work(burst=burst, logging_level=settings.log_level)

@@ -17,7 +17,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
-from shared.errors import GenerationFailed, JobTimedOut, MlxqError
+from shared.errors import Cancelled, GenerationFailed, JobTimedOut, MlxqError
 from shared.schemas import GenerationRequest
 from worker.engine_api import EngineRequest, Failed, Finished, TokenOutput
 from worker.model import LoadedModel
@@ -84,6 +84,8 @@ class MLXEngine:
         self._cap = max_tokens_cap
         self._emit = emit
         self._inbox: queue.Queue = queue.Queue()
+        self._cancelled: set[str] = set()
+        self._cancel_lock = threading.Lock()
         self._single: _SingleStream | None = None
         self._batch: BatchGenerator | None = None
         self._in_batch: dict[int, _Sequence] = {}
@@ -101,6 +103,11 @@ class MLXEngine:
 
     def submit(self, request: EngineRequest) -> None:
         self._inbox.put(request)
+
+    def cancel(self, job_id: str) -> None:
+        """Stop generating for a job; takes effect before the next decode step."""
+        with self._cancel_lock:
+            self._cancelled.add(job_id)
 
     def start(self) -> None:
         self._thread.start()
@@ -128,6 +135,7 @@ class MLXEngine:
             if self._single is None and not self._in_batch:
                 continue
             try:
+                self._drop_cancelled()
                 self._expire_timed_out()
                 if self._single is not None:
                     self._step_single()
@@ -153,7 +161,7 @@ class MLXEngine:
             return arrivals
 
     def _place(self, arrivals: list[EngineRequest]) -> None:
-        arrivals = [r for r in arrivals if not self._refuse_expired(r)]
+        arrivals = [r for r in arrivals if not self._refuse_cancelled_or_expired(r)]
         if not arrivals:
             return
         self._active += len(arrivals)
@@ -166,11 +174,25 @@ class MLXEngine:
             self._insert(arrivals)
         self._peak = max(self._peak, len(self._in_batch) + (self._single is not None))
 
-    def _refuse_expired(self, request: EngineRequest) -> bool:
-        if time.monotonic() < request.timeout_at:
-            return False
-        self._emit(Failed(request.job_id, JobTimedOut("The job timed out before it started.")))
-        return True
+    def _refuse_cancelled_or_expired(self, request: EngineRequest) -> bool:
+        if self._take_cancelled({request.job_id}):
+            self._emit(Failed(request.job_id, Cancelled("The client went away.")))
+            return True
+        if time.monotonic() >= request.timeout_at:
+            self._emit(Failed(request.job_id, JobTimedOut("The job timed out before it started.")))
+            return True
+        return False
+
+    def _take_cancelled(self, job_ids: set[str]) -> set[str]:
+        with self._cancel_lock:
+            found = self._cancelled & job_ids
+            self._cancelled -= found
+            return found
+
+    def _drop_cancelled(self) -> None:
+        sequences = {s.request.job_id: s for s in self._sequences()}
+        for job_id in self._take_cancelled(set(sequences)):
+            self._drop(sequences[job_id], Cancelled("The client went away."))
 
     def _new_sequence(self, request: EngineRequest) -> _Sequence:
         detokenizer = self._tokenizer.detokenizer
@@ -303,7 +325,7 @@ class MLXEngine:
         now = time.monotonic()
         expired = [s for s in self._sequences() if now >= s.request.timeout_at]
         for sequence in expired:
-            self._drop(sequence, JobTimedOut("The job exceeded its time limit while generating."))
+            self._drop(sequence, JobTimedOut("The request's time limit passed while generating."))
 
     def _sequences(self) -> list[_Sequence]:
         single = [self._single.sequence] if self._single is not None else []

@@ -7,14 +7,17 @@ batches whatever outputs are waiting into one pipeline.
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import redis
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 
+from shared import keys
 from shared.errors import ErrorCode
 from shared.schemas import DoneEvent, ErrorEvent, JobEvent, TokenEvent
 from worker.engine_api import EngineOutput, Failed, Finished, TokenOutput
@@ -24,6 +27,8 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 _MAX_OUTPUTS_PER_PIPELINE = 256
+REDIS_RETRY_S = 120.0
+"""How long the reporter keeps retrying a write while Redis is down."""
 
 
 @dataclass
@@ -47,16 +52,21 @@ class Reporter:
         publisher: EventPublisher,
         outputs: queue.Queue,
         on_job_done: Callable[[], None],
+        log_content: bool = False,
     ) -> None:
         self._worker = worker
         self._publisher = publisher
         self._outputs = outputs
         self._on_job_done = on_job_done
+        self._log_content = log_content
         self._jobs: dict[str, RunningJob] = {}
         self._thread = threading.Thread(target=self._run, name="mlxq-reporter", daemon=True)
 
     def track(self, running: RunningJob) -> None:
         self._jobs[running.job.id] = running
+
+    def is_running(self, job_id: str) -> bool:
+        return job_id in self._jobs
 
     @property
     def running_count(self) -> int:
@@ -67,7 +77,7 @@ class Reporter:
 
     def stop(self) -> None:
         self._outputs.put(_STOP)
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=REDIS_RETRY_S + 30)
 
     def _run(self) -> None:
         while True:
@@ -83,39 +93,69 @@ class Reporter:
                 return
 
     def _report(self, outputs: list[EngineOutput]) -> None:
+        events: list[tuple[str, JobEvent]] = []
         finals: list[tuple[RunningJob, EngineOutput]] = []
-        with self._worker.connection.pipeline(transaction=False) as pipeline:
-            for output in outputs:
-                running = self._jobs.get(output.job_id)
-                if running is None:
-                    continue
-                self._publisher.add(pipeline, output.job_id, _event(output, running.take_seq()))
-                if not isinstance(output, TokenOutput):
-                    finals.append((running, output))
-            pipeline.execute()
+        for output in outputs:
+            running = self._jobs.get(output.job_id)
+            if running is None:
+                continue
+            events.append((output.job_id, _event(output, running.take_seq())))
+            if not isinstance(output, TokenOutput):
+                finals.append((running, output))
+
+        def publish() -> None:
+            with self._worker.connection.pipeline(transaction=False) as pipeline:
+                for job_id, event in events:
+                    self._publisher.add(pipeline, job_id, event)
+                for running, _ in finals:
+                    pipeline.srem(keys.worker_jobs_key(self._worker.name), running.job.id)
+                pipeline.execute()
+
+        _retrying(publish)
         for running, output in finals:
-            self._finalize(running, output)
+            try:
+                _retrying(lambda: self._finalize(running, output))  # noqa: B023 (called at once)
+            finally:
+                del self._jobs[running.job.id]
+                self._on_job_done()
 
     def _finalize(self, running: RunningJob, output: EngineOutput) -> None:
+        """End the job in RQ: its result, registries and the worker's statistics."""
         job = running.job
         job.ended_at = datetime.now(UTC)
+        if isinstance(output, Finished):
+            if self._log_content:
+                log.info("job %s: answer %r", job.id, output.text)
+            job._result = _result(output)
+            job._status = JobStatus.FINISHED
+            self._worker.handle_job_success(
+                job, running.queue, running.queue.started_job_registry, running.execution
+            )
+        else:
+            assert isinstance(output, Failed)
+            job._status = JobStatus.FAILED
+            exc_string = f"{output.error.code}: {output.error.message}"
+            self._worker.handle_job_failure(
+                job, running.queue, exc_string=exc_string, execution=running.execution
+            )
+
+
+def _retrying(write: Callable[[], None]) -> None:
+    """Run a Redis write, waiting out a Redis restart (up to REDIS_RETRY_S) so that no
+    answer is lost to a short outage."""
+    give_up_at = time.monotonic() + REDIS_RETRY_S
+    backoff = 0.2
+    while True:
         try:
-            if isinstance(output, Finished):
-                job._result = _result(output)
-                job._status = JobStatus.FINISHED
-                self._worker.handle_job_success(
-                    job, running.queue, running.queue.started_job_registry, running.execution
-                )
-            else:
-                assert isinstance(output, Failed)
-                job._status = JobStatus.FAILED
-                exc_string = f"{output.error.code}: {output.error.message}"
-                self._worker.handle_job_failure(
-                    job, running.queue, exc_string=exc_string, execution=running.execution
-                )
-        finally:
-            del self._jobs[job.id]
-            self._on_job_done()
+            write()
+            return
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            if time.monotonic() > give_up_at:
+                log.error("giving up on a Redis write after %ss: %s", REDIS_RETRY_S, exc)
+                return
+            log.warning("Redis unreachable (%s); retrying in %.1fs", exc, backoff)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
 
 
 def _event(output: EngineOutput, seq: int) -> JobEvent:

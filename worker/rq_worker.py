@@ -21,7 +21,7 @@ from rq.queue import Queue
 from rq.worker import SimpleWorker, WorkerStatus
 
 from shared import keys
-from shared.errors import GenerationFailed, InvalidRequest, JobTimedOut, MlxqError
+from shared.errors import Cancelled, GenerationFailed, InvalidRequest, JobTimedOut, MlxqError
 from shared.jobs import ALLOWED_FUNCTIONS
 from shared.schemas import GenerationRequest, StartedEvent
 from worker.engine_api import Engine, Failed
@@ -33,6 +33,8 @@ log = logging.getLogger(__name__)
 DEQUEUE_TIMEOUT_S = 1
 """How long one blocking dequeue waits: bounds how late a stop request is noticed."""
 HEARTBEAT_INTERVAL_S = 1.0
+"""mlxq's own liveness heartbeat; the API declares a worker dead after WORKER_LIVENESS_S."""
+MAX_BACKOFF_S = 10.0
 
 
 class BatchingWorker(SimpleWorker):
@@ -45,6 +47,7 @@ class BatchingWorker(SimpleWorker):
         concurrency: int,
         event_ttl_s: int,
         drain_timeout_s: float = 60.0,
+        log_content: bool = False,
         **kwargs,
     ) -> None:
         super().__init__(queues, **kwargs)
@@ -52,10 +55,12 @@ class BatchingWorker(SimpleWorker):
         self._outputs = outputs
         self._slots = threading.Semaphore(concurrency)
         self._drain_timeout_s = drain_timeout_s
+        self._log_content = log_content
         self._publisher = EventPublisher(self.connection, event_ttl_s)
-        self._reporter = Reporter(self, self._publisher, outputs, self._job_done)
+        self._reporter = Reporter(self, self._publisher, outputs, self._job_done, log_content)
         self._last_heartbeat = 0.0
-        self._backoff_s = 1.0
+        self._backoff_s = 0.5
+        self._cancel_listener = None
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -64,6 +69,7 @@ class BatchingWorker(SimpleWorker):
         self._install_signal_handlers()
         self.engine.start()
         self._reporter.start()
+        self._listen_for_cancellations()
         worked = False
         try:
             while not self._stop_requested:
@@ -82,15 +88,11 @@ class BatchingWorker(SimpleWorker):
             self._drain()
             self.engine.stop()
             self._reporter.stop()
+            if self._cancel_listener is not None:
+                self._cancel_listener.stop()
             self._deregister()
             self.teardown()
         return worked
-
-    def _deregister(self) -> None:
-        try:
-            self.connection.zrem(keys.LIVE_WORKERS, self.name)
-        except redis.RedisError as exc:
-            log.warning("worker %s: could not deregister (%s)", self.name, exc)
 
     def _shutdown(self) -> None:
         # RQ raises StopRequested from the signal handler when idle, which can land between
@@ -98,9 +100,7 @@ class BatchingWorker(SimpleWorker):
         self._stop_requested = True
         self.set_shutdown_requested_date()
         log.info(
-            "worker %s: stopping; finishing %d running job(s)",
-            self.name,
-            self._reporter.running_count,
+            "worker %s: stopping; finishing %d job(s)", self.name, self._reporter.running_count
         )
 
     def _keep_alive(self) -> None:
@@ -136,44 +136,81 @@ class BatchingWorker(SimpleWorker):
                 job_class=self.job_class,
                 serializer=self.serializer,
             )
-            self._backoff_s = 1.0
+            self._backoff_s = 0.5
             return result
         except DequeueTimeout:
             return None
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning(
-                "worker %s: cannot reach Redis (%s); retrying in %.0fs",
-                self.name,
-                exc,
-                self._backoff_s,
-            )
-            time.sleep(self._backoff_s)
-            self._backoff_s = min(self._backoff_s * 2, 30.0)
+            self._wait_for_redis(exc)
             return None
+
+    def _wait_for_redis(self, exc: Exception) -> None:
+        log.warning(
+            "worker %s: cannot reach Redis (%s); retrying in %.1fs", self.name, exc, self._backoff_s
+        )
+        time.sleep(self._backoff_s)
+        self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
+
+    def _listen_for_cancellations(self) -> None:
+        """A pub/sub thread: the API names jobs whose client went away."""
+        listener = redis.Redis(connection_pool=self.connection.connection_pool).pubsub()
+
+        def on_cancel(message: dict) -> None:
+            job_id = message["data"].decode()
+            if self._reporter.is_running(job_id):
+                log.info("job %s: client went away, cancelling", job_id)
+                self.engine.cancel(job_id)
+
+        def on_error(exc: BaseException, pubsub, thread) -> None:
+            log.warning("worker %s: cancellation listener lost Redis (%s)", self.name, exc)
+            time.sleep(1.0)
+
+        listener.subscribe(**{keys.CANCEL_CHANNEL: on_cancel})
+        self._cancel_listener = listener.run_in_thread(
+            sleep_time=1.0, daemon=True, exception_handler=on_error
+        )
 
     # -- one job ---------------------------------------------------------------------------
 
     def _start_job(self, job: Job, job_queue: Queue) -> None:
-        execution = self.prepare_execution(job)
-        self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+        try:
+            execution = self.prepare_execution(job)
+            self.prepare_job_execution(job, remove_from_intermediate_queue=True)
+            cancelled = self.connection.exists(keys.job_cancel_key(job.id))
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            # RQ's maintenance fails jobs left in its intermediate queue.
+            log.error("job %s: Redis lost while starting it (%s)", job.id, exc)
+            self._slots.release()
+            return
         job.started_at = datetime.now(UTC)
         running = RunningJob(job, job_queue, execution)
         self._reporter.track(running)
         try:
+            if cancelled:
+                raise Cancelled("The client went away before the job started.")
             request = self._read_request(job)
-            prepared = self.engine.prepare(job.id, request, float(job.timeout or 600))
-            # "started" means accepted: a refused request's first event is its error.
-            self._publisher.publish(job.id, StartedEvent(seq=running.take_seq(), worker=self.name))
+            timeout_s = min(float(job.timeout or 600), request.deadline - time.time())
+            prepared = self.engine.prepare(job.id, request, timeout_s)
+            self._announce(running)
         except MlxqError as error:
             self._outputs.put(Failed(job.id, error))
             return
         except Exception as exc:
             log.exception("job %s: could not prepare the request", job.id)
-            self._outputs.put(
-                Failed(job.id, GenerationFailed(f"Could not prepare the request: {exc}"))
-            )
+            error = GenerationFailed(f"Could not prepare the request: {exc}")
+            self._outputs.put(Failed(job.id, error))
             return
+        if self._log_content:
+            log.info("job %s: request %s", job.id, request.model_dump_json())
         self.engine.submit(prepared)
+
+    def _announce(self, running: RunningJob) -> None:
+        """Tell the API the job was accepted, and record it as this worker's, in one trip."""
+        with self.connection.pipeline(transaction=False) as pipeline:
+            started = StartedEvent(seq=running.take_seq(), worker=self.name)
+            self._publisher.add(pipeline, running.job.id, started)
+            pipeline.sadd(keys.worker_jobs_key(self.name), running.job.id)
+            pipeline.execute()
 
     def _read_request(self, job: Job) -> GenerationRequest:
         """Only mlxq's own job function runs here: RQ would import any dotted path it is given."""
@@ -203,3 +240,9 @@ class BatchingWorker(SimpleWorker):
                 self.name,
                 self._reporter.running_count,
             )
+
+    def _deregister(self) -> None:
+        try:
+            self.connection.zrem(keys.LIVE_WORKERS, self.name)
+        except redis.RedisError as exc:
+            log.warning("worker %s: could not deregister (%s)", self.name, exc)

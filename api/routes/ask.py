@@ -7,11 +7,12 @@ piece (the data is the plain text), then ``event: done`` with the whole answer a
 
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import RunnerDep, SettingsDep
+from api.disconnect import unless_disconnected
 from api.jobs import KEEPALIVE
 from api.requests import generation_request
 from api.sse import KEEPALIVE_FRAME, JobStream, data_frame, json_frame, sse_response
@@ -32,6 +33,13 @@ class AskRequest(BaseModel):
         "context window and the server's cap).",
     )
     stream: bool = Field(False, description="Answer as Server-Sent Events, piece by piece.")
+    timeout: float | None = Field(
+        None,
+        gt=0,
+        le=86400,
+        description="Seconds until the request's deadline (default MLXQ_REQUEST_TIMEOUT); "
+        "past it the answer is a 504 and generation stops.",
+    )
 
     @field_validator("question")
     @classmethod
@@ -55,17 +63,20 @@ _ERRORS = {status: {"model": ErrorBody} for status in (400, 500, 502, 503, 504)}
 
 @router.post("/ask", response_model=AskResponse, responses=_ERRORS)
 async def ask(
-    body: AskRequest, runner: RunnerDep, settings: SettingsDep
-) -> AskResponse | StreamingResponse:
+    body: AskRequest, http_request: Request, runner: RunnerDep, settings: SettingsDep
+) -> AskResponse | Response:
     request = generation_request(
         settings,
         model=settings.model,
         messages=[ChatMessage(role="user", content=body.question)],
         max_tokens=body.max_tokens,
         stream=body.stream,
+        timeout=body.timeout,
     )
     if not body.stream:
-        done = await runner.run(request)
+        done = await unless_disconnected(http_request, runner.run(request))
+        if isinstance(done, Response):
+            return done
         return AskResponse(answer=done.text)
     return sse_response(_frames(await JobStream.open(runner, request, settings.stream_keepalive)))
 

@@ -1,9 +1,10 @@
 """``POST /v1/chat/completions``: OpenAI chat completions, streamed or not."""
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from api.deps import RedisDep, RunnerDep, SettingsDep
+from api.disconnect import unless_disconnected
 from api.fleet import check_model
 from api.openai_schemas import ChatCompletionRequest, ResponseHeader, usage
 from api.openai_stream import openai_frames
@@ -16,8 +17,12 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 
 @router.post("/chat/completions", response_model=None)
 async def chat_completions(
-    body: ChatCompletionRequest, runner: RunnerDep, settings: SettingsDep, redis: RedisDep
-) -> dict | StreamingResponse:
+    body: ChatCompletionRequest,
+    http_request: Request,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    redis: RedisDep,
+) -> dict | Response:
     await check_model(redis, settings, body.model)
     request = generation_request(
         settings,
@@ -30,11 +35,14 @@ async def chat_completions(
         sampling=SamplingParams(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
         stop=body.stops,
         stream=body.stream,
+        timeout=body.timeout,
         chat_template_kwargs=body.chat_template_kwargs,
     )
     header = ResponseHeader("chatcmpl", request.request_id, body.model)
     if not body.stream:
-        done = await runner.run(request)
+        done = await unless_disconnected(http_request, runner.run(request))
+        if isinstance(done, Response):
+            return done
         message = {"role": "assistant", "content": done.text}
         choice = {"index": 0, "message": message, "finish_reason": done.finish_reason}
         return {**header.fields("chat.completion"), "choices": [choice], "usage": usage(done)}

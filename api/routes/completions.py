@@ -1,9 +1,10 @@
 """``POST /v1/completions``: OpenAI text completions of a raw prompt (no chat template)."""
 
-from fastapi import APIRouter
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
 
 from api.deps import RedisDep, RunnerDep, SettingsDep
+from api.disconnect import unless_disconnected
 from api.fleet import check_model
 from api.openai_schemas import CompletionRequest, ResponseHeader, usage
 from api.openai_stream import openai_frames
@@ -20,8 +21,12 @@ def _choice(text: str | None, finish_reason: str | None) -> dict:
 
 @router.post("/completions", response_model=None)
 async def completions(
-    body: CompletionRequest, runner: RunnerDep, settings: SettingsDep, redis: RedisDep
-) -> dict | StreamingResponse:
+    body: CompletionRequest,
+    http_request: Request,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    redis: RedisDep,
+) -> dict | Response:
     await check_model(redis, settings, body.model)
     request = generation_request(
         settings,
@@ -31,10 +36,13 @@ async def completions(
         sampling=SamplingParams(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
         stop=body.stops,
         stream=body.stream,
+        timeout=body.timeout,
     )
     header = ResponseHeader("cmpl", request.request_id, body.model)
     if not body.stream:
-        done = await runner.run(request)
+        done = await unless_disconnected(http_request, runner.run(request))
+        if isinstance(done, Response):
+            return done
         choice = _choice(done.text, done.finish_reason)
         return {**header.fields("text_completion"), "choices": [choice], "usage": usage(done)}
     stream = await JobStream.open(runner, request, settings.stream_keepalive)

@@ -3,14 +3,14 @@
 from fastapi import APIRouter
 
 from api.deps import RedisDep
-from api.fleet import live_models
+from api.fleet import served_models
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
 @router.get("/models")
 async def list_models(redis: RedisDep) -> dict:
-    served = await live_models(redis)
+    served = await served_models(redis)
     data = [
         {"id": model, "object": "model", "created": 0, "owned_by": "mlxq", "workers": count}
         for model, count in sorted(served.items())

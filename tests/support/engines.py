@@ -1,17 +1,25 @@
-"""Engines for narrow tests of the worker's plumbing (selected with MLXQ_ENGINE=module:Class)."""
+"""Engines for narrow tests of the worker's plumbing (selected with MLXQ_ENGINE=module:Class).
 
+They run in real worker processes, behind the real RQ worker, reporter and Redis; only the
+model is replaced, so faults (kills, disconnects, deadlines) can be timed exactly.
+"""
+
+import os
+import threading
 import time
 
-from shared.errors import GenerationFailed
+from shared.errors import Cancelled, GenerationFailed, JobTimedOut
 from shared.schemas import GenerationRequest
 from shared.settings import Settings
-from worker.engine_api import EngineRequest, Failed
+from worker.engine_api import EngineRequest, Failed, Finished, TokenOutput
 
 
 class FailingEngine:
     """Accepts every request, then fails it the way a broken generation would."""
 
     context_length = None
+    active_count = 0
+    peak_batch_size = 1
 
     def __init__(self, settings: Settings, emit) -> None:
         self.model_id = settings.model
@@ -23,11 +31,81 @@ class FailingEngine:
     def submit(self, request: EngineRequest) -> None:
         self._emit(Failed(request.job_id, GenerationFailed("Generation failed: out of unicorns")))
 
+    def cancel(self, job_id: str) -> None:
+        pass
+
     def start(self) -> None:
         pass
 
     def stop(self) -> None:
         pass
 
-    active_count = 0
-    peak_batch_size = 1
+
+class SlowEngine:
+    """Generates "w0 w1 w2 ..." for all its jobs at once, one word per step of
+    MLXQ_TEST_STEP_S seconds (default 0.1), max_tokens words (default 20); it checks
+    cancellations and deadlines between steps like the MLX engine."""
+
+    context_length = None
+
+    def __init__(self, settings: Settings, emit) -> None:
+        self.model_id = settings.model
+        self._emit = emit
+        self._step_s = float(os.environ.get("MLXQ_TEST_STEP_S", "0.1"))
+        self._jobs: dict[str, tuple[EngineRequest, list[str]]] = {}
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.peak_batch_size = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
+        max_tokens = request.max_tokens or 20
+        return EngineRequest(job_id, request, [], max_tokens, time.monotonic() + timeout_s)
+
+    def submit(self, request: EngineRequest) -> None:
+        with self._lock:
+            self._jobs[request.job_id] = (request, [])
+            self.peak_batch_size = max(self.peak_batch_size, len(self._jobs))
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            self._cancelled.add(job_id)
+
+    @property
+    def active_count(self) -> int:
+        return len(self._jobs)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stopping.is_set():
+            time.sleep(self._step_s)
+            with self._lock:
+                jobs = list(self._jobs.items())
+                cancelled, self._cancelled = self._cancelled, set()
+            for job_id, (request, words) in jobs:
+                self._step(job_id, request, words, job_id in cancelled)
+
+    def _step(self, job_id: str, request: EngineRequest, words: list[str], cancelled: bool):
+        if cancelled:
+            self._end(job_id, Failed(job_id, Cancelled("The client went away.")))
+        elif time.monotonic() >= request.timeout_at:
+            self._end(job_id, Failed(job_id, JobTimedOut("The request's time limit passed.")))
+        else:
+            word = f"w{len(words)}"
+            words.append(word)
+            if request.request.stream:
+                self._emit(TokenOutput(job_id, word if len(words) == 1 else " " + word))
+            if len(words) >= request.max_tokens:
+                self._end(job_id, Finished(job_id, " ".join(words), "length", 1, len(words)))
+
+    def _end(self, job_id: str, output) -> None:
+        with self._lock:
+            del self._jobs[job_id]
+        self._emit(output)

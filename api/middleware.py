@@ -1,0 +1,145 @@
+"""The API's edge, as plain ASGI middleware (no BaseHTTPMiddleware: it buffers and hides
+client disconnects): request ids and timings, the API key, and the body size limit."""
+
+import hmac
+import json
+import logging
+import time
+import uuid
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import ErrorCode
+
+log = logging.getLogger("mlxq.api")
+
+OPEN_PATHS = frozenset({"/health"})
+"""Reachable without the API key: the liveness check, for supervisors and load balancers."""
+
+
+def _error_body(path: str, status: int, code: str, message: str) -> bytes:
+    if path.startswith("/v1/"):
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    else:
+        body = {"detail": message, "code": code}
+    return json.dumps(body).encode()
+
+
+async def _send_error(send: Send, path: str, status: int, code: str, message: str, headers=()):
+    body = _error_body(path, status, code, message)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), *headers],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class RequestLog:
+    """One log line per request: id, method, path, status, time. Never the body."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        request_id = uuid.uuid4().hex[:12]
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = time.perf_counter()
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [
+                    *message.get("headers", []),
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info(
+                "%s %s %s -> %s in %.1f ms",
+                request_id,
+                scope["method"],
+                scope["path"],
+                status or "disconnected",
+                (time.perf_counter() - started) * 1000,
+            )
+
+
+class ApiKey:
+    """With MLXQ_API_KEY set, every route but OPEN_PATHS needs ``Authorization: Bearer <key>``
+    (as OpenAI clients send it), compared in constant time."""
+
+    def __init__(self, app: ASGIApp, key: str) -> None:
+        self.app = app
+        self._expected = f"Bearer {key}".encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+            return await self.app(scope, receive, send)
+        given = dict(scope["headers"]).get(b"authorization", b"")
+        if hmac.compare_digest(given, self._expected):
+            return await self.app(scope, receive, send)
+        await _send_error(
+            send,
+            scope["path"],
+            401,
+            ErrorCode.UNAUTHORIZED,
+            "Missing or wrong API key: send 'Authorization: Bearer <MLXQ_API_KEY>'.",
+            [(b"www-authenticate", b"Bearer")],
+        )
+
+
+class BodyLimit:
+    """Refuse bodies over ``max_bytes`` with a 413: by Content-Length before reading, or while
+    reading when the length was not announced. The body is read here (FastAPI would read it
+    whole anyway) and handed on; later receives reach the client, so disconnects still show."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self._max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        too_large = (
+            f"The request body is larger than {self._max_bytes} bytes (MLXQ_MAX_BODY_BYTES)."
+        )
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            return await _send_error(
+                send, scope["path"], 413, ErrorCode.PAYLOAD_TOO_LARGE, too_large
+            )
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_bytes:
+                return await _send_error(
+                    send, scope["path"], 413, ErrorCode.PAYLOAD_TOO_LARGE, too_large
+                )
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body_sent = False
+
+        async def replay() -> Message:
+            nonlocal body_sent
+            if body_sent:
+                return await receive()
+            body_sent = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
