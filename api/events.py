@@ -11,6 +11,8 @@ import logging
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
 from shared import keys
@@ -26,7 +28,12 @@ class EventHub:
     def __init__(self, redis_url: str) -> None:
         # A blocked pub/sub read must not time out: redis-py 8 defaults to a 5 s socket timeout.
         self._client = aioredis.Redis.from_url(
-            redis_url, socket_timeout=None, socket_keepalive=True, health_check_interval=30
+            redis_url,
+            socket_timeout=None,
+            socket_connect_timeout=0.5,
+            socket_keepalive=True,
+            health_check_interval=30,
+            retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),  # fail fast: a 503 at once
         )
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._queues: dict[bytes, asyncio.Queue[bytes]] = {}

@@ -14,6 +14,7 @@ import httpx
 import pytest
 import redis
 
+from shared.keys import LIVE_WORKERS
 from worker.cpu_backend import load_fast_blas
 
 # Tests that run MLX in this process use the same BLAS as the workers they compare with.
@@ -128,12 +129,12 @@ class Processes:
 
     def worker(self, env: dict[str, str], timeout: float = 120) -> subprocess.Popen:
         client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
-        before = client.scard("rq:workers")
+        before = client.zcard(LIVE_WORKERS)
         process = self.start("worker", env)
 
-        def registered() -> bool:
+        def registered() -> bool:  # its first heartbeat: it is taking jobs
             assert process.poll() is None, Path(process.log_path).read_text()
-            return client.scard("rq:workers") > before
+            return client.zcard(LIVE_WORKERS) > before
 
         wait_until(registered, timeout, "the worker to register")
         return process

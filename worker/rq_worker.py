@@ -82,6 +82,9 @@ class BatchingWorker(SimpleWorker):
                     if burst and self._reporter.running_count == 0:
                         break
                     continue
+                if self._stop_requested:
+                    self._give_back(*dequeued)
+                    break
                 self._start_job(*dequeued)
                 worked = True
         finally:
@@ -150,6 +153,15 @@ class BatchingWorker(SimpleWorker):
         )
         time.sleep(self._backoff_s)
         self._backoff_s = min(self._backoff_s * 2, MAX_BACKOFF_S)
+
+    def _give_back(self, job: Job, job_queue: Queue) -> None:
+        """A job taken while the stop signal arrived goes back to the front of its queue."""
+        with self.connection.pipeline() as pipeline:
+            pipeline.lrem(job_queue.intermediate_queue_key, 1, job.id)
+            pipeline.lpush(job_queue.key, job.id)
+            pipeline.execute()
+        self._slots.release()
+        log.info("worker %s: stopping; job %s goes back to the queue", self.name, job.id)
 
     def _listen_for_cancellations(self) -> None:
         """A pub/sub thread: the API names jobs whose client went away."""

@@ -96,7 +96,10 @@ class SlowEngine:
         if cancelled:
             self._end(job_id, Failed(job_id, Cancelled("The client went away.")))
         elif time.monotonic() >= request.timeout_at:
-            self._end(job_id, Failed(job_id, JobTimedOut("The request's time limit passed.")))
+            self._end(
+                job_id,
+                Failed(job_id, JobTimedOut("The request's time limit passed while generating.")),
+            )
         else:
             word = f"w{len(words)}"
             words.append(word)

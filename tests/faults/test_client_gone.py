@@ -1,0 +1,79 @@
+"""A client that disconnects: a queued job is dropped before it starts; a running one stops
+within one decode step and its batch slot is freed."""
+
+import concurrent.futures
+import time
+
+import httpx
+import pytest
+import redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from tests.conftest import Processes, wait_until
+from tests.faults.helpers import STEP_S, ask_in_background, live_worker_names, rq_queue, slow_env
+
+
+def failed_jobs_with(redis_url: str, text: str) -> list[str]:
+    queue = rq_queue(redis_url)
+    found = []
+    for job_id in queue.failed_job_registry.get_job_ids():
+        job = Job.fetch(job_id, connection=queue.connection, serializer=JSONSerializer)
+        if text in (job.latest_result().exc_string or ""):
+            found.append(job_id)
+    return found
+
+
+def give_up_after(api: str, body: dict, seconds: float) -> None:
+    """A client that stops waiting: the connection is closed after ``seconds``."""
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{api}/ask", json=body, timeout=seconds)
+
+
+@pytest.fixture
+def one_slot(processes: Processes, mlxq_env: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """An API and a worker with a single batch slot, so a stuck job would block the next."""
+    env = slow_env(mlxq_env, MLXQ_WORKER_CONCURRENCY="1")
+    processes.worker(env)
+    return processes.api(env), env
+
+
+def test_running_job_stops_when_its_client_disconnects(one_slot) -> None:
+    api, env = one_slot
+    give_up_after(api, {"question": "q", "max_tokens": 300}, seconds=1.0)  # a 30 s job
+    gone_at = time.monotonic()
+
+    wait_until(lambda: failed_jobs_with(env["MLXQ_REDIS_URL"], "cancelled"), 5, "the cancel")
+    stopped_after = time.monotonic() - gone_at
+    assert stopped_after < 1.0 + STEP_S
+    # The slot is free: the next request is answered at once, not after 30 s.
+    started = time.monotonic()
+    response = httpx.post(f"{api}/ask", json={"question": "q", "max_tokens": 3}, timeout=10)
+    assert response.status_code == 200 and time.monotonic() - started < 2
+
+
+def test_queued_job_is_dropped_before_it_starts(one_slot) -> None:
+    api, env = one_slot
+    connection = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+    queue = rq_queue(env["MLXQ_REDIS_URL"])
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        busy = ask_in_background(pool, api, {"question": "q", "max_tokens": 30})  # 3 s
+        wait_until(lambda: queue.started_job_registry.count == 1, 5, "the first job to start")
+        give_up_after(api, {"question": "q", "max_tokens": 2}, seconds=0.5)
+        wait_until(lambda: queue.count == 0, 2, "the queued job to be withdrawn")
+        assert busy.result()[0].status_code == 200
+    assert len(connection.keys("rq:job:*")) == 1  # only the first job ever existed in RQ's eyes
+    assert queue.finished_job_registry.count == 1 and queue.failed_job_registry.count == 0
+
+
+def test_stream_stops_generating_when_the_client_disconnects(one_slot) -> None:
+    api, env = one_slot
+    body = {"question": "q", "max_tokens": 300, "stream": True}
+    with httpx.stream("POST", f"{api}/ask", json=body, timeout=10) as response:
+        for line in response.iter_lines():
+            if line == "data:  w2":  # "data: " + the piece " w2"
+                break
+    gone_at = time.monotonic()
+    wait_until(lambda: failed_jobs_with(env["MLXQ_REDIS_URL"], "cancelled"), 5, "the cancel")
+    assert time.monotonic() - gone_at < 1.0
+    assert live_worker_names(env["MLXQ_REDIS_URL"])  # the worker is fine

@@ -1,0 +1,62 @@
+"""Overload: admission is bounded fleet-wide; beyond the bound the API answers 429 with
+Retry-After, promptly, and nothing piles up in Redis."""
+
+import asyncio
+import time
+
+import httpx
+import redis
+
+from tests.conftest import Processes, wait_until
+from tests.faults.helpers import rq_queue
+
+MAX_QUEUED = 5
+CLIENTS = 60
+
+
+async def flood(api: str, body: dict) -> list[tuple[int, float, str | None]]:
+    limits = httpx.Limits(max_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=api, timeout=60, limits=limits) as client:
+
+        async def one() -> tuple[int, float, str | None]:
+            started = time.monotonic()
+            response = await client.post("/ask", json=body)
+            return (
+                response.status_code,
+                time.monotonic() - started,
+                response.headers.get("retry-after"),
+            )
+
+        return await asyncio.gather(*(one() for _ in range(CLIENTS)))
+
+
+def test_requests_beyond_the_queue_bound_get_429_promptly(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    env = {
+        **mlxq_env,
+        "MLXQ_ENGINE": "echo",
+        "MLXQ_MAX_QUEUED": str(MAX_QUEUED),
+        "MLXQ_QUEUE_TIMEOUT": "60",
+    }
+    api = processes.api(env)
+    queue = rq_queue(env["MLXQ_REDIS_URL"])
+
+    async def scenario() -> list[tuple[int, float, str | None]]:
+        requests = asyncio.create_task(flood(api, {"question": "hello there"}))
+        # No worker yet: the bound fills, everything beyond it is refused.
+        await asyncio.to_thread(wait_until, lambda: queue.count == MAX_QUEUED, 20, "a full queue")
+        await asyncio.sleep(1)
+        assert queue.count == MAX_QUEUED
+        assert len(redis.Redis.from_url(env["MLXQ_REDIS_URL"]).keys("rq:job:*")) == MAX_QUEUED
+        await asyncio.to_thread(processes.worker, env)
+        return await requests
+
+    results = asyncio.run(scenario())
+
+    accepted = [r for r in results if r[0] == 200]
+    refused = [r for r in results if r[0] == 429]
+    assert len(accepted) == MAX_QUEUED
+    assert len(refused) == CLIENTS - MAX_QUEUED
+    assert all(retry_after == "2" for _, _, retry_after in refused)
+    assert max(elapsed for _, elapsed, _ in refused) < 5  # refused at once, not after a wait
