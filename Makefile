@@ -8,8 +8,10 @@ setup:
 run: setup
 	.venv/bin/mlxq up
 
-## Set up, lint, then run the whole test suite (starts its own Redis servers and processes).
-test: setup
+## Set up (with Chromium for tests/web), lint, then run the whole test suite (starts its own
+## Redis servers and processes).
+test:
+	@scripts/setup.sh --with-browser
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/python -m pytest

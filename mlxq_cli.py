@@ -1,14 +1,14 @@
-"""The ``mlxq`` command: ``mlxq api``, ``mlxq worker``, ``mlxq up``, ``mlxq prepare-model``.
+"""The ``mlxq`` command: run the processes (api, worker, up) and talk to them (status, ask).
 
-It only parses arguments; each subcommand imports its process lazily, so ``mlxq api`` never
-imports MLX.
+It only parses arguments; each subcommand imports what it needs lazily, so ``mlxq api``
+never imports MLX.
 """
 
 import argparse
 import sys
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlxq", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("api", help="run the HTTP API (settings from MLXQ_* variables)")
@@ -16,9 +16,19 @@ def main(argv: list[str] | None = None) -> int:
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     up = commands.add_parser("up", help="start Redis (if not running), the API and workers")
     up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    commands.add_parser("status", help="live workers, queue depths and failed jobs")
+    ask = commands.add_parser("ask", help="ask a question; the answer streams to the terminal")
+    ask.add_argument("question")
+    ask.add_argument("--max-tokens", type=int, default=None)
+    ask.add_argument("--model", default=None, help="default: the server's MLXQ_MODEL")
+    bench = commands.add_parser("bench", help="run the benchmarks (bench/run.py; see --help)")
+    bench.add_argument("arguments", nargs=argparse.REMAINDER)
     commands.add_parser("prepare-model", help="prepare the configured model and exit")
-    args = parser.parse_args(argv)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     if args.command == "api":
         from api.main import run
 
@@ -31,6 +41,18 @@ def main(argv: list[str] | None = None) -> int:
         from shared.supervisor import up
 
         return up(workers=args.workers)
+    if args.command == "status":
+        from shared.commands import status
+
+        return status()
+    if args.command == "ask":
+        from shared.commands import ask as ask_question
+
+        return ask_question(args.question, args.max_tokens, args.model)
+    if args.command == "bench":
+        from shared.commands import bench as run_bench
+
+        return run_bench(args.arguments)
     from worker.main import prepare_model
 
     return prepare_model()

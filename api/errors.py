@@ -4,14 +4,18 @@
 - /v1/*: OpenAI's ``{"error": {"message", "type", "param", "code"}}``; invalid input is a 400.
 """
 
+import json
 import logging
+from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.encoders import jsonable_encoder
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
 
-from shared.errors import MlxqError, QueueFull
+from shared.errors import ErrorCode, MlxqError, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +46,18 @@ async def _mlxq_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
+class _AsciiJSONResponse(JSONResponse):
+    """JSON with every non-ASCII character escaped. FastAPI's 422 body echoes the input, which
+    may hold a lone surrogate (from a ``\\ud800`` escape) that UTF-8 cannot encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     if not _is_openai(request):
-        return await request_validation_exception_handler(request, exc)
+        return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
     problems = exc.errors()
     first = problems[0] if problems else {}
     param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None
@@ -56,6 +68,23 @@ async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(openai_error(message, 400, "invalid_request", param), status_code=400)
 
 
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """FastAPI's own 400 (a body it cannot parse, e.g. not UTF-8) in mlxq's error shapes;
+    other HTTP errors (an unknown route) keep FastAPI's body."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code != 400:
+        return await http_exception_handler(request, exc)
+    message = str(exc.detail)
+    if isinstance(exc.__cause__, UnicodeDecodeError):
+        message = f"The request body is not valid UTF-8 ({exc.__cause__})."
+    if _is_openai(request):
+        body = openai_error(message, 400, ErrorCode.INVALID_REQUEST)
+    else:
+        body = {"detail": message, "code": ErrorCode.INVALID_REQUEST}
+    return JSONResponse(body, status_code=400, headers=exc.headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MlxqError, _mlxq_error)
     app.add_exception_handler(RequestValidationError, _invalid_input)
+    app.add_exception_handler(HTTPException, _http_error)

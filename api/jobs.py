@@ -16,9 +16,17 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from api.events import EventHub, JobEvents
+from api.metrics import Metrics
 from api.submit import JobSubmitter
 from shared.errors import JobTimedOut, MlxqError, NoWorkerAvailable, RedisUnavailable
-from shared.schemas import DoneEvent, ErrorEvent, GenerationRequest, JobEvent, StartedEvent
+from shared.schemas import (
+    DoneEvent,
+    ErrorEvent,
+    GenerationRequest,
+    JobEvent,
+    StartedEvent,
+    TokenEvent,
+)
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -36,12 +44,18 @@ KEEPALIVE: Final = Keepalive()
 
 class JobRunner:
     def __init__(
-        self, connection: aioredis.Redis, hub: EventHub, submitter: JobSubmitter, settings: Settings
+        self,
+        connection: aioredis.Redis,
+        hub: EventHub,
+        submitter: JobSubmitter,
+        settings: Settings,
+        metrics: Metrics,
     ) -> None:
         self._connection = connection
         self._hub = hub
         self._submitter = submitter
         self._settings = settings
+        self._metrics = metrics
         self._background: set[asyncio.Task] = set()
 
     async def events(
@@ -94,9 +108,11 @@ class JobRunner:
         keepalive_s: float | None,
     ) -> AsyncIterator[JobEvent | Keepalive]:
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + (request.deadline - time.time())
-        queue_deadline = min(loop.time() + self._settings.queue_timeout, deadline)
+        enqueued_at = loop.time()
+        deadline = enqueued_at + (request.deadline - time.time())
+        queue_deadline = min(enqueued_at + self._settings.queue_timeout, deadline)
         started = False
+        first_token = True
         while True:
             until = deadline + RESULT_GRACE_S if started else queue_deadline
             wait = until - loop.time()
@@ -115,6 +131,12 @@ class JobRunner:
                 continue
             if isinstance(event, StartedEvent):
                 started = True
+                self._metrics.queue_wait.observe(loop.time() - enqueued_at)
+            elif isinstance(event, TokenEvent) and first_token:
+                first_token = False
+                self._metrics.first_token.observe(loop.time() - enqueued_at)
+            elif isinstance(event, DoneEvent):
+                self._metrics.tokens.labels(model=request.model).inc(event.completion_tokens)
             if isinstance(event, ErrorEvent):
                 raise MlxqError(event.message, code=event.code)
             yield event

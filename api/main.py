@@ -7,20 +7,25 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 
 from api.errors import install_error_handlers
 from api.events import EventHub
 from api.jobs import JobRunner
+from api.metrics import Metrics
 from api.middleware import ApiKey, BodyLimit, RequestLog
-from api.routes import ask, chat, completions, health, models
+from api.routes import ask, chat, completions, fleet, health, metrics, models
 from api.submit import JobSubmitter
 from shared.reaper import reap
 from shared.settings import Settings, get_settings
@@ -31,9 +36,11 @@ REDIS_POOL_SIZE = 64
 """Connections for enqueueing: waits share one pub/sub connection, so this bounds bursts only."""
 REAP_INTERVAL_S = 1.0
 """How often the API looks for workers that stopped heartbeating (see shared/reaper.py)."""
+STATIC_DIR = Path(__file__).parent / "static"
+"""The web page at ``/`` (plain HTML, CSS and JavaScript; no build step)."""
 
 
-def _redis_clients(settings: Settings) -> tuple[aioredis.Redis, redis.Redis]:
+def _async_redis(settings: Settings) -> aioredis.Redis:
     # Fail fast while Redis is down (a 503 within a second), instead of retrying for long.
     pool = aioredis.BlockingConnectionPool.from_url(
         settings.redis_url,
@@ -42,8 +49,12 @@ def _redis_clients(settings: Settings) -> tuple[aioredis.Redis, redis.Redis]:
         socket_connect_timeout=0.5,
         retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
     )
-    sync = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=5)
-    return aioredis.Redis(connection_pool=pool), sync
+    return aioredis.Redis(connection_pool=pool)
+
+
+def _sync_redis(settings: Settings) -> redis.Redis:
+    """For fleet queries, metrics and the reaper, run in threads (they use RQ's sync API)."""
+    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=5)
 
 
 async def _reap_forever(connection: redis.Redis, event_ttl_s: int) -> None:
@@ -60,13 +71,13 @@ async def _reap_forever(connection: redis.Redis, event_ttl_s: int) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    connection, sync_connection = _redis_clients(settings)
+    connection, sync_connection = _async_redis(settings), app.state.redis
     hub = EventHub(settings.redis_url)
     await hub.start()
-    app.state.redis = sync_connection
-    app.state.runner = JobRunner(connection, hub, JobSubmitter(connection, settings), settings)
+    submitter = JobSubmitter(connection, settings)
+    app.state.runner = JobRunner(connection, hub, submitter, settings, app.state.metrics)
     reaper = asyncio.create_task(_reap_forever(sync_connection, settings.event_ttl))
-    log.info("mlxq api: model %s, redis %s", settings.model, settings.redis_url)
+    log.info("mlxq api: model %s, redis %s", settings.model, _without_password(settings.redis_url))
     try:
         yield
     finally:
@@ -82,9 +93,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(title="mlxq", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
+    app.state.redis = _sync_redis(settings)
+    app.state.metrics = Metrics(app.state.redis)
     install_error_handlers(app)
-    for route_module in (ask, chat, completions, models, health):
+    _document_v1_invalid_input_as_400(app)
+    for route_module in (ask, chat, completions, models, fleet, metrics, health):
         app.include_router(route_module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html")
+
     # Added innermost first: RequestLog -> CORS -> ApiKey -> BodyLimit -> routes.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     if settings.api_key is not None:
@@ -96,8 +116,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["authorization", "content-type"],
         )
-    app.add_middleware(RequestLog)
+    app.add_middleware(RequestLog, count=lambda route, status: _count(app, route, status))
     return app
+
+
+def _without_password(url: str) -> str:
+    """The Redis URL for logs: its password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+
+
+def _document_v1_invalid_input_as_400(app: FastAPI) -> None:
+    """/v1 answers invalid input with OpenAI's 400 (api/errors.py), never FastAPI's 422, which
+    FastAPI documents on every route with a body: drop it from the /v1 operations."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            for path, operations in build()["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["responses"].pop("422", None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _count(app: FastAPI, route: str, status: str) -> None:
+    app.state.metrics.requests.labels(route=route, status=status).inc()
 
 
 def _is_loopback(host: str) -> bool:

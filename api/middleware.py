@@ -6,6 +6,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -13,8 +14,10 @@ from shared.errors import ErrorCode
 
 log = logging.getLogger("mlxq.api")
 
-OPEN_PATHS = frozenset({"/health"})
-"""Reachable without the API key: the liveness check, for supervisors and load balancers."""
+OPEN_PATHS = frozenset({"/health", "/"})
+"""Reachable without the API key: the liveness check (for supervisors and load balancers),
+and the web page with its static files, which hold no secrets and send the key themselves."""
+OPEN_PREFIXES = ("/static/",)
 
 
 def _error_body(path: str, status: int, code: str, message: str) -> bytes:
@@ -39,10 +42,12 @@ async def _send_error(send: Send, path: str, status: int, code: str, message: st
 
 
 class RequestLog:
-    """One log line per request: id, method, path, status, time. Never the body."""
+    """One log line per request: id, method, path, status, time. Never the body. Also counts
+    requests by route template and status (``count``)."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, count: Callable[[str, str], None]) -> None:
         self.app = app
+        self._count = count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -65,6 +70,8 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self._count(route, str(status or "disconnected"))
             log.info(
                 "%s %s %s -> %s in %.1f ms",
                 request_id,
@@ -84,7 +91,8 @@ class ApiKey:
         self._expected = f"Bearer {key}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
         given = dict(scope["headers"]).get(b"authorization", b"")
         if hmac.compare_digest(given, self._expected):

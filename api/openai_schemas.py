@@ -8,6 +8,7 @@ import time
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticSerializationError
 
 from shared.schemas import DoneEvent, JSONScalar
 
@@ -16,7 +17,8 @@ MAX_MESSAGES = 512
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    # strict: JSON types as the schema says them ("max_tokens": true or "5" is no integer)
+    model_config = ConfigDict(extra="ignore", strict=True)
 
 
 class TextPart(_Request):
@@ -70,6 +72,19 @@ class _Sampling(_Request):
             raise ValueError("logprobs are not supported")
         return None
 
+    @model_validator(mode="after")
+    def _encodable(self) -> "_Sampling":
+        # A JSON "\ud800" escape decodes to a lone surrogate, which UTF-8 cannot encode: such
+        # text can be neither tokenized nor sent back, so it is refused here, before a job.
+        try:
+            self.model_dump_json()
+        except PydanticSerializationError:
+            raise ValueError(
+                "text must be valid Unicode: it contains an unpaired surrogate "
+                "(a \\ud800-\\udfff escape without its pair)"
+            ) from None
+        return self
+
     @property
     def stops(self) -> list[str]:
         return self.stop  # type: ignore[return-value]  # normalized by _stop_list
@@ -112,6 +127,93 @@ class CompletionRequest(_Sampling):
     @property
     def prompt_text(self) -> str:
         return self.prompt[0] if isinstance(self.prompt, list) else self.prompt
+
+
+# -- responses (documentation: the routes build these as dicts) ---------------------------
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    error: OpenAIErrorDetail
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessageOut
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: None
+    finish_reason: Literal["stop", "length"]
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    workers: int = Field(description="mlxq: live workers serving the model.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+SSE_RESPONSE = {
+    "description": 'The completion; with "stream": true, Server-Sent Events ending with '
+    "`data: [DONE]`.",
+    "content": {
+        "text/event-stream": {
+            "schema": {  # one event: its data is a JSON chunk, an error, or [DONE]
+                "type": "object",
+                "required": ["data"],
+                "properties": {"event": {"const": "message"}, "data": {"type": "string"}},
+            }
+        }
+    },
+}
+ERROR_STATUSES = (400, 401, 404, 413, 429, 500, 502, 503, 504)
+"""What a /v1 POST can answer besides 200: invalid input (400, never 422), the API key, an
+unknown model, the body limit, a full queue, and the failures of a job."""
 
 
 def usage(done: DoneEvent) -> dict[str, int]:

@@ -11,11 +11,12 @@ on a busy machine hits both; tables report medians over rounds.
 
 import argparse
 import json
+import os
 import resource
+import shutil
 import signal
 import subprocess
 import sys
-import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -47,6 +48,7 @@ class Plan:
     concurrent_tokens: int
     levels: list[int]
     default_blas_context: bool
+    warm_burst: bool
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
@@ -55,14 +57,18 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--rounds", type=int, help="rounds per comparison (default 5, quick 2)")
     parser.add_argument("--sections", default="abc", help="which sections to run (default abc)")
     parser.add_argument("--output", type=Path, default=DOC, help=f"default {DOC}")
-    parser.add_argument("--time-limit", type=int, default=1500,
-                        help="seconds after which the run stops itself (default 1500)")
+    parser.add_argument(
+        "--time-limit",
+        type=int,
+        default=1500,
+        help="seconds after which the run stops itself (default 1500)",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
     if args.quick:
-        plan = Plan(rounds, 100, 1000, 64, 64, 32, [1, 4, 8], False)
+        plan = Plan(rounds, 100, 1000, 64, 64, 32, [1, 4, 8], False, False)
     else:
-        plan = Plan(rounds, 200, 1000, 64, 128, 64, [1, 4, 8], True)
+        plan = Plan(rounds, 200, 1000, 64, 128, 64, [1, 4, 8], True, True)
     return args, plan
 
 
@@ -76,28 +82,34 @@ def raise_open_file_limit() -> None:
 
 def float32_model(blas: str | None) -> Path:
     """The demo model with its weights expanded to float32, as mlxq's CPU worker holds them."""
-    source = Path(subprocess.run(
-        [sys.executable, "-m", "mlxq_cli", "prepare-model"], cwd=ROOT, capture_output=True,
-        text=True, timeout=900, check=True,
-    ).stdout.strip().splitlines()[-1])
+    source = Path(
+        subprocess.run(
+            [sys.executable, "-m", "mlxq_cli", "prepare-model"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=True,
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     target = BENCH_CACHE / f"{source.name}-float32"
     if not is_ready(target, source):
         print(f"creating the float32 copy of {source} in {target} ...", flush=True)
         env = {"LD_PRELOAD": blas} if blas else {}
         done = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "model_copy.py"), str(source), str(target)],
-            cwd=ROOT, env=_env(env), capture_output=True, text=True, timeout=600,
+            cwd=ROOT,
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
         if done.returncode != 0:
             raise RuntimeError(f"could not make the float32 copy:\n{done.stderr[-3000:]}")
         print("  check:", json.loads(done.stdout.strip().splitlines()[-1]), flush=True)
     return target
-
-
-def _env(extra: dict[str, str]) -> dict[str, str]:
-    import os
-
-    return {**os.environ, **extra}
 
 
 class Run:
@@ -115,34 +127,44 @@ class Run:
     def start(self) -> None:
         self.redis_url = self.procs.redis_server(self.procs.log_dir)
 
-    def section(self, title: str, body: Callable[[], str]) -> None:
+    def section(self, title: str, body: Callable[[], tuple[str, list[list[str]]]]) -> None:
         """A failing section is reported in the document; the others still run."""
         started = time.monotonic()
         print(f"== {title}", flush=True)
         try:
-            text = body()
+            text, summary = body()
+            self.summary += summary
         except Exception as exc:
             traceback.print_exc()
             text = f"## {title}\n\n**Failed**: `{type(exc).__name__}: {exc}`\n"
+            self.summary.append([title, "", "failed", f"`{type(exc).__name__}`"])
         finally:
             redis.Redis.from_url(self.redis_url).flushdb()
         self.sections.append(text)
         print(text, flush=True)
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
 
-    def overhead(self) -> str:
+    def overhead(self) -> tuple[str, list[list[str]]]:
         plan = self.plan
         latency = overhead.run_latency(
             self.procs, self.redis_url, self.mlxq_env, plan.rounds, plan.overhead_requests
         )
-        redis.Redis.from_url(self.redis_url).flushdb()
-        burst = overhead.run_burst(
-            self.procs, self.redis_url, self.mlxq_env, plan.burst_requests, plan.burst_concurrency
-        )
-        return overhead.render(latency, burst)
+        bursts = []
+        for warm in (False, True) if plan.warm_burst else (False,):
+            redis.Redis.from_url(self.redis_url).flushdb()
+            bursts.append(
+                overhead.run_burst(
+                    self.procs,
+                    self.redis_url,
+                    self.mlxq_env,
+                    plan.burst_requests,
+                    plan.burst_concurrency,
+                    warm,
+                )
+            )
+        return overhead.render(latency, bursts)
 
     def generation(self, model: Path, sections: str) -> None:
-        plan = self.plan
         env = self.mlxq_env | {
             "MLXQ_REDIS_URL": self.redis_url,
             "MLXQ_MODEL": str(model),
@@ -152,7 +174,9 @@ class Run:
         self.procs.mlxq_worker(env, timeout=300)
         counter = TokenCounter(model)
         if "b" in sections:
-            self.section("(b) Single-request tokens/s", lambda: self._single(model, mlxq_url, counter))
+            self.section(
+                "(b) Single-request tokens/s", lambda: self._single(model, mlxq_url, counter)
+            )
         if "c" in sections:
             self.section(
                 "(c) Aggregate tokens/s under concurrency",
@@ -164,7 +188,9 @@ class Run:
         process = self.procs.start("direct-mlx-lm", argv, env, stdin=subprocess.PIPE)
         return DirectMLX(process), process
 
-    def _single(self, model: Path, mlxq_url: str, counter: TokenCounter) -> str:
+    def _single(
+        self, model: Path, mlxq_url: str, counter: TokenCounter
+    ) -> tuple[str, list[list[str]]]:
         plan = self.plan
         direct, process = self._direct(model, self.blas_env)
         try:
@@ -183,7 +209,9 @@ class Run:
                 self.procs.stop(process)
         return generation.render_single(result, plan.rounds)
 
-    def _concurrent(self, model: Path, mlxq_url: str, counter: TokenCounter) -> str:
+    def _concurrent(
+        self, model: Path, mlxq_url: str, counter: TokenCounter
+    ) -> tuple[str, list[list[str]]]:
         plan = self.plan
         server_url = self.procs.mlx_lm_server(model, self.blas_env, concurrency=8)
         result = generation.run_concurrent(
@@ -195,10 +223,12 @@ class Run:
         return generation.render_concurrent(result, plan.rounds)
 
 
-def render_document(args: argparse.Namespace, plan: Plan, machine: dict[str, str],
-                    model: Path | None, sections: list[str], seconds: float) -> str:
-    command = " ".join(["make bench" if not sys.argv[1:] else ".venv/bin/python bench/run.py"]
-                       + sys.argv[1:])
+def render_document(
+    plan: Plan, machine: dict[str, str], model: Path | None, run: "Run", seconds: float
+) -> str:
+    command = " ".join(
+        ["make bench" if not sys.argv[1:] else ".venv/bin/python bench/run.py"] + sys.argv[1:]
+    )
     parts = [
         "# Benchmarks",
         "",
@@ -230,8 +260,19 @@ def render_document(args: argparse.Namespace, plan: Plan, machine: dict[str, str
         "itself).",
         "",
     ]
-    parts += sections
+    if run.summary:
+        parts += [
+            "## Summary",
+            "",
+            table(["what", "target", "measured", "verdict"], run.summary),
+            "",
+        ]
+    parts += run.sections
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _load() -> str:
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1/5/15 min)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     if blas is None:
         print("warning: OpenBLAS not found; every system uses MLX's own BLAS", file=sys.stderr)
     machine = describe(blas)
+    load_at_start = _load()
     print(table(["", ""], list(machine.items())), flush=True)
     model = float32_model(blas) if set("bc") & set(args.sections) else None
     log_dir = BENCH_CACHE / "logs"  # the last run's process logs, kept for diagnosis
@@ -267,8 +309,9 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.alarm(0)
         procs.stop_all()
-    document = render_document(args, plan, machine, model, run.sections,
-                               time.monotonic() - started)
+    # Other work on the machine during the run shows here (the spread in the tables too).
+    machine["load average, start -> end"] = f"{load_at_start} -> {_load()}"
+    document = render_document(plan, machine, model, run, time.monotonic() - started)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(document)
     print(f"process logs: {log_dir}")

@@ -19,11 +19,12 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-def spread(values: Sequence[float], digits: int = 1) -> str:
+def spread(values: Sequence[float], digits: int = 1, prefix: str = "", suffix: str = "") -> str:
     """'median (min-max)' over rounds, so the reader sees the noise."""
+    middle = f"{prefix}{median(values):.{digits}f}{suffix}"
     if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+        return middle
+    return f"{middle} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
 def verdict(ratio: float, target: float, higher_is_better: bool) -> str:

@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
 # Installs what mlxq needs and is missing, on Debian/Ubuntu or macOS:
 # a Python 3.11+ virtual environment in .venv with the locked dependencies, and redis-server.
+# With --with-browser (make test), also Chromium for the web page's test (tests/web).
 # Safe to run again: each step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+with_browser=false
+for arg in "$@"; do
+    case "$arg" in
+    --with-browser) with_browser=true ;;
+    *)
+        echo "usage: scripts/setup.sh [--with-browser]" >&2
+        exit 2
+        ;;
+    esac
+done
 
 find_python() {
     for candidate in python3.13 python3.12 python3.11 python3; do
@@ -65,6 +77,21 @@ install_openblas() {
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq libopenblas0-pthread >/dev/null
 }
 
+install_browser() {
+    # Debian's Chromium, driven headless by Playwright in tests/web (`playwright install`
+    # downloads are not needed). Elsewhere (macOS) nothing is installed and the test skips.
+    [ -x /usr/bin/chromium ] && return 0
+    command -v apt-get >/dev/null 2>&1 || return 0
+    echo "==> installing Chromium (tests/web)"
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium >/dev/null
+}
+
 install_python_deps
 install_redis
 install_openblas
+if [ "$with_browser" = true ]; then
+    install_browser
+fi

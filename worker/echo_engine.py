@@ -16,6 +16,7 @@ class EchoEngine:
     def __init__(self, model_id: str, emit) -> None:
         self.model_id = model_id
         self._emit = emit
+        self.generated_tokens = 0
 
     def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
         text = request.prompt if request.prompt is not None else request.messages[-1].content
@@ -29,6 +30,7 @@ class EchoEngine:
         if request.request.stream:
             for i, word in enumerate(words):
                 self._emit(TokenOutput(request.job_id, word if i == 0 else " " + word))
+        self.generated_tokens += len(words)
         reason = "length" if len(words) < len(request.payload) else "stop"
         self._emit(
             Finished(request.job_id, " ".join(words), reason, len(request.payload), len(words))

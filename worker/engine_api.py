@@ -72,3 +72,8 @@ class Engine(Protocol):
 
     @property
     def peak_batch_size(self) -> int: ...
+
+    @property
+    def generated_tokens(self) -> int:
+        """Tokens generated since the engine started (for the tokens/s the worker reports)."""
+        ...

@@ -91,6 +91,7 @@ class MLXEngine:
         self._in_batch: dict[int, _Sequence] = {}
         self._active = 0
         self._peak = 0
+        self._generated = 0
         self._single_ok: bool | None = None
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
 
@@ -123,6 +124,10 @@ class MLXEngine:
     @property
     def peak_batch_size(self) -> int:
         return self._peak
+
+    @property
+    def generated_tokens(self) -> int:
+        return self._generated
 
     # -- the engine thread ---------------------------------------------------------------
 
@@ -288,6 +293,7 @@ class MLXEngine:
     def _accept(self, sequence: _Sequence, token: int, finish_reason: str | None) -> bool:
         """Take one generated token; returns True when the sequence is finished."""
         request = sequence.request
+        self._generated += 1
         if token in self._eos:
             self._finish(sequence, "stop", sequence.end())
             return True

@@ -35,7 +35,7 @@ REDIS_RETRY_S = 120.0
 class RunningJob:
     job: Job
     queue: Queue
-    execution: Execution
+    execution: Execution | None
     next_seq: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -131,6 +131,8 @@ class Reporter:
             self._worker.handle_job_success(
                 job, running.queue, running.queue.started_job_registry, running.execution
             )
+        elif output.error.code == ErrorCode.CANCELLED:
+            self._record_cancelled(running)
         else:
             assert isinstance(output, Failed)
             job._status = JobStatus.FAILED
@@ -138,6 +140,16 @@ class Reporter:
             self._worker.handle_job_failure(
                 job, running.queue, exc_string=exc_string, execution=running.execution
             )
+
+    def _record_cancelled(self, running: RunningJob) -> None:
+        """A job whose client went away is RQ's "canceled", not "failed": it did not break."""
+        job = running.job
+        with self._worker.connection.pipeline() as pipeline:
+            job.set_status(JobStatus.CANCELED, pipeline=pipeline)
+            running.queue.canceled_job_registry.add(job, ttl=job.failure_ttl or 0, pipeline=pipeline)
+            self._worker.cleanup_execution(job, pipeline=pipeline, execution=running.execution)
+            pipeline.expire(job.key, job.failure_ttl or 600)
+            pipeline.execute()
 
 
 def _retrying(write: Callable[[], None]) -> None:

@@ -8,14 +8,18 @@ RQ's own ``handle_job_success`` / ``handle_job_failure``. It never forks, so a l
 model is safe. It relies on RQ 3.0 internals; rq is pinned exactly in pyproject.toml.
 """
 
+import collections
 import logging
+import os
 import queue
+import socket
 import threading
 import time
 from datetime import UTC, datetime
 
 import redis
 from rq.exceptions import DequeueTimeout
+from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
 from rq.worker import SimpleWorker, WorkerStatus
@@ -35,6 +39,7 @@ DEQUEUE_TIMEOUT_S = 1
 HEARTBEAT_INTERVAL_S = 1.0
 """mlxq's own liveness heartbeat; the API declares a worker dead after WORKER_LIVENESS_S."""
 MAX_BACKOFF_S = 10.0
+TOKEN_RATE_WINDOW_S = 10.0
 
 
 class BatchingWorker(SimpleWorker):
@@ -58,7 +63,9 @@ class BatchingWorker(SimpleWorker):
         self._log_content = log_content
         self._publisher = EventPublisher(self.connection, event_ttl_s)
         self._reporter = Reporter(self, self._publisher, outputs, self._job_done, log_content)
+        self._concurrency = concurrency
         self._last_heartbeat = 0.0
+        self._token_samples: collections.deque[tuple[float, int]] = collections.deque()
         self._backoff_s = 0.5
         self._cancel_listener = None
 
@@ -122,13 +129,27 @@ class BatchingWorker(SimpleWorker):
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("worker %s: Redis unreachable (%s)", self.name, exc)
 
-    def _stats(self) -> dict[str, str | int]:
+    def _stats(self) -> dict[str, str | int | float]:
         return {
             "model": self.engine.model_id,
             "queues": ",".join(self.queue_names()),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "slots": self._concurrency,
             "running": self._reporter.running_count,
             "peak_batch": self.engine.peak_batch_size,
+            "tokens_total": self.engine.generated_tokens,
+            "tokens_per_s": round(self._tokens_per_s(), 2),
         }
+
+    def _tokens_per_s(self) -> float:
+        """Generation rate over the last TOKEN_RATE_WINDOW_S seconds."""
+        now, total = time.monotonic(), self.engine.generated_tokens
+        self._token_samples.append((now, total))
+        while now - self._token_samples[0][0] > TOKEN_RATE_WINDOW_S:
+            self._token_samples.popleft()
+        first_time, first_total = self._token_samples[0]
+        return (total - first_total) / (now - first_time) if now > first_time else 0.0
 
     def _dequeue(self) -> tuple[Job, Queue] | None:
         try:
@@ -185,44 +206,59 @@ class BatchingWorker(SimpleWorker):
     # -- one job ---------------------------------------------------------------------------
 
     def _start_job(self, job: Job, job_queue: Queue) -> None:
+        # Read and check the request before any Redis write, so that one round trip records
+        # the start in RQ, checks for a cancellation and tells the API, all at once.
+        prepared, refusal = None, None
         try:
-            execution = self.prepare_execution(job)
-            self.prepare_job_execution(job, remove_from_intermediate_queue=True)
-            cancelled = self.connection.exists(keys.job_cancel_key(job.id))
+            request = self._read_request(job)
+            timeout_s = min(float(job.timeout or 600), request.deadline - time.time())
+            prepared = self.engine.prepare(job.id, request, timeout_s)
+        except MlxqError as error:
+            refusal = error
+        except Exception as exc:
+            log.exception("job %s: could not prepare the request", job.id)
+            refusal = GenerationFailed(f"Could not prepare the request: {exc}")
+        running = RunningJob(job, job_queue, execution=None)
+        try:
+            cancelled = self._record_start(running, announce=prepared is not None)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             # RQ's maintenance fails jobs left in its intermediate queue.
             log.error("job %s: Redis lost while starting it (%s)", job.id, exc)
             self._slots.release()
             return
-        job.started_at = datetime.now(UTC)
-        running = RunningJob(job, job_queue, execution)
         self._reporter.track(running)
-        try:
-            if cancelled:
-                raise Cancelled("The client went away before the job started.")
-            request = self._read_request(job)
-            timeout_s = min(float(job.timeout or 600), request.deadline - time.time())
-            prepared = self.engine.prepare(job.id, request, timeout_s)
-            self._announce(running)
-        except MlxqError as error:
-            self._outputs.put(Failed(job.id, error))
+        if cancelled:
+            refusal = Cancelled("The client went away before the job started.")
+        if refusal is not None:
+            self._outputs.put(Failed(job.id, refusal))
             return
-        except Exception as exc:
-            log.exception("job %s: could not prepare the request", job.id)
-            error = GenerationFailed(f"Could not prepare the request: {exc}")
-            self._outputs.put(Failed(job.id, error))
-            return
+        assert prepared is not None
         if self._log_content:
-            log.info("job %s: request %s", job.id, request.model_dump_json())
+            log.info("job %s: request %s", job.id, prepared.request.model_dump_json())
         self.engine.submit(prepared)
 
-    def _announce(self, running: RunningJob) -> None:
-        """Tell the API the job was accepted, and record it as this worker's, in one trip."""
-        with self.connection.pipeline(transaction=False) as pipeline:
-            started = StartedEvent(seq=running.take_seq(), worker=self.name)
-            self._publisher.add(pipeline, running.job.id, started)
-            pipeline.sadd(keys.worker_jobs_key(self.name), running.job.id)
-            pipeline.execute()
+    def _record_start(self, running: RunningJob, announce: bool) -> bool:
+        """RQ's prepare_execution and prepare_job_execution, in one pipeline with mlxq's own
+        writes; returns whether the job's client has already gone away."""
+        job, job_queue = running.job, running.queue
+        ttl = self.get_heartbeat_ttl(job)
+        with self.connection.pipeline() as pipeline:
+            running.execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
+            self.executions[running.execution.id] = running.execution
+            self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+            self.heartbeat(ttl, pipeline=pipeline)
+            job.heartbeat(datetime.now(UTC), ttl, pipeline=pipeline)
+            job.prepare_for_execution(self.name, pipeline=pipeline)
+            pipeline.persist(job.key)
+            pipeline.lrem(job_queue.intermediate_queue_key, 1, job.id)
+            pipeline.exists(keys.job_cancel_key(job.id))
+            cancelled_at = len(pipeline) - 1
+            if announce:  # "started" means accepted: a refused job's first event is its error
+                started = StartedEvent(seq=running.take_seq(), worker=self.name)
+                self._publisher.add(pipeline, job.id, started)
+                pipeline.sadd(keys.worker_jobs_key(self.name), job.id)
+            results = pipeline.execute()
+        return bool(results[cancelled_at])
 
     def _read_request(self, job: Job) -> GenerationRequest:
         """Only mlxq's own job function runs here: RQ would import any dotted path it is given."""

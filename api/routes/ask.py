@@ -11,8 +11,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.deps import RunnerDep, SettingsDep
+from api.deps import RedisDep, RunnerDep, SettingsDep
 from api.disconnect import unless_disconnected
+from api.fleet import check_model
 from api.jobs import KEEPALIVE
 from api.requests import generation_request
 from api.sse import KEEPALIVE_FRAME, JobStream, data_frame, json_frame, sse_response
@@ -23,7 +24,8 @@ router = APIRouter(tags=["ask"])
 
 
 class AskRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: JSON types as the schema says them ("max_tokens": true or "5" is no integer)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     question: str = Field(min_length=1, description="The question; must not be blank.")
     max_tokens: int | None = Field(
@@ -31,6 +33,9 @@ class AskRequest(BaseModel):
         ge=1,
         description="Most tokens to generate; omitted: until the model stops (bounded by the "
         "context window and the server's cap).",
+    )
+    model: str | None = Field(
+        None, min_length=1, description="Model to ask; default: the server's MLXQ_MODEL."
     )
     stream: bool = Field(False, description="Answer as Server-Sent Events, piece by piece.")
     timeout: float | None = Field(
@@ -58,16 +63,40 @@ class ErrorBody(BaseModel):
     code: str
 
 
-_ERRORS = {status: {"model": ErrorBody} for status in (400, 500, 502, 503, 504)}
+_RESPONSES: dict[int | str, dict] = {
+    200: {
+        "description": 'The answer; with "stream": true, Server-Sent Events.',
+        "content": {
+            "text/event-stream": {
+                "schema": {  # one event: a piece of text, then "done" or "error" with JSON
+                    "type": "object",
+                    "required": ["data"],
+                    "properties": {
+                        "event": {"enum": ["message", "done", "error"]},
+                        "data": {"type": "string"},
+                    },
+                }
+            }
+        },
+    },
+    # 401: the API key; 413: the body limit; 429: the queue is full; the rest: the job.
+    **{status: {"model": ErrorBody} for status in (400, 401, 404, 413, 429, 500, 502, 503, 504)},
+}
 
 
-@router.post("/ask", response_model=AskResponse, responses=_ERRORS)
+@router.post("/ask", response_model=AskResponse, responses=_RESPONSES)
 async def ask(
-    body: AskRequest, http_request: Request, runner: RunnerDep, settings: SettingsDep
+    body: AskRequest,
+    http_request: Request,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    redis: RedisDep,
 ) -> AskResponse | Response:
+    model = body.model or settings.model
+    await check_model(redis, settings, model)
     request = generation_request(
         settings,
-        model=settings.model,
+        model=model,
         messages=[ChatMessage(role="user", content=body.question)],
         max_tokens=body.max_tokens,
         stream=body.stream,

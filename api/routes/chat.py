@@ -6,7 +6,15 @@ from fastapi.responses import Response
 from api.deps import RedisDep, RunnerDep, SettingsDep
 from api.disconnect import unless_disconnected
 from api.fleet import check_model
-from api.openai_schemas import ChatCompletionRequest, ResponseHeader, usage
+from api.openai_schemas import (
+    ERROR_STATUSES,
+    SSE_RESPONSE,
+    ChatCompletion,
+    ChatCompletionRequest,
+    OpenAIError,
+    ResponseHeader,
+    usage,
+)
 from api.openai_stream import openai_frames
 from api.requests import generation_request
 from api.sse import JobStream, sse_response
@@ -14,8 +22,13 @@ from shared.schemas import ChatMessage, SamplingParams
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
+_RESPONSES: dict[int | str, dict] = {
+    200: {"model": ChatCompletion, **SSE_RESPONSE},
+    **{status: {"model": OpenAIError} for status in ERROR_STATUSES},
+}
 
-@router.post("/chat/completions", response_model=None)
+
+@router.post("/chat/completions", response_model=None, responses=_RESPONSES)
 async def chat_completions(
     body: ChatCompletionRequest,
     http_request: Request,

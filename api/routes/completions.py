@@ -6,7 +6,15 @@ from fastapi.responses import Response
 from api.deps import RedisDep, RunnerDep, SettingsDep
 from api.disconnect import unless_disconnected
 from api.fleet import check_model
-from api.openai_schemas import CompletionRequest, ResponseHeader, usage
+from api.openai_schemas import (
+    ERROR_STATUSES,
+    SSE_RESPONSE,
+    Completion,
+    CompletionRequest,
+    OpenAIError,
+    ResponseHeader,
+    usage,
+)
 from api.openai_stream import openai_frames
 from api.requests import generation_request
 from api.sse import JobStream, sse_response
@@ -14,12 +22,17 @@ from shared.schemas import SamplingParams
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
+_RESPONSES: dict[int | str, dict] = {
+    200: {"model": Completion, **SSE_RESPONSE},
+    **{status: {"model": OpenAIError} for status in ERROR_STATUSES},
+}
+
 
 def _choice(text: str | None, finish_reason: str | None) -> dict:
     return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
 
 
-@router.post("/completions", response_model=None)
+@router.post("/completions", response_model=None, responses=_RESPONSES)
 async def completions(
     body: CompletionRequest,
     http_request: Request,

@@ -4,11 +4,12 @@ from fastapi import APIRouter
 
 from api.deps import RedisDep
 from api.fleet import served_models
+from api.openai_schemas import ModelList, OpenAIError
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-@router.get("/models")
+@router.get("/models", responses={200: {"model": ModelList}, 401: {"model": OpenAIError}})
 async def list_models(redis: RedisDep) -> dict:
     served = await served_models(redis)
     data = [

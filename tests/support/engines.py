@@ -20,6 +20,7 @@ class FailingEngine:
     context_length = None
     active_count = 0
     peak_batch_size = 1
+    generated_tokens = 0
 
     def __init__(self, settings: Settings, emit) -> None:
         self.model_id = settings.model
@@ -57,6 +58,7 @@ class SlowEngine:
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self.peak_batch_size = 0
+        self.generated_tokens = 0
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
@@ -103,6 +105,7 @@ class SlowEngine:
         else:
             word = f"w{len(words)}"
             words.append(word)
+            self.generated_tokens += 1
             if request.request.stream:
                 self._emit(TokenOutput(job_id, word if len(words) == 1 else " " + word))
             if len(words) >= request.max_tokens:
@@ -112,3 +115,31 @@ class SlowEngine:
         with self._lock:
             del self._jobs[job_id]
         self._emit(output)
+
+
+class TinyContextEngine:
+    """The echo engine with a 64-token context window, one token per whitespace-separated word:
+    it fits max_tokens with worker.prompt.fit_max_tokens like the MLX engine, so a long prompt
+    (or a max_tokens that does not fit beside it) fails with context_length_exceeded."""
+
+    context_length = 64
+
+    def __init__(self, settings: Settings, emit) -> None:
+        from worker.echo_engine import EchoEngine
+
+        self.model_id = settings.model
+        self._echo = EchoEngine(settings.model, emit)
+        self._cap = settings.max_tokens_cap
+
+    def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
+        import dataclasses
+
+        from worker.prompt import fit_max_tokens
+
+        prepared = self._echo.prepare(job_id, request, timeout_s)
+        words = len(prepared.payload)  # the echo engine keeps the prompt's words here
+        max_tokens = fit_max_tokens(request.max_tokens, words, self.context_length, self._cap)
+        return dataclasses.replace(prepared, max_tokens=max_tokens)
+
+    def __getattr__(self, name: str):
+        return getattr(self._echo, name)  # submit, cancel, start, stop and the counters

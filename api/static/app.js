@@ -1,0 +1,263 @@
+// mlxq web page: a streaming chat against /v1/chat/completions and a live view of /fleet.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const KEY_STORAGE = "mlxq.apiKey";
+const FLEET_EVERY_MS = 2000;
+
+let history = []; // the conversation sent with every request: {role, content}
+let controller = null; // AbortController of the request in flight, if any
+let modelsRetry = null; // timer that asks for the models again while none is served
+
+// --- API key and requests -------------------------------------------------------------------
+
+function headers(extra = {}) {
+  const key = localStorage.getItem(KEY_STORAGE);
+  return key ? { ...extra, Authorization: `Bearer ${key}` } : extra;
+}
+
+// The error message of a failed response: OpenAI's {"error": {"message"}}, mlxq's
+// {"detail"}, or the status line.
+async function errorMessage(response) {
+  const text = await response.text();
+  try {
+    const body = JSON.parse(text);
+    const message = body.error?.message ?? body.detail;
+    if (message) return typeof message === "string" ? message : JSON.stringify(message);
+  } catch {
+    // not JSON: fall through
+  }
+  return `HTTP ${response.status} ${response.statusText}`.trim();
+}
+
+// --- Models ---------------------------------------------------------------------------------
+
+async function loadModels() {
+  clearTimeout(modelsRetry);
+  const select = $("model");
+  const previous = select.value;
+  let ids = [];
+  try {
+    const response = await fetch("/v1/models", { headers: headers() });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    ids = (await response.json()).data.map((model) => model.id);
+  } catch (error) {
+    select.replaceChildren(new Option(`(${error.message})`, ""));
+    modelsRetry = setTimeout(loadModels, FLEET_EVERY_MS);
+    return;
+  }
+  if (ids.length === 0) {
+    select.replaceChildren(new Option("(no worker is serving a model)", ""));
+    modelsRetry = setTimeout(loadModels, FLEET_EVERY_MS); // a worker may start later
+    return;
+  }
+  select.replaceChildren(...ids.map((id) => new Option(id, id)));
+  if (ids.includes(previous)) select.value = previous;
+}
+
+// --- Chat -----------------------------------------------------------------------------------
+
+function addBubble(role, text) {
+  const bubble = document.createElement("div");
+  bubble.className = `bubble ${role}`;
+  bubble.textContent = text;
+  $("conversation").append(bubble);
+  bubble.scrollIntoView({ block: "end" });
+  return bubble;
+}
+
+function addNote(bubble, text) {
+  const note = document.createElement("span");
+  note.className = "note";
+  note.textContent = text;
+  bubble.append(note);
+}
+
+function setBusy(busy) {
+  $("send").disabled = busy;
+  $("stop").disabled = !busy;
+}
+
+// Yields the data of each Server-Sent Event in a response body. Comments (": keep-alive")
+// and other fields are skipped; several data lines of one event are joined with "\n".
+async function* sseData(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let data = [];
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buffer += value;
+    const lines = buffer.split(/\r\n|\r|\n/);
+    buffer = lines.pop(); // an incomplete last line waits for more
+    for (const line of lines) {
+      if (line === "") {
+        if (data.length) yield data.join("\n");
+        data = [];
+      } else if (line.startsWith("data:")) {
+        data.push(line.slice(5).replace(/^ /, ""));
+      } // ":" comments and other fields are ignored
+    }
+  }
+  if (data.length) yield data.join("\n");
+}
+
+// Sampling options set on the page; left empty, the server's defaults apply.
+function sampling() {
+  const temperature = $("temperature").value;
+  return temperature === "" ? {} : { temperature: Number(temperature) };
+}
+
+async function send() {
+  const prompt = $("prompt");
+  const content = prompt.value.trim();
+  const model = $("model").value;
+  if (!content || controller) return;
+  if (!model) {
+    addBubble("assistant error", "No model to ask: no worker is serving one yet.");
+    return;
+  }
+  prompt.value = "";
+  const messages = history; // "New chat" while streaming starts a new list
+  messages.push({ role: "user", content });
+  addBubble("user", content);
+  const answer = addBubble("assistant streaming", "");
+  let text = "";
+  let failed = false;
+  controller = new AbortController();
+  setBusy(true);
+  try {
+    const response = await fetch("/v1/chat/completions", {
+      method: "POST",
+      headers: headers({ "Content-Type": "application/json" }),
+      body: JSON.stringify({ model, messages, stream: true, ...sampling() }),
+      signal: controller.signal,
+    });
+    if (response.status !== 200) throw new Error(await errorMessage(response));
+    for await (const data of sseData(response.body)) {
+      if (data === "[DONE]") break;
+      const chunk = JSON.parse(data);
+      if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
+      const piece = chunk.choices?.[0]?.delta?.content;
+      if (piece) {
+        text += piece;
+        answer.textContent = text;
+        answer.scrollIntoView({ block: "end" });
+      }
+    }
+  } catch (error) {
+    if (error.name === "AbortError") {
+      addNote(answer, "(stopped)");
+    } else {
+      failed = true;
+      answer.classList.add("error");
+      answer.textContent = text;
+      addNote(answer, `Error: ${error.message}`);
+    }
+  } finally {
+    answer.classList.remove("streaming");
+    controller = null;
+    setBusy(false);
+  }
+  if (failed && !text) {
+    messages.pop(); // nothing answered: the question can be asked again without a gap
+  } else {
+    messages.push({ role: "assistant", content: text });
+  }
+}
+
+function stop() {
+  if (controller) controller.abort(); // the server cancels the generation when we go away
+}
+
+function newChat() {
+  stop();
+  history = [];
+  $("conversation").replaceChildren();
+  $("prompt").focus();
+}
+
+// --- Fleet ----------------------------------------------------------------------------------
+
+function row(cells) {
+  const tr = document.createElement("tr");
+  for (const [text, className, title] of cells) {
+    const td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    if (title) td.title = title;
+    tr.append(td);
+  }
+  return tr;
+}
+
+function emptyRow(text, columns) {
+  const tr = row([[text, "muted"]]);
+  tr.firstChild.colSpan = columns;
+  return tr;
+}
+
+function showFleet(fleet) {
+  const workers = fleet.workers.map((w) =>
+    row([
+      [w.host ?? "?", null, w.name],
+      [w.model ?? "?"],
+      [`${w.running}/${w.slots}`, "num"],
+      [w.tokens_per_s.toFixed(1), "num"],
+    ]),
+  );
+  $("workers").tBodies[0].replaceChildren(...(workers.length ? workers : [emptyRow("no live workers", 4)]));
+  const queues = fleet.queues.map((q) =>
+    row([
+      [q.model ?? q.queue, null, q.queue],
+      [String(q.queued), "num"],
+      [String(q.failed), "num"],
+    ]),
+  );
+  $("queues").tBodies[0].replaceChildren(...(queues.length ? queues : [emptyRow("no queues", 3)]));
+}
+
+async function refreshFleet() {
+  const status = $("fleet-status");
+  try {
+    const response = await fetch("/fleet", { headers: headers() });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    showFleet(await response.json());
+    status.className = "muted";
+    status.textContent = `Updated ${new Date().toLocaleTimeString()}`;
+  } catch (error) {
+    status.className = "error-text";
+    status.textContent = `Fleet: ${error.message}`;
+  } finally {
+    setTimeout(refreshFleet, FLEET_EVERY_MS);
+  }
+}
+
+// --- Wiring ---------------------------------------------------------------------------------
+
+function start() {
+  const keyInput = $("api-key");
+  keyInput.value = localStorage.getItem(KEY_STORAGE) ?? "";
+  keyInput.addEventListener("change", () => {
+    const key = keyInput.value.trim();
+    if (key) localStorage.setItem(KEY_STORAGE, key);
+    else localStorage.removeItem(KEY_STORAGE);
+    loadModels();
+  });
+  $("chat-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    send();
+  });
+  $("prompt").addEventListener("keydown", (event) => {
+    if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+      event.preventDefault();
+      send();
+    }
+  });
+  $("stop").addEventListener("click", stop);
+  $("clear").addEventListener("click", newChat);
+  loadModels();
+  refreshFleet();
+}
+
+start();

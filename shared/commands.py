@@ -1,0 +1,102 @@
+"""``mlxq status`` and ``mlxq ask``: small clients of Redis and of the API."""
+
+import json
+import sys
+from pathlib import Path
+
+import httpx
+import redis
+
+from shared.fleet import snapshot
+from shared.settings import Settings, get_settings
+
+
+def status() -> int:
+    """Live workers (host, model, busy slots, tokens/s), queue depths and failed jobs."""
+    settings = get_settings()
+    try:
+        fleet = snapshot(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2))
+    except redis.RedisError as exc:
+        print(f"mlxq status: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        return 1
+    print(f"workers ({len(fleet['workers'])} live)")
+    rows = [["name", "host", "model", "busy", "tokens/s"]]
+    for w in fleet["workers"]:
+        busy = f"{w['running']}/{w['slots']}"
+        rows.append(
+            [w["name"][:12], w["host"] or "?", w["model"] or "?", busy, f"{w['tokens_per_s']:.1f}"]
+        )
+    _print_table(rows)
+    print("\nqueues")
+    queue_rows = [["queue", "model", "queued", "failed"]]
+    for q in fleet["queues"]:
+        queue_rows.append([q["queue"], q["model"] or "-", str(q["queued"]), str(q["failed"])])
+    _print_table(queue_rows)
+    return 0
+
+
+def _print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+
+
+def api_url(settings: Settings) -> str:
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+    return f"http://{host}:{settings.port}"
+
+
+def ask(question: str, max_tokens: int | None, model: str | None) -> int:
+    """Stream the answer to the terminal as the worker generates it."""
+    settings = get_settings()
+    headers = {}
+    if settings.api_key is not None:
+        headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
+    body: dict = {"question": question, "stream": True}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if model is not None:
+        body["model"] = model
+    url = f"{api_url(settings)}/ask"
+    try:
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=None) as response:
+            if response.status_code != 200:
+                response.read()
+                print(f"mlxq ask: {response.status_code}: {response.text}", file=sys.stderr)
+                return 1
+            return _print_stream(response)
+    except httpx.HTTPError as exc:
+        print(f"mlxq ask: cannot reach the API at {url}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _print_stream(response: httpx.Response) -> int:
+    event, data = "message", []
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: "):
+            data.append(line.removeprefix("data: "))
+        elif line == "" and data:
+            text = "\n".join(data)
+            if event == "error":
+                print(f"\nmlxq ask: {json.loads(text)['detail']}", file=sys.stderr)
+                return 1
+            if event == "message":
+                print(text, end="", flush=True)
+            event, data = "message", []
+    print()
+    return 0
+
+
+def bench(arguments: list[str]) -> int:
+    """Run bench/run.py from a checkout (the benchmark is not part of the installed package)."""
+    script = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+    if not script.is_file():
+        print("mlxq bench: run it from a clone of the mlxq repository", file=sys.stderr)
+        return 1
+    import runpy
+
+    sys.argv = [str(script), *arguments]
+    runpy.run_path(str(script), run_name="__main__")
+    return 0

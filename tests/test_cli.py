@@ -1,0 +1,88 @@
+"""The ``mlxq`` command line: up, status, ask — as a user runs them."""
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from tests.conftest import ROOT, Processes, free_port, wait_until
+from tests.faults.helpers import slow_env
+
+
+def mlxq(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlxq_cli", *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_up_starts_redis_api_and_worker_and_stops_them(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        "MLXQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # nothing there: up starts it
+        "MLXQ_PORT": str(port),
+        "MLXQ_CACHE_DIR": str(tmp_path),
+        "MLXQ_ENGINE": "echo",
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "mlxq_cli", "up", "--workers", "2"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    api = f"http://127.0.0.1:{port}"
+    try:
+
+        def ready() -> bool:
+            try:
+                response = httpx.get(f"{api}/ready", timeout=1)
+                return response.status_code == 200 and response.json()["workers"] == 2
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, 60, "mlxq up to be ready")
+        answer = httpx.post(f"{api}/ask", json={"question": "hello from up"}, timeout=10)
+        assert answer.json() == {"answer": "hello from up"}
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    assert "starting redis-server" in output
+    assert (tmp_path / "redis" / "appendonlydir").is_dir()  # Redis ran with append-only files
+
+
+def test_status_lists_workers_and_queues(processes: Processes, mlxq_env: dict[str, str]) -> None:
+    env = {**mlxq_env, "MLXQ_ENGINE": "echo", "MLXQ_MODEL": "model-s"}
+    processes.worker(env)
+    result = mlxq("status", env=env)
+    assert result.returncode == 0, result.stderr
+    assert "workers (1 live)" in result.stdout
+    assert "model-s" in result.stdout and "0/8" in result.stdout
+    assert "queues" in result.stdout
+
+
+def test_ask_streams_the_answer_to_the_terminal(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    env = slow_env(mlxq_env)
+    processes.worker(env)
+    api = processes.api(env)
+    port = api.rsplit(":", 1)[1]
+    result = mlxq("ask", "anything", "--max-tokens", "5", env={**env, "MLXQ_PORT": port})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "w0 w1 w2 w3 w4\n"
+
+
+def test_ask_reports_errors_clearly(mlxq_env: dict[str, str]) -> None:
+    result = mlxq("ask", "hi", env={**mlxq_env, "MLXQ_PORT": str(free_port())})
+    assert result.returncode == 1
+    assert "cannot reach the API" in result.stderr
