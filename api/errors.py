@@ -8,6 +8,7 @@ import json
 import logging
 from typing import Any
 
+import redis
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exception_handlers import http_exception_handler
@@ -15,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from shared.errors import ErrorCode, MlxqError, QueueFull
+from shared.errors import ErrorCode, MlxqError, QueueFull, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return JSONResponse(body, status_code=400, headers=exc.headers)
 
 
+async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
+    """Redis unreachable in a route that reads it directly (the fleet queries): a 503, as
+    for /ask, not a 500."""
+    return await _mlxq_error(request, RedisUnavailable(f"Redis is unreachable: {exc}"))
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MlxqError, _mlxq_error)
     app.add_exception_handler(RequestValidationError, _invalid_input)
     app.add_exception_handler(HTTPException, _http_error)
+    for unreachable in (redis.ConnectionError, redis.TimeoutError):
+        app.add_exception_handler(unreachable, _redis_down)

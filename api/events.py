@@ -8,6 +8,7 @@ reconnect), so a reader that sees a gap, or silence, re-reads the job's durable 
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
@@ -39,6 +40,10 @@ class EventHub:
         self._queues: dict[bytes, asyncio.Queue[bytes]] = {}
         self._reader: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        # One subscription always held, so the reader always waits on the socket (no idle
+        # polling), and so concurrent first subscribes cannot each open a connection.
+        self._anchor = f"{keys.PREFIX}:api:{uuid.uuid4().hex}"
+        self._subscribe_lock = asyncio.Lock()
 
     async def start(self) -> None:
         self._reader = asyncio.create_task(self._read_forever(), name="mlxq-event-hub")
@@ -58,7 +63,8 @@ class EventHub:
         inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._queues[channel.encode()] = inbox
         try:
-            await self._pubsub.subscribe(channel)
+            async with self._subscribe_lock:
+                await self._pubsub.subscribe(channel)
             yield inbox
         finally:
             self._queues.pop(channel.encode(), None)
@@ -74,10 +80,10 @@ class EventHub:
     async def _read_forever(self) -> None:
         backoff = 0.1
         while True:
-            if not self._pubsub.subscribed:
-                await asyncio.sleep(0.01)
-                continue
             try:
+                if not self._pubsub.subscribed:
+                    async with self._subscribe_lock:
+                        await self._pubsub.subscribe(self._anchor)
                 message = await self._pubsub.get_message(timeout=1.0)
                 backoff = 0.1
             except RedisError as exc:

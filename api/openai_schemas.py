@@ -45,7 +45,12 @@ class _Sampling(_Request):
     max_tokens: int | None = Field(None, ge=1)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(
+        None,
+        ge=0,
+        le=2**64 - 1,
+        description="Reproducible sampling; an unsigned 64-bit integer (MLX's random key).",
+    )
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: StreamOptions | None = None

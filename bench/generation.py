@@ -14,6 +14,7 @@ from bench.clients import (
     ask_mlxq_async,
     fire_together,
 )
+from bench.cpu import cpu_seconds
 from bench.stats import median, spread, table, verdict
 
 SINGLE_PROMPT = "Write a long story about a dragon."
@@ -32,6 +33,8 @@ class SingleResult:
     direct_tokens: list[int] = field(default_factory=list)
     direct_recounted: list[int] = field(default_factory=list)
     texts_match: list[bool] = field(default_factory=list)
+    mlxq_cpu_ms: list[float] = field(default_factory=list)  # CPU ms per token, own processes
+    direct_cpu_ms: list[float] = field(default_factory=list)
     default_blas_tps: float | None = None  # context: direct mlx-lm with MLX's bundled BLAS
 
 
@@ -43,6 +46,8 @@ class LevelResult:
     server_tokens: list[int] = field(default_factory=list)
     server_recounted: list[int] = field(default_factory=list)
     same_texts: list[int] = field(default_factory=list)
+    mlxq_cpu_ms: list[float] = field(default_factory=list)  # CPU ms per token, own processes
+    server_cpu_ms: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -52,11 +57,25 @@ class ConcurrentResult:
     mlxq_peak_batch: int | None = None
 
 
+@dataclass
+class Pids:
+    """The processes whose CPU time counts for each system (mlxq: API, worker and Redis)."""
+
+    mlxq: list[int]
+    baseline: list[int]
+
+
 def run_single(
-    mlxq_url: str, direct: DirectMLX, counter: TokenCounter, rounds: int, max_tokens: int
+    mlxq_url: str,
+    direct: DirectMLX,
+    counter: TokenCounter,
+    rounds: int,
+    max_tokens: int,
+    pids: Pids,
 ) -> SingleResult:
     """One request at a time, same prompt, greedy; mlxq and direct mlx-lm alternate first."""
     result = SingleResult(max_tokens)
+    cpu: dict[str, float] = {}
     with httpx.Client(base_url=mlxq_url, timeout=300) as client:
         ask_mlxq(client, SINGLE_PROMPT, 8, counter)  # warm-up: first-call allocations
         direct.ask(SINGLE_PROMPT, 8)
@@ -64,11 +83,16 @@ def run_single(
             answers: dict[str, Answer] = {}
             order = ["mlxq", "direct"] if round_index % 2 == 0 else ["direct", "mlxq"]
             for system in order:
+                own = pids.mlxq if system == "mlxq" else pids.baseline
+                before = cpu_seconds(own)
                 if system == "mlxq":
                     answers[system] = ask_mlxq(client, SINGLE_PROMPT, max_tokens, counter)
                 else:
                     answers[system] = direct.ask(SINGLE_PROMPT, max_tokens)
+                cpu[system] = cpu_seconds(own) - before
             mlxq, base = answers["mlxq"], answers["direct"]
+            result.mlxq_cpu_ms.append(cpu["mlxq"] * 1000 / mlxq.completion_tokens)
+            result.direct_cpu_ms.append(cpu["direct"] * 1000 / base.completion_tokens)
             result.mlxq_tps.append(mlxq.completion_tokens / mlxq.seconds)
             result.direct_tps.append(base.completion_tokens / base.seconds)
             result.mlxq_tokens.append(mlxq.completion_tokens)
@@ -95,33 +119,43 @@ def run_concurrent(
     rounds: int,
     levels: list[int],
     max_tokens: int,
+    pids: Pids,
 ) -> ConcurrentResult:
     result = ConcurrentResult(max_tokens, {level: LevelResult() for level in levels})
-    systems = {"mlxq": (mlxq_url, ask_mlxq_async), "server": (server_url, ask_mlx_server_async)}
-    for url, ask in systems.values():  # warm-up: the single path and a full batch
+    systems = {
+        "mlxq": (mlxq_url, ask_mlxq_async, pids.mlxq),
+        "server": (server_url, ask_mlx_server_async, pids.baseline),
+    }
+    for url, ask, _ in systems.values():  # warm-up: the single path and a full batch
         asyncio.run(fire_together(url, ask, _questions(-1, 1), 8, counter))
         asyncio.run(fire_together(url, ask, _questions(-1, max(levels)), 8, counter))
     for round_index in range(rounds):
         for level in levels:
             questions = _questions(round_index, level)
             order = ["mlxq", "server"] if (round_index + level) % 2 == 0 else ["server", "mlxq"]
-            runs: dict[str, tuple[list[Answer], float]] = {}
+            runs: dict[str, tuple[list[Answer], float, float]] = {}
             for name in order:
-                url, ask = systems[name]
-                runs[name] = asyncio.run(fire_together(url, ask, questions, max_tokens, counter))
+                url, ask, own = systems[name]
+                before = cpu_seconds(own)
+                answers, wall = asyncio.run(fire_together(url, ask, questions, max_tokens, counter))
+                runs[name] = (answers, wall, cpu_seconds(own) - before)
             _record(result.levels[level], runs, counter)
     return result
 
 
 def _record(
-    level: LevelResult, runs: dict[str, tuple[list[Answer], float]], counter: TokenCounter
+    level: LevelResult,
+    runs: dict[str, tuple[list[Answer], float, float]],
+    counter: TokenCounter,
 ) -> None:
-    mlxq_answers, mlxq_wall = runs["mlxq"]
-    server_answers, server_wall = runs["server"]
+    mlxq_answers, mlxq_wall, mlxq_cpu = runs["mlxq"]
+    server_answers, server_wall, server_cpu = runs["server"]
     mlxq_tokens = sum(a.completion_tokens for a in mlxq_answers)
     server_tokens = sum(a.completion_tokens for a in server_answers)
     level.mlxq_tps.append(mlxq_tokens / mlxq_wall)
     level.server_tps.append(server_tokens / server_wall)
+    level.mlxq_cpu_ms.append(mlxq_cpu * 1000 / mlxq_tokens)
+    level.server_cpu_ms.append(server_cpu * 1000 / server_tokens)
     level.mlxq_tokens.append(mlxq_tokens)
     level.server_tokens.append(server_tokens)
     level.server_recounted.append(sum(counter.count(a.text) for a in server_answers))
@@ -144,16 +178,22 @@ def render_single(result: SingleResult, rounds: int) -> tuple[str, list[list[str
     ]
     matched = sum(result.texts_match)
     rows = [
-        ["mlxq /ask (HTTP, Redis, worker)", spread(result.mlxq_tps), _tokens(result.mlxq_tokens)],
+        [
+            "mlxq /ask (HTTP, Redis, worker)",
+            spread(result.mlxq_tps),
+            spread(result.mlxq_cpu_ms, 0),
+            _tokens(result.mlxq_tokens),
+        ],
         [
             "direct mlx-lm `stream_generate`",
             spread(result.direct_tps),
+            spread(result.direct_cpu_ms, 0),
             _tokens(result.direct_tokens),
         ],
     ]
     if result.default_blas_tps is not None:
         context = "(context) direct mlx-lm, MLX's bundled BLAS"
-        rows.append([context, f"{result.default_blas_tps:.1f}", "1 run"])
+        rows.append([context, f"{result.default_blas_tps:.1f}", "", "1 run"])
     parts = [
         "## (b) Single-request tokens/s",
         "",
@@ -161,7 +201,7 @@ def render_single(result: SingleResult, rounds: int) -> tuple[str, list[list[str
         f"{rounds} rounds; tokens/s = completion tokens / wall time of the whole request "
         "(prefill included; HTTP included for mlxq). Median (min-max) over rounds.",
         "",
-        table(["system", "tokens/s", "completion tokens per request"], rows),
+        table(["system", "tokens/s", "CPU ms per token", "completion tokens per request"], rows),
         "",
         f"**mlxq / direct mlx-lm = {ratio:.2f}x** (median of the rounds' ratios, "
         f"{spread(ratios, 2)}): target >= {SINGLE_TARGET}x: "
@@ -193,6 +233,7 @@ def render_concurrent(result: ConcurrentResult, rounds: int) -> tuple[str, list[
                 spread(data.mlxq_tps),
                 spread(data.server_tps),
                 spread(paired, 2, prefix="**", suffix="x**"),
+                f"{median(data.mlxq_cpu_ms):.0f} / {median(data.server_cpu_ms):.0f}",
                 _tokens(data.mlxq_tokens),
                 f"{_tokens(data.server_tokens)} ({_tokens(data.server_recounted)})",
                 f"{sum(data.same_texts)}/{level * len(data.same_texts)}",
@@ -212,6 +253,7 @@ def render_concurrent(result: ConcurrentResult, rounds: int) -> tuple[str, list[
                 "mlxq tok/s",
                 "mlx_lm.server tok/s",
                 "mlxq / server",
+                "CPU ms per token, mlxq / server",
                 "mlxq tokens per round",
                 "server tokens (re-encoded)",
                 "same text",
@@ -269,7 +311,10 @@ bookkeeping, the worker's engine and reporter threads) compared with calling mlx
 `stream_generate` in-process on the same prompt: same float32 weights, same OpenBLAS, same
 chat template, same greedy decoding. Direct mlx-lm runs in its own process
 (`bench/direct_mlx.py`), started once and timed inside (template, tokenization, prefill,
-decoding, detokenization).
+decoding, detokenization). "CPU ms per token" is the user + system CPU time of each
+system's own processes (mlxq: API, worker and Redis; direct: its one process) over the
+request, divided by its tokens: it moves much less than wall time when other work shares
+the machine, though OpenBLAS threads spinning while they wait for work count in it too.
 
 **What is missed, and why.** The direct baseline has no HTTP and no queue, so any gap is
 mlxq's cost, and on 2 cores that includes the API, Redis and the reporter thread competing
@@ -285,6 +330,9 @@ are counted by encoding each answer again with the model's tokenizer (the server
 texts, encoded the same way, give the count in brackets: the two methods agree when they
 are equal). "same text" counts answers identical between the two systems (greedy; batched
 float arithmetic may legitimately differ in the last bits and so diverge after a while).
+"CPU ms per token" (median over rounds) is user + system CPU time of each system's own
+processes (mlxq: API, worker and Redis; mlx_lm.server: its process) per completion token:
+less sensitive than wall time to other load on the machine.
 
 **What is missed, and why.** Prompts are short (about 40-50 tokens) and unique per round, so
 prefill is small and mlx_lm.server's prompt cache does not help it (it would on repeated

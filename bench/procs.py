@@ -40,6 +40,7 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self._started: list[tuple[str, subprocess.Popen]] = []
+        self.redis_process: subprocess.Popen | None = None
 
     def start(
         self, name: str, argv: list[str], env: dict[str, str], stdin: int | None = None
@@ -87,7 +88,7 @@ class Processes:
         port = free_port()
         argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
         argv += ["--save", "", "--appendonly", "no"]
-        process = self.start("redis", argv, {})
+        process = self.redis_process = self.start("redis", argv, {})
         url = f"redis://127.0.0.1:{port}/0"
         client = redis.Redis.from_url(url)
 
@@ -141,7 +142,9 @@ class Processes:
         wait_until(registered, 60, "the bare RQ worker to register")
         return process
 
-    def mlx_lm_server(self, model: Path, env: dict[str, str], concurrency: int) -> str:
+    def mlx_lm_server(
+        self, model: Path, env: dict[str, str], concurrency: int
+    ) -> tuple[str, subprocess.Popen]:
         port = free_port()
         argv = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model)]
         argv += ["--host", "127.0.0.1", "--port", str(port)]
@@ -149,7 +152,7 @@ class Processes:
         process = self.start("mlx_lm-server", argv, env)
         base_url = f"http://127.0.0.1:{port}"
         self._wait_http(process, f"{base_url}/v1/models", 180, "mlx_lm.server")
-        return base_url
+        return base_url, process
 
     def _wait_http(self, process: subprocess.Popen, url: str, timeout: float, what: str) -> None:
         def healthy() -> bool:

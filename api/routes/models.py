@@ -9,7 +9,13 @@ from api.openai_schemas import ModelList, OpenAIError
 router = APIRouter(prefix="/v1", tags=["openai"])
 
 
-@router.get("/models", responses={200: {"model": ModelList}, 401: {"model": OpenAIError}})
+_RESPONSES: dict[int | str, dict] = {
+    200: {"model": ModelList},
+    **{status: {"model": OpenAIError} for status in (401, 503)},
+}
+
+
+@router.get("/models", responses=_RESPONSES)
 async def list_models(redis: RedisDep) -> dict:
     served = await served_models(redis)
     data = [

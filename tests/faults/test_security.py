@@ -288,6 +288,32 @@ def test_a_worker_with_a_wrong_redis_password_exits_saying_why(
     assert "Traceback" not in log
 
 
+def test_fleet_queries_while_redis_is_down_are_a_503(
+    processes: Processes, tmp_path: Path, cache_dir: Path
+) -> None:
+    """Routes that read Redis directly (the model list, a model's check) say Redis is down,
+    in their route's error shape, like /ask: it was a 500 and a traceback."""
+    port = free_port()
+    server = _start_redis(tmp_path, "--port", str(port))
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait_for_redis(server, redis.Redis.from_url(url), tmp_path / "redis.log")
+    api = processes.api({"MLXQ_REDIS_URL": url, "MLXQ_CACHE_DIR": str(cache_dir)})
+    server.terminate()
+    server.wait(10)
+
+    models = httpx.get(f"{api}/v1/models", timeout=10)
+    assert models.status_code == 503, models.text
+    assert models.json()["error"]["code"] == "redis_unavailable"
+    chat = {"model": "another-model", "messages": [{"role": "user", "content": "hi"}]}
+    response = httpx.post(f"{api}/v1/chat/completions", json=chat, timeout=10)
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["type"] == "server_error"
+    asked = ask(api)
+    assert asked.status_code == 503 and asked.json()["code"] == "redis_unavailable"
+    log = _logs(processes)
+    assert all("Traceback" not in text for text in log.values()), log
+
+
 def _openssl(tmp: Path, *args: str) -> None:
     subprocess.run(["openssl", *args], cwd=tmp, check=True, capture_output=True, timeout=60)
 
