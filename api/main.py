@@ -8,7 +8,6 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 import redis.asyncio as aioredis
@@ -28,7 +27,7 @@ from api.middleware import ApiKey, BodyLimit, RequestLog
 from api.routes import ask, chat, completions, fleet, health, metrics, models
 from api.submit import JobSubmitter
 from shared.reaper import reap
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, get_settings, without_password
 
 log = logging.getLogger("mlxq.api")
 
@@ -77,7 +76,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     submitter = JobSubmitter(connection, settings)
     app.state.runner = JobRunner(connection, hub, submitter, settings, app.state.metrics)
     reaper = asyncio.create_task(_reap_forever(sync_connection, settings.event_ttl))
-    log.info("mlxq api: model %s, redis %s", settings.model, _without_password(settings.redis_url))
+    log.info("mlxq api: model %s, redis %s", settings.model, without_password(settings.redis_url))
     try:
         yield
     finally:
@@ -118,15 +117,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(RequestLog, count=lambda route, status: _count(app, route, status))
     return app
-
-
-def _without_password(url: str) -> str:
-    """The Redis URL for logs: its password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 def _document_v1_invalid_input_as_400(app: FastAPI) -> None:

@@ -69,6 +69,9 @@ class RequestLog:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            status = status or 500  # an unhandled error: the server answers 500
+            raise
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             self._count(route, str(status or "disconnected"))

@@ -43,12 +43,16 @@ class DirectMLX:
             raise RuntimeError(f"direct mlx-lm did not start: {ready}")
 
     def ask(self, question: str, max_tokens: int) -> Answer:
+        reply = self.request(question, max_tokens)
+        return Answer(reply["text"], reply["completion_tokens"], reply["seconds"])
+
+    def request(self, question: str, max_tokens: int) -> dict:
+        """The process's whole reply (bench/direct_mlx.py lists its fields)."""
         line = json.dumps({"question": question, "max_tokens": max_tokens})
         assert self._process.stdin is not None
         self._process.stdin.write(line + "\n")
         self._process.stdin.flush()
-        reply = self._read()
-        return Answer(reply["text"], reply["completion_tokens"], reply["seconds"])
+        return self._read()
 
     def _read(self) -> dict:
         assert self._process.stdout is not None
@@ -66,6 +70,41 @@ def ask_mlxq(client: httpx.Client, question: str, max_tokens: int, counter: Toke
     response.raise_for_status()
     text = response.json()["answer"]
     return Answer(text, counter.count(text), seconds)
+
+
+@dataclass
+class FirstPiece:
+    seconds: float  # request sent -> first piece of text received
+    text: str  # that piece
+    answer: str  # the whole answer (event: done)
+
+
+def first_piece_mlxq(client: httpx.Client, question: str, max_tokens: int) -> FirstPiece:
+    """A streaming /ask, read to its end; timed up to the first text event's first data line."""
+    body = {"question": question, "max_tokens": max_tokens, "stream": True}
+    started = time.perf_counter()
+    first_at, first, event, data = None, None, None, []
+    with client.stream("POST", "/ask", json=body) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                event = line[6:].strip()
+            elif line.startswith("data:"):
+                if first_at is None and event is None:
+                    first_at = time.perf_counter()
+                data.append(line[6:] if line.startswith("data: ") else line[5:])
+            elif not line and data:  # the end of one event
+                if event == "done":
+                    answer = json.loads("\n".join(data))["answer"]
+                    if first is None or first_at is None:
+                        raise RuntimeError(f"no text event before done: {answer!r}")
+                    return FirstPiece(first_at - started, first, answer)
+                if event == "error":
+                    raise RuntimeError(f"mlxq stream error: {data}")
+                if first is None:
+                    first = "\n".join(data)
+                event, data = None, []
+    raise RuntimeError("the stream ended without event: done")
 
 
 async def ask_mlxq_async(

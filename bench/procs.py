@@ -117,10 +117,16 @@ class Processes:
         self._wait_http(process, f"{base_url}/health", 30, "the mlxq API")
         return base_url, process
 
-    def mlxq_worker(self, env: dict[str, str], timeout: float = 180) -> subprocess.Popen:
+    def mlxq_worker(
+        self, env: dict[str, str], timeout: float = 180, cpus: str | None = None
+    ) -> subprocess.Popen:
+        """cpus: pin the worker (taskset -c, which execs it: the pid stays the worker's)."""
         client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
         before = client.scard("rq:workers")
-        process = self.start("mlxq-worker", [sys.executable, "-m", "mlxq_cli", "worker"], env)
+        argv = [sys.executable, "-m", "mlxq_cli", "worker"]
+        if cpus is not None:
+            argv = ["taskset", "-c", cpus, *argv]
+        process = self.start("mlxq-worker", argv, env)
 
         def registered() -> bool:
             self.check_alive(process)

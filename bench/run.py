@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/ru
 
 import redis  # noqa: E402
 
-from bench import generation, overhead  # noqa: E402
+from bench import first_token, generation, gpu, overhead, scaleout  # noqa: E402
 from bench.clients import DirectMLX, TokenCounter  # noqa: E402
 from bench.generation import Pids  # noqa: E402
 from bench.machine import describe, openblas_path  # noqa: E402
@@ -50,13 +50,18 @@ class Plan:
     levels: list[int]
     default_blas_context: bool
     warm_burst: bool
+    scale_requests: int
+    scale_tokens: int
+    first_token_repetitions: int
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer rounds and tokens (~3 min)")
     parser.add_argument("--rounds", type=int, help="rounds per comparison (default 5, quick 2)")
-    parser.add_argument("--sections", default="abc", help="which sections to run (default abc)")
+    parser.add_argument(
+        "--sections", default="abcdef", help="which sections to run (default abcdef)"
+    )
     parser.add_argument("--output", type=Path, default=DOC, help=f"default {DOC}")
     parser.add_argument(
         "--time-limit",
@@ -67,9 +72,9 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
     if args.quick:
-        plan = Plan(rounds, 100, 1000, 64, 64, 32, [1, 4, 8], False, False)
+        plan = Plan(rounds, 100, 1000, 64, 64, 32, [1, 4, 8], False, False, 16, 16, 2)
     else:
-        plan = Plan(rounds, 200, 1000, 64, 128, 64, [1, 4, 8], True, True)
+        plan = Plan(rounds, 200, 1000, 64, 128, 64, [1, 4, 8], True, True, 16, 64, 3)
     return args, plan
 
 
@@ -122,7 +127,7 @@ class Run:
         self.procs = procs
         self.redis_url = ""
         self.mlxq_env = {"MLXQ_LOG_LEVEL": "INFO"}
-        self.sections: list[str] = []
+        self.sections: list[tuple[str, str]] = []  # (section letter, its text)
         self.mlxq_pids: list[int] = []
         self.summary: list[list[str]] = []
 
@@ -142,7 +147,7 @@ class Run:
             self.summary.append([title, "", "failed", f"`{type(exc).__name__}`"])
         finally:
             redis.Redis.from_url(self.redis_url).flushdb()
-        self.sections.append(text)
+        self.sections.append((title[:3], text))
         print(text, flush=True)
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
 
@@ -166,27 +171,51 @@ class Run:
             )
         return overhead.render(latency, bursts)
 
-    def generation(self, model: Path, sections: str) -> None:
-        env = self.mlxq_env | {
+    def _model_env(self, model: Path) -> dict[str, str]:
+        return self.mlxq_env | {
             "MLXQ_REDIS_URL": self.redis_url,
             "MLXQ_MODEL": str(model),
             "MLXQ_WORKER_CONCURRENCY": "8",
         }
+
+    def generation(self, model: Path, sections: str) -> None:
+        """Sections b, c and f, on one API and one worker as shipped (stopped afterwards)."""
+        env = self._model_env(model)
         mlxq_url, api = self.procs.mlxq_api(env)
         worker = self.procs.mlxq_worker(env, timeout=300)
         assert self.procs.redis_process is not None
         # Every process mlxq needs to answer counts towards its CPU time (Redis serves only it).
         self.mlxq_pids = [api.pid, worker.pid, self.procs.redis_process.pid]
         counter = TokenCounter(model)
-        if "b" in sections:
-            self.section(
-                "(b) Single-request tokens/s", lambda: self._single(model, mlxq_url, counter)
-            )
-        if "c" in sections:
-            self.section(
-                "(c) Aggregate tokens/s under concurrency",
-                lambda: self._concurrent(model, mlxq_url, counter),
-            )
+        try:
+            if "b" in sections:
+                self.section(
+                    "(b) Single-request tokens/s", lambda: self._single(model, mlxq_url, counter)
+                )
+            if "c" in sections:
+                self.section(
+                    "(c) Aggregate tokens/s under concurrency",
+                    lambda: self._concurrent(model, mlxq_url, counter),
+                )
+            if "f" in sections:
+                self.section(
+                    "(f) Time to first token", lambda: self._first_token(model, mlxq_url, counter)
+                )
+        finally:
+            for process in (worker, api):
+                self.procs.stop(process)
+
+    def scale_out(self, model: Path) -> tuple[str, list[list[str]]]:
+        plan = self.plan
+        result = scaleout.run_scale_out(
+            self.procs,
+            self._model_env(model),
+            TokenCounter(model),
+            plan.rounds,
+            plan.scale_requests,
+            plan.scale_tokens,
+        )
+        return scaleout.render(result, plan.rounds)
 
     def _direct(self, model: Path, env: dict[str, str]) -> tuple[DirectMLX, subprocess.Popen]:
         argv = [sys.executable, "-m", "bench.direct_mlx", str(model)]
@@ -218,6 +247,19 @@ class Run:
             finally:
                 self.procs.stop(process)
         return generation.render_single(result, plan.rounds)
+
+    def _first_token(
+        self, model: Path, mlxq_url: str, counter: TokenCounter
+    ) -> tuple[str, list[list[str]]]:
+        plan = self.plan
+        direct, process = self._direct(model, self.blas_env)
+        try:
+            results = first_token.run_first_token(
+                mlxq_url, direct, counter, plan.rounds, plan.first_token_repetitions
+            )
+        finally:
+            self.procs.stop(process)
+        return first_token.render(results, plan.rounds, plan.first_token_repetitions)
 
     def _concurrent(
         self, model: Path, mlxq_url: str, counter: TokenCounter
@@ -277,13 +319,14 @@ def render_document(
         "",
     ]
     if run.summary:
+        rows = sorted(run.summary, key=lambda row: row[0][:3])  # "(a) ..." first
         parts += [
             "## Summary",
             "",
-            table(["what", "target", "measured", "verdict"], run.summary),
+            table(["what", "target", "measured", "verdict"], rows),
             "",
         ]
-    parts += run.sections
+    parts += [text for _, text in sorted(run.sections, key=lambda section: section[0])]
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -307,7 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = describe(blas)
     load_at_start = _load()
     print(table(["", ""], list(machine.items())), flush=True)
-    model = float32_model(blas) if set("bc") & set(args.sections) else None
+    model = float32_model(blas) if set("bcdf") & set(args.sections) else None
     log_dir = BENCH_CACHE / "logs"  # the last run's process logs, kept for diagnosis
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
@@ -315,13 +358,19 @@ def main(argv: list[str] | None = None) -> int:
     run = Run(plan, blas, procs)
     try:
         run.start()
+        # Run order a, e, b, c, f, d (d wants the cores without the others' processes);
+        # the document lists the sections in letter order.
         if "a" in args.sections:
             run.section("(a) Overhead per request", run.overhead)
-        if model is not None:
+        if "e" in args.sections:
+            run.section("(e) GPU: mlxq's engine against mlx-lm", gpu.render)
+        if model is not None and set("bcf") & set(args.sections):
             run.generation(model, args.sections)
+        if model is not None and "d" in args.sections:
+            run.section("(d) Scale-out: 2 workers against 1", lambda: run.scale_out(model))
     except Exception:
         traceback.print_exc()
-        run.sections.append(f"**Run aborted**: `{traceback.format_exc(limit=1)}`\n")
+        run.sections.append(("~", f"**Run aborted**: `{traceback.format_exc(limit=1)}`\n"))
     finally:
         signal.alarm(0)
         procs.stop_all()

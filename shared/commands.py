@@ -8,7 +8,7 @@ import httpx
 import redis
 
 from shared.fleet import snapshot
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, get_settings, without_password
 
 
 def status() -> int:
@@ -17,7 +17,10 @@ def status() -> int:
     try:
         fleet = snapshot(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2))
     except redis.RedisError as exc:
-        print(f"mlxq status: cannot reach Redis at {settings.redis_url}: {exc}", file=sys.stderr)
+        print(
+            f"mlxq status: cannot reach Redis at {without_password(settings.redis_url)}: {exc}",
+            file=sys.stderr,
+        )
         return 1
     print(f"workers ({len(fleet['workers'])} live)")
     rows = [["name", "host", "model", "busy", "tokens/s"]]

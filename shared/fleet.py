@@ -42,7 +42,9 @@ def snapshot(connection: redis.Redis) -> dict:
         _worker_row(name.decode(), beat, {k.decode(): v.decode() for k, v in fields.items()})
         for (name, beat), fields in zip(beats, stats, strict=True)
     ]
-    queue_names = sorted(q.decode().removeprefix("rq:queue:") for q in connection.smembers("rq:queues"))
+    queue_names = sorted(
+        q.decode().removeprefix("rq:queue:") for q in connection.smembers("rq:queues")
+    )
     with connection.pipeline(transaction=False) as pipeline:
         for name in queue_names:
             pipeline.llen(f"rq:queue:{name}")

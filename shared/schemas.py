@@ -21,7 +21,7 @@ class ChatMessage(_Strict):
 class SamplingParams(_Strict):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**64 - 1)  # MLX's random keys take uint64
 
 
 class GenerationRequest(_Strict):

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -113,6 +114,15 @@ class Settings(BaseSettings):
         from shared.keys import queue_name_for_model
 
         return self.queue or queue_name_for_model(self.model)
+
+
+def without_password(url: str) -> str:
+    """A Redis URL fit for logs and messages: its password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
 @lru_cache

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import redis
 
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, get_settings, without_password
 
 STOP_TIMEOUT_S = 70.0
 """How long children get to stop (workers finish running jobs) before they are killed."""
@@ -33,9 +33,8 @@ def _start_redis(settings: Settings) -> subprocess.Popen | None:
         return None
     target = urlparse(settings.redis_url)
     if target.hostname not in ("127.0.0.1", "localhost", "::1"):
-        sys.exit(
-            f"mlxq up: Redis at {settings.redis_url} is unreachable (not starting a remote one)."
-        )
+        where = without_password(settings.redis_url)
+        sys.exit(f"mlxq up: Redis at {where} is unreachable (not starting a remote one).")
     server = shutil.which("redis-server")
     if server is None:
         sys.exit("mlxq up: redis-server is not installed; run scripts/setup.sh first.")

@@ -10,7 +10,7 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from shared.errors import ModelLoadError
-from shared.settings import Settings, get_settings
+from shared.settings import Settings, get_settings, without_password
 from worker.cpu_backend import load_fast_blas
 from worker.engine_api import Emit, Engine
 from worker.rq_worker import BatchingWorker
@@ -55,7 +55,9 @@ def connect(settings: Settings) -> redis.Redis:
     try:
         connection.ping()
     except redis.RedisError as exc:
-        raise ModelLoadError(f"Cannot reach Redis at {settings.redis_url}: {exc}") from exc
+        raise ModelLoadError(
+            f"Cannot reach Redis at {without_password(settings.redis_url)}: {exc}"
+        ) from exc
     return connection
 
 

@@ -136,7 +136,11 @@ class MLXEngine:
             arrivals = self._take_arrivals()
             if arrivals is None:
                 break
-            self._place(arrivals)
+            try:
+                self._place(arrivals)
+            except Exception as exc:  # the batch itself broke: fail what is in it
+                log.exception("could not add requests to the batch")
+                self._fail_all(GenerationFailed(f"Generation failed: {exc}"))
             if self._single is None and not self._in_batch:
                 continue
             try:
@@ -166,18 +170,29 @@ class MLXEngine:
             return arrivals
 
     def _place(self, arrivals: list[EngineRequest]) -> None:
-        arrivals = [r for r in arrivals if not self._refuse_cancelled_or_expired(r)]
-        if not arrivals:
+        sequences = [s for s in map(self._admit, arrivals) if s is not None]
+        if not sequences:
             return
-        self._active += len(arrivals)
+        self._active += len(sequences)
         busy = self._single is not None or self._in_batch
-        if not busy and len(arrivals) == 1 and self._can_run_single():
-            self._start_single(arrivals[0])
+        if not busy and len(sequences) == 1 and self._can_run_single():
+            self._start_single(sequences[0])
         else:
             if self._single is not None:
                 self._move_single_into_batch()
-            self._insert(arrivals)
+            self._insert(sequences)
         self._peak = max(self._peak, len(self._in_batch) + (self._single is not None))
+
+    def _admit(self, request: EngineRequest) -> "_Sequence | None":
+        """A sequence for the request, or None when it is refused (with its Failed sent)."""
+        if self._refuse_cancelled_or_expired(request):
+            return None
+        try:
+            return self._new_sequence(request)
+        except Exception as exc:  # e.g. sampling settings MLX rejects: this request alone fails
+            log.exception("job %s: could not start", request.job_id)
+            self._emit(Failed(request.job_id, GenerationFailed(f"Could not start: {exc}")))
+            return None
 
     def _refuse_cancelled_or_expired(self, request: EngineRequest) -> bool:
         if self._take_cancelled({request.job_id}):
@@ -218,8 +233,8 @@ class MLXEngine:
             self._single_ok = can_trim_prompt_cache(make_prompt_cache(self._model))
         return self._single_ok
 
-    def _start_single(self, request: EngineRequest) -> None:
-        sequence = self._new_sequence(request)
+    def _start_single(self, sequence: _Sequence) -> None:
+        request = sequence.request
         cache = make_prompt_cache(self._model)
         steps = generate_step(
             mx.array(request.prompt_tokens),
@@ -267,11 +282,10 @@ class MLXEngine:
             )
         return self._batch
 
-    def _insert(self, requests: list[EngineRequest]) -> None:
-        sequences = [self._new_sequence(r) for r in requests]
+    def _insert(self, sequences: list[_Sequence]) -> None:
         uids = self._batch_generator().insert(
-            [r.prompt_tokens for r in requests],
-            max_tokens=[r.max_tokens for r in requests],
+            [s.request.prompt_tokens for s in sequences],
+            max_tokens=[s.request.max_tokens for s in sequences],
             samplers=[s.sampler for s in sequences],
         )
         for uid, sequence in zip(uids, sequences, strict=True):

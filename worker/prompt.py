@@ -14,6 +14,13 @@ _RESERVED_TEMPLATE_ARGS = frozenset(
 
 def prompt_tokens(tokenizer, request: GenerationRequest) -> list[int]:
     """Chat requests get the tokenizer's chat template; without one, the raw text is used."""
+    tokens = _tokens(tokenizer, request)
+    if not tokens:
+        raise InvalidRequest("The prompt is empty: there is nothing to continue.")
+    return tokens
+
+
+def _tokens(tokenizer, request: GenerationRequest) -> list[int]:
     if request.prompt is not None:
         return list(tokenizer.encode(request.prompt))
     if not request.messages:

@@ -18,7 +18,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 
 from shared import keys
-from shared.errors import ErrorCode
+from shared.errors import ErrorCode, GenerationFailed
 from shared.schemas import DoneEvent, ErrorEvent, JobEvent, TokenEvent
 from worker.engine_api import EngineOutput, Failed, Finished, TokenOutput
 from worker.publisher import EventPublisher
@@ -111,13 +111,28 @@ class Reporter:
                     pipeline.srem(keys.worker_jobs_key(self._worker.name), running.job.id)
                 pipeline.execute()
 
-        _retrying(publish)
+        try:
+            _retrying(publish)
+        except Exception as exc:  # not Redis: an output it cannot carry (never skip finalizing)
+            log.exception("could not send job events")
+            finals = [(r, self._undeliverable(r, o, exc)) for r, o in finals]
         for running, output in finals:
             try:
                 _retrying(lambda: self._finalize(running, output))  # noqa: B023 (called at once)
             finally:
                 del self._jobs[running.job.id]
                 self._on_job_done()
+
+    def _undeliverable(self, running: RunningJob, output: EngineOutput, exc: Exception) -> Failed:
+        """Fail a job whose answer could not be sent, and tell its client so if possible."""
+        error = GenerationFailed(f"The answer could not be sent: {type(exc).__name__}")
+        try:
+            event = ErrorEvent(seq=running.take_seq(), code=error.code, message=error.message)
+            self._publisher.publish(running.job.id, event)
+            self._worker.connection.srem(keys.worker_jobs_key(self._worker.name), running.job.id)
+        except Exception:
+            log.exception("job %s: could not report its failure either", running.job.id)
+        return Failed(output.job_id, error)
 
     def _finalize(self, running: RunningJob, output: EngineOutput) -> None:
         """End the job in RQ: its result, registries and the worker's statistics."""
@@ -146,7 +161,9 @@ class Reporter:
         job = running.job
         with self._worker.connection.pipeline() as pipeline:
             job.set_status(JobStatus.CANCELED, pipeline=pipeline)
-            running.queue.canceled_job_registry.add(job, ttl=job.failure_ttl or 0, pipeline=pipeline)
+            running.queue.canceled_job_registry.add(
+                job, ttl=job.failure_ttl or 0, pipeline=pipeline
+            )
             self._worker.cleanup_execution(job, pipeline=pipeline, execution=running.execution)
             pipeline.expire(job.key, job.failure_ttl or 600)
             pipeline.execute()

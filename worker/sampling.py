@@ -34,9 +34,13 @@ class SeededSampler:
         self._key = self._previous_key
 
 
+GREEDY_BELOW_TEMPERATURE = 1e-3
+"""Temperatures this small are greedy in effect; dividing by them overflows to NaN."""
+
+
 def make_request_sampler(params: SamplingParams) -> Any | None:
     """None means greedy (the batch's shared argmax)."""
-    if params.temperature == 0:
+    if params.temperature < GREEDY_BELOW_TEMPERATURE:
         return None
     if params.seed is not None:
         return SeededSampler(params)

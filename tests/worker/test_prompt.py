@@ -83,3 +83,9 @@ def test_explicit_max_tokens_that_does_not_fit_is_refused_with_the_limit() -> No
 def test_prompt_that_fills_the_context_is_refused() -> None:
     with pytest.raises(ContextLengthExceeded, match="fills the model's context window of 192"):
         fit_max_tokens(None, prompt_length=192, context_length=192, cap=4096)
+
+
+def test_an_empty_prompt_is_refused() -> None:
+    request = GenerationRequest(request_id="r", model="m", prompt="", deadline=0)
+    with pytest.raises(InvalidRequest, match="The prompt is empty"):
+        prompt_tokens(FakeTokenizer(), request)
