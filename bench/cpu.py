@@ -21,3 +21,16 @@ def cpu_seconds(pids: Sequence[int]) -> float:
             continue  # not Linux, or the process is gone: the column then reads low
         total += int(fields[11]) + int(fields[12])  # utime, stime
     return total / _TICKS
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy so far (Linux /proc/stat; 0 elsewhere), so that
+    the share of other work on the machine can be told apart from the systems' own."""
+    try:
+        with open("/proc/stat") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    guest = sum(fields[8:10])  # already counted in user and nice
+    return (sum(fields) - idle - guest) / _TICKS

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import redis
 
 from bench.clients import Answer, TokenCounter, ask_mlxq_async, fire_together
-from bench.cpu import cpu_seconds
+from bench.cpu import cpu_seconds, machine_busy_seconds
 from bench.generation import SUBJECTS
 from bench.procs import Processes
 from bench.stats import median, spread, table, verdict
@@ -22,6 +22,7 @@ ONE_CORE = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
 CORES = ["0", "1"]
 SETTLE_S = 0.5  # RQ counts a job just after its answer is sent: let the counts catch up
 CLIENT = "load generator (bench client)"
+OTHERS = "anything else on the machine"
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ScaleResult:
     tokens: dict[int, list[int]] = field(default_factory=lambda: {1: [], 2: []})
     # cores used (CPU seconds / wall seconds) per process, one value per round
     cores: dict[int, dict[str, list[float]]] = field(default_factory=lambda: {1: {}, 2: {}})
+    others: dict[int, list[float]] = field(default_factory=lambda: {1: [], 2: []})
     jobs_per_worker: list[str] = field(default_factory=list)  # the 2-worker runs' split
     same_texts: list[int] = field(default_factory=list)  # 1 worker vs 2 workers, per round
 
@@ -103,12 +105,17 @@ def _measure(
     counter: TokenCounter,
 ) -> list[Answer]:
     before = {name: cpu_seconds([pid]) for name, pid in pids.items()}
+    busy = machine_busy_seconds()
     answers, wall = asyncio.run(
         fire_together(url, ask_mlxq_async, questions, result.max_tokens, counter)
     )
+    busy = machine_busy_seconds() - busy
+    ours = 0.0
     for name, pid in pids.items():
         used = (cpu_seconds([pid]) - before[name]) / wall
         result.cores[workers].setdefault(name, []).append(used)
+        ours += used
+    result.others[workers].append(max(0.0, busy / wall - ours))
     tokens = sum(a.completion_tokens for a in answers)
     result.tps[workers].append(tokens / wall)
     result.tokens[workers].append(tokens)
@@ -172,9 +179,16 @@ def render(result: ScaleResult, rounds: int) -> tuple[str, list[list[str]]]:
     ]
     cpu_rows.append(
         [
-            "all of them",
+            "all of the above",
             f"{median(_totals(result.cores[1])):.2f}",
             f"{median(_totals(result.cores[2])):.2f}",
+        ]
+    )
+    cpu_rows.append(
+        [
+            f"({OTHERS}: all cores' busy time less the above)",
+            f"{median(result.others[1]):.2f}",
+            f"{median(result.others[2]):.2f}",
         ]
     )
     parts = [
@@ -248,7 +262,7 @@ burst) for each 2-worker run and stopped after it, so its start-up is not timed.
 themselves: the API, Redis and the load generator (this script, which also re-encodes the
 answers to count tokens) are not pinned and share the same 2 cores. With 1 worker they run
 on the idle second core; with 2 workers every CPU second they use is taken from a worker (the
-"all of them" row cannot exceed 2), though at this load they need little. The larger loss is
+"all of the above" row cannot exceed 2), though at this load they need little. The larger loss is
 each worker getting less done per CPU second when the other runs: the two cores are KVM
 vCPUs sharing one L3 cache and memory bus (and perhaps, on the host, more than that: it is
 not visible from inside), and each worker streams the 0.5 GB of float32 weights once per
