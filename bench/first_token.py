@@ -50,7 +50,7 @@ def run_first_token(
     """One request at a time (the worker idle), alternating mlxq and direct mlx-lm."""
     results = [
         PromptResult("short question", SHORT_QUESTION),
-        PromptResult(f"long prompt (~{LONG_TOKENS} tokens)", long_question(counter)),
+        PromptResult("long prompt", long_question(counter)),
     ]
     with httpx.Client(base_url=mlxq_url, timeout=300) as client:
         for result in results:  # warm-up: first-call allocations at this prompt length
@@ -89,6 +89,14 @@ def _record(
     result.difference_ms.append(result.mlxq_p50_ms[-1] - result.direct_p50_ms[-1])
 
 
+def _signed(values: list[float]) -> str:
+    """Like stats.spread, for differences that may be negative."""
+    middle = f"**{median(values):+.1f} ms**"
+    if len(values) == 1:
+        return middle
+    return f"{middle} ({min(values):+.1f} to {max(values):+.1f})"
+
+
 def _verdict(difference: float) -> str:
     if difference <= TARGET_MS:
         return f"**met** ({difference:+.1f} ms, target <= +{TARGET_MS:g} ms)"
@@ -105,24 +113,23 @@ def render(
     rows, summary, lines = [], [], []
     for result in results:
         difference = median(result.difference_ms)
+        name = f"{result.name} ({result.prompt_tokens} tokens)"
         rows.append(
             [
-                f"{result.name}, {result.prompt_tokens} prompt tokens",
+                name,
                 spread(result.mlxq_p50_ms),
                 spread(result.direct_p50_ms),
-                spread(result.difference_ms, prefix="**", suffix=" ms**"),
+                _signed(result.difference_ms),
                 f"{median(result.mlxq_p90_ms):.1f} / {median(result.direct_p90_ms):.1f}",
                 spread(result.prepare_p50_ms, 2),
                 f"{result.same_first}/{result.pairs}",
                 f"{result.same_answer}/{result.pairs}",
             ]
         )
-        lines.append(
-            f"- {result.name}: target <= direct + {TARGET_MS:g} ms: {_verdict(difference)}"
-        )
+        lines.append(f"- {name}: target <= direct + {TARGET_MS:g} ms: {_verdict(difference)}")
         summary.append(
             [
-                f"(f) time to first token, {result.name}: mlxq p50 - direct mlx-lm p50",
+                f"(f) time to first token, {name}: mlxq p50 - direct mlx-lm p50",
                 f"<= +{TARGET_MS:g} ms",
                 f"{difference:+.1f} ms ({median(result.mlxq_p50_ms):.0f} vs "
                 f"{median(result.direct_p50_ms):.0f} ms)",
@@ -134,8 +141,10 @@ def render(
         "",
         f"One request at a time (the worker idle), {repetitions} per system per prompt in each "
         f"of {rounds} rounds, mlxq and direct mlx-lm alternating; greedy, max_tokens "
-        f"{MAX_TOKENS}. p50 and p90 are over one round's requests; the table gives their median "
-        "(min-max) over rounds, and the difference is the median of the rounds' differences.",
+        f"{MAX_TOKENS}; a short question, and notes to summarize (about {LONG_TOKENS} tokens "
+        "before the chat template). p50 and p90 are over one round's requests; the table "
+        "gives their median (min-max) over rounds, and the difference is the median of the "
+        "rounds' differences.",
         "",
         table(
             [
@@ -153,7 +162,7 @@ def render(
         "",
         *lines,
         "",
-        ABOUT_F,
+        ABOUT_F.format(pause=PAUSE_S),
         "",
     ]
     return "\n".join(parts), summary
@@ -176,6 +185,6 @@ first piece of text (leading space aside) and whole answers.
 **What is missed, and why.** On 2 cores the API, Redis and the client compete with the
 prefill's two BLAS threads, and a prefill of hundreds of tokens takes seconds here, so its
 own run-to-run spread (see min-max) is far larger than the 10 ms measured against: the long
-prompt's difference is mostly noise. Each request pauses 0.2 s before it is sent, so that
+prompt's difference is mostly noise. Each request pauses {pause:g} s before it is sent, so that
 neither system runs while the other's OpenBLAS threads still spin after their last work.
 No prompt cache on either side: every prefill is a full one."""

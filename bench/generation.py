@@ -336,6 +336,6 @@ less sensitive than wall time to other load on the machine.
 
 **What is missed, and why.** Prompts are short (about 40-50 tokens) and unique per round, so
 prefill is small and mlx_lm.server's prompt cache does not help it (it would on repeated
-prompts, which mlxq has no cache for). Only one worker and one machine: scaling out over
-workers is not measured. With 2 cores, the API, Redis and the client compete with the
+prompts, which mlxq has no cache for). Only one worker and one machine here: section (d)
+adds a second worker. With 2 cores, the API, Redis and the client compete with the
 BLAS threads of whichever system is measured."""

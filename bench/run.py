@@ -1,12 +1,14 @@
 """Benchmark mlxq against bare RQ, direct mlx-lm and mlx_lm.server; write docs/benchmarks.md.
 
-    .venv/bin/python bench/run.py            # default: about 8 minutes on 2 cores
-    .venv/bin/python bench/run.py --quick    # about 2-3 minutes, fewer rounds and tokens
+    .venv/bin/python bench/run.py            # default: about 10 minutes on 2 cores
+    .venv/bin/python bench/run.py --quick    # about 3 minutes, fewer rounds and tokens
+    .venv/bin/python bench/run.py --sections df   # some sections only (a-f)
 
 Everything runs on this machine and talks to 127.0.0.1 only: a private redis-server on a
 free port, mlxq's API and workers, a bare RQ worker, direct mlx-lm and mlx_lm.server. In each
 round the systems under comparison run back to back (their order alternating), so that noise
-on a busy machine hits both; tables report medians over rounds.
+on a busy machine hits both; tables report medians over rounds. Section (e) is not measured
+here: it renders a committed GPU run of bench/gpu_engine.py (bench/gpu.py).
 """
 
 import argparse
