@@ -4,6 +4,7 @@ import time
 from dataclasses import dataclass, field
 
 import httpx
+from tqdm import trange
 
 from bench.clients import DirectMLX, TokenCounter, first_piece_mlxq
 from bench.stats import median, percentile, spread, table
@@ -56,7 +57,7 @@ def run_first_token(
         for result in results:  # warm-up: first-call allocations at this prompt length
             first_piece_mlxq(client, result.question, MAX_TOKENS)
             direct.request(result.question, MAX_TOKENS)
-        for round_index in range(rounds):
+        for round_index in trange(rounds, desc="(f) first token", unit="round", leave=False):
             for result in results:
                 mlxq_ms, direct_ms, prepare_ms = [], [], []
                 for repetition in range(repetitions):

@@ -4,6 +4,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 import httpx
+from tqdm import trange
 
 from bench.clients import (
     Answer,
@@ -79,7 +80,7 @@ def run_single(
     with httpx.Client(base_url=mlxq_url, timeout=300) as client:
         ask_mlxq(client, SINGLE_PROMPT, 8, counter)  # warm-up: first-call allocations
         direct.ask(SINGLE_PROMPT, 8)
-        for round_index in range(rounds):
+        for round_index in trange(rounds, desc="generation", unit="round", leave=False):
             answers: dict[str, Answer] = {}
             order = ["mlxq", "direct"] if round_index % 2 == 0 else ["direct", "mlxq"]
             for system in order:
@@ -129,7 +130,7 @@ def run_concurrent(
     for url, ask, _ in systems.values():  # warm-up: the single path and a full batch
         asyncio.run(fire_together(url, ask, _questions(-1, 1), 8, counter))
         asyncio.run(fire_together(url, ask, _questions(-1, max(levels)), 8, counter))
-    for round_index in range(rounds):
+    for round_index in trange(rounds, desc="generation", unit="round", leave=False):
         for level in levels:
             questions = _questions(round_index, level)
             order = ["mlxq", "server"] if (round_index + level) % 2 == 0 else ["server", "mlxq"]

@@ -9,6 +9,7 @@ import httpx
 import redis
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
+from tqdm import trange
 
 from bench.procs import Processes
 from bench.rq_baseline import echo
@@ -96,7 +97,7 @@ def run_latency(
         with httpx.Client(base_url=base_url, timeout=10) as client:
             _mlxq_latencies(client, WARMUP, result.errors)
             _rq_latencies(queue, WARMUP, result.errors)
-            for round_index in range(rounds):
+            for round_index in trange(rounds, desc="(a) overhead", unit="round", leave=False):
                 systems = ["mlxq", "rq"] if round_index % 2 == 0 else ["rq", "mlxq"]
                 for system in systems:
                     if system == "mlxq":
