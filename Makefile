@@ -8,17 +8,19 @@ setup:
 run: setup
 	.venv/bin/mlxq up
 
-## Set up (with Chromium for tests/web), lint, then run the whole test suite (starts its own
-## Redis servers and processes).
+## Set up (with Chromium for tests/web), lint, type-check, then run the whole test suite
+## (starts its own Redis servers and processes).
 test:
 	@scripts/setup.sh --with-browser
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 	.venv/bin/python -m pytest
 
 lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
+	.venv/bin/mypy
 
 ## Re-pin requirements.lock from pyproject.toml (needs uv: .venv/bin/pip install uv).
 lock:

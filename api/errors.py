@@ -21,13 +21,29 @@ from shared.errors import ErrorCode, MlxqError, QueueFull, RedisUnavailable
 log = logging.getLogger(__name__)
 
 
+OPENAI_PREFIX = "/v1/"
+
+
+def is_openai_route(path: str) -> bool:
+    """Routes under /v1 answer errors in OpenAI's shape; the others in mlxq's own."""
+    return path.startswith(OPENAI_PREFIX)
+
+
 def _is_openai(request: Request) -> bool:
-    return request.url.path.startswith("/v1/")
+    return is_openai_route(request.url.path)
 
 
 def openai_error(message: str, status: int, code: str, param: str | None = None) -> dict:
+    """OpenAI's error body: ``{"error": {"message", "type", "param", "code"}}``."""
     kind = "invalid_request_error" if status < 500 else "server_error"
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
+
+
+def error_body(path: str, status: int, code: str, message: str) -> dict:
+    """The one error body of a route: OpenAI's under /v1, ``{"detail", "code"}`` elsewhere."""
+    if is_openai_route(path):
+        return openai_error(message, status, code)
+    return {"detail": message, "code": code}
 
 
 def openai_error_for(exc: MlxqError) -> dict:
@@ -43,7 +59,7 @@ async def _mlxq_error(request: Request, exc: Exception) -> JSONResponse:
     if _is_openai(request):
         body = openai_error_for(exc)
     else:
-        body = {"detail": exc.message, "code": str(exc.code)}
+        body = error_body(request.url.path, exc.http_status, str(exc.code), exc.message)
     return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
@@ -70,19 +86,25 @@ async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
-    """FastAPI's own 400 (a body it cannot parse, e.g. not UTF-8) in mlxq's error shapes;
-    other HTTP errors (an unknown route) keep FastAPI's body."""
+    """FastAPI's own 400 (a body it cannot parse, e.g. not UTF-8) in mlxq's error shapes, and
+    any HTTP error under /v1 (an unknown route, a wrong method) in OpenAI's; other HTTP
+    errors outside /v1 keep FastAPI's body."""
     assert isinstance(exc, HTTPException)
-    if exc.status_code != 400:
-        return await http_exception_handler(request, exc)
-    message = str(exc.detail)
-    if isinstance(exc.__cause__, UnicodeDecodeError):
-        message = f"The request body is not valid UTF-8 ({exc.__cause__})."
+    if exc.status_code == 400:
+        message = str(exc.detail)
+        if isinstance(exc.__cause__, UnicodeDecodeError):
+            message = f"The request body is not valid UTF-8 ({exc.__cause__})."
+        body = error_body(request.url.path, 400, ErrorCode.INVALID_REQUEST, message)
+        return JSONResponse(body, status_code=400, headers=exc.headers)
     if _is_openai(request):
-        body = openai_error(message, 400, ErrorCode.INVALID_REQUEST)
-    else:
-        body = {"detail": message, "code": ErrorCode.INVALID_REQUEST}
-    return JSONResponse(body, status_code=400, headers=exc.headers)
+        code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        body = openai_error(message, exc.status_code, code)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+    return await http_exception_handler(request, exc)
+
+
+_HTTP_ERROR_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
 async def _redis_down(request: Request, exc: Exception) -> JSONResponse:

@@ -12,37 +12,31 @@ import uuid
 from collections.abc import AsyncIterator
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 from redis.exceptions import RedisError
 
-from shared import keys
-from shared.schemas import JobEvent, job_event_adapter
+from shared import protocol
+from shared.backoff import Backoff
+from shared.redis_clients import async_subscriber
+from shared.schemas import JobEvent
 
 log = logging.getLogger(__name__)
 
 CATCH_UP_AFTER_S = 5.0
 """Silence after which a waiter re-reads its job's stream, in case pub/sub lost a message."""
+READ_TIMEOUT_S = 1.0
+"""One wait of the hub's reader; it loops, so this only bounds how late a close is seen."""
 
 
 class EventHub:
     def __init__(self, redis_url: str) -> None:
-        # A blocked pub/sub read must not time out: redis-py 8 defaults to a 5 s socket timeout.
-        self._client = aioredis.Redis.from_url(
-            redis_url,
-            socket_timeout=None,
-            socket_connect_timeout=0.5,
-            socket_keepalive=True,
-            health_check_interval=30,
-            retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),  # fail fast: a 503 at once
-        )
+        self._client = async_subscriber(redis_url)
         self._pubsub = self._client.pubsub(ignore_subscribe_messages=True)
         self._queues: dict[bytes, asyncio.Queue[bytes]] = {}
         self._reader: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         # One subscription always held, so the reader always waits on the socket (no idle
         # polling), and so concurrent first subscribes cannot each open a connection.
-        self._anchor = f"{keys.PREFIX}:api:{uuid.uuid4().hex}"
+        self._anchor = protocol.api_anchor_channel(uuid.uuid4().hex)
         self._subscribe_lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -59,7 +53,7 @@ class EventHub:
 
     @contextlib.asynccontextmanager
     async def subscribe(self, job_id: str) -> AsyncIterator[asyncio.Queue[bytes]]:
-        channel = keys.job_events_channel(job_id)
+        channel = protocol.job_events_channel(job_id)
         inbox: asyncio.Queue[bytes] = asyncio.Queue()
         self._queues[channel.encode()] = inbox
         try:
@@ -78,18 +72,17 @@ class EventHub:
             await self._pubsub.unsubscribe(channel)
 
     async def _read_forever(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(first_s=0.1, cap_s=2.0)
         while True:
             try:
                 if not self._pubsub.subscribed:
                     async with self._subscribe_lock:
                         await self._pubsub.subscribe(self._anchor)
-                message = await self._pubsub.get_message(timeout=1.0)
-                backoff = 0.1
+                message = await self._pubsub.get_message(timeout=READ_TIMEOUT_S)
+                backoff.reset()
             except RedisError as exc:
                 log.warning("event hub: Redis connection lost (%s); reconnecting", exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 2.0)
+                await asyncio.sleep(backoff.next_delay())
                 continue
             if message is not None and message["type"] == "message":
                 inbox = self._queues.get(message["channel"])
@@ -101,7 +94,7 @@ class JobEvents:
     """The events of one job in order, each once, whatever pub/sub delivered."""
 
     def __init__(self, job_id: str, inbox: asyncio.Queue[bytes], connection: aioredis.Redis):
-        self._stream = keys.job_events_stream(job_id)
+        self._job_id = job_id
         self._inbox = inbox
         self._connection = connection
         self._next_seq = 0
@@ -120,7 +113,7 @@ class JobEvents:
             except TimeoutError:
                 await self._catch_up()
                 continue
-            event = job_event_adapter.validate_json(data)
+            event = protocol.decode_event(data)
             if event.seq == self._next_seq:
                 self._backlog.append(event)
             elif event.seq > self._next_seq:
@@ -130,8 +123,7 @@ class JobEvents:
         return event
 
     async def _catch_up(self) -> None:
-        entries = await self._connection.xrange(self._stream)
-        events = [job_event_adapter.validate_json(fields[b"event"]) for _, fields in entries]
+        events = await protocol.read_events_async(self._connection, self._job_id)
         expected = self._next_seq + len(self._backlog)
         for event in events:
             if event.seq == expected:

@@ -10,50 +10,27 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import redis
-import redis.asyncio as aioredis
 import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
 
-from api.errors import install_error_handlers
+from api.errors import install_error_handlers, is_openai_route
 from api.events import EventHub
 from api.jobs import JobRunner
 from api.metrics import Metrics
 from api.middleware import ApiKey, BodyLimit, RequestLog
+from api.reaper import REAP_INTERVAL_S, reap
 from api.routes import ask, chat, completions, fleet, health, metrics, models
 from api.submit import JobSubmitter
-from shared.reaper import reap
+from shared.redis_clients import async_command_client, command_client
 from shared.settings import Settings, get_settings, without_password
 
 log = logging.getLogger("mlxq.api")
 
-REDIS_POOL_SIZE = 64
-"""Connections for enqueueing: waits share one pub/sub connection, so this bounds bursts only."""
-REAP_INTERVAL_S = 1.0
-"""How often the API looks for workers that stopped heartbeating (see shared/reaper.py)."""
 STATIC_DIR = Path(__file__).parent / "static"
 """The web page at ``/`` (plain HTML, CSS and JavaScript; no build step)."""
-
-
-def _async_redis(settings: Settings) -> aioredis.Redis:
-    # Fail fast while Redis is down (a 503 within a second), instead of retrying for long.
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=REDIS_POOL_SIZE,
-        timeout=5,
-        socket_connect_timeout=0.5,
-        retry=Retry(ExponentialBackoff(cap=0.1, base=0.02), 1),
-    )
-    return aioredis.Redis(connection_pool=pool)
-
-
-def _sync_redis(settings: Settings) -> redis.Redis:
-    """For fleet queries, metrics and the reaper, run in threads (they use RQ's sync API)."""
-    return redis.Redis.from_url(settings.redis_url, socket_connect_timeout=0.5, socket_timeout=5)
 
 
 async def _reap_forever(connection: redis.Redis, event_ttl_s: int) -> None:
@@ -70,7 +47,7 @@ async def _reap_forever(connection: redis.Redis, event_ttl_s: int) -> None:
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.state.settings
-    connection, sync_connection = _async_redis(settings), app.state.redis
+    connection, sync_connection = async_command_client(settings.redis_url), app.state.redis
     hub = EventHub(settings.redis_url)
     await hub.start()
     submitter = JobSubmitter(connection, settings)
@@ -92,7 +69,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(title="mlxq", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    app.state.redis = _sync_redis(settings)
+    # For fleet queries, metrics and the reaper, run in threads (they use RQ's sync API).
+    app.state.redis = command_client(settings.redis_url)
     app.state.metrics = Metrics(app.state.redis)
     install_error_handlers(app)
     _document_v1_invalid_input_as_400(app)
@@ -126,10 +104,12 @@ def _document_v1_invalid_input_as_400(app: FastAPI) -> None:
 
     def openapi() -> dict:
         if app.openapi_schema is None:
-            for path, operations in build()["paths"].items():
-                if path.startswith("/v1/"):
+            schema = build()
+            for path, operations in schema["paths"].items():
+                if is_openai_route(path):
                     for operation in operations.values():
                         operation["responses"].pop("422", None)
+            return schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import error_body
 from shared.errors import ErrorCode
 
 log = logging.getLogger("mlxq.api")
@@ -20,17 +21,8 @@ and the web page with its static files, which hold no secrets and send the key t
 OPEN_PREFIXES = ("/static/",)
 
 
-def _error_body(path: str, status: int, code: str, message: str) -> bytes:
-    if path.startswith("/v1/"):
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    else:
-        body = {"detail": message, "code": code}
-    return json.dumps(body).encode()
-
-
 async def _send_error(send: Send, path: str, status: int, code: str, message: str, headers=()):
-    body = _error_body(path, status, code, message)
+    body = json.dumps(error_body(path, status, code, message)).encode()
     await send(
         {
             "type": "http.response.start",

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticSerializationError
 
-from shared.schemas import DoneEvent, JSONScalar
+from shared.schemas import MAX_STOP_SEQUENCES, DoneEvent, JSONScalar
 
 MAX_MESSAGES = 512
 """More messages than any real conversation; bounds the work one request can ask for."""
@@ -64,8 +64,8 @@ class _Sampling(_Request):
     @classmethod
     def _stop_list(cls, stop: str | list[str] | None) -> list[str]:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if len(stops) > 4:
-            raise ValueError("at most 4 stop sequences")
+        if len(stops) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences")
         if any(not s for s in stops):
             raise ValueError("stop sequences must not be empty")
         return stops

@@ -1,21 +1,20 @@
 """Enqueueing RQ jobs from the event loop without blocking it.
 
-RQ's enqueue is synchronous. Rather than call it in a thread, ``JobSubmitter`` lets RQ's own
-``Queue.enqueue_job`` write into a pipeline that is never executed, and replays the recorded
-commands on redis.asyncio in one round trip. The job hash, queue list and registries come out
-exactly as RQ writes them (rq is pinned exactly, since the commands are RQ's).
+RQ's enqueue is synchronous. Rather than call it in a thread, ``JobSubmitter`` has RQ's own
+``Queue.enqueue_job`` recorded (shared/rq_bridge.py) and replays the commands on
+redis.asyncio in one MULTI/EXEC round trip. The job hash, queue list and registries come out
+exactly as RQ writes them.
 """
 
-import redis
 import redis.asyncio as aioredis
 from rq.job import Job
 from rq.queue import Queue
-from rq.serializers import JSONSerializer
 
-from shared import keys
+from shared import protocol
 from shared.errors import QueueFull
 from shared.jobs import GENERATE_FUNCTION
 from shared.keys import queue_name_for_model
+from shared.rq_bridge import EnqueueRecorder, pushed_queue_length
 from shared.schemas import GenerationRequest
 from shared.settings import Settings
 
@@ -23,21 +22,11 @@ QUEUE_FULL_RETRY_AFTER_S = 2
 """Retry-After for a 429: a full queue drains in seconds on a busy fleet."""
 
 
-def _queue_length(commands: list, results: list) -> int:
-    """The queue's length after our push: RPUSH's reply within the replayed transaction."""
-    for (args, _), result in zip(commands, results, strict=True):
-        if args[0] in ("RPUSH", "LPUSH"):
-            return int(result)
-    raise AssertionError("RQ's enqueue pushed no job id")
-
-
 class JobSubmitter:
     def __init__(self, connection: aioredis.Redis, settings: Settings) -> None:
         self._connection = connection
         self._settings = settings
-        # Never connects: it only gives RQ something to build pipelines on.
-        self._recorder = redis.Redis()
-        self._queues: dict[str, Queue] = {}
+        self._recorder = EnqueueRecorder()
         self._redis_version: tuple[int, int, int] | None = None
 
     def queue_name(self, model: str) -> str:
@@ -57,13 +46,12 @@ class JobSubmitter:
             failure_ttl=self._settings.failure_ttl,
             description=f"generate {request.request_id}",
         )
-        recorded = self._recorder.pipeline(transaction=True)
-        queue.enqueue_job(job, pipeline=recorded)
+        commands = self._recorder.enqueue_commands(queue, job)
         async with self._connection.pipeline(transaction=True) as pipeline:
-            for args, options in recorded.command_stack:
+            for args, options in commands:
                 pipeline.execute_command(*args, **options)
             results = await pipeline.execute()
-        await self._admit(request.model, job_id, _queue_length(recorded.command_stack, results))
+        await self._admit(request.model, job_id, pushed_queue_length(commands, results))
 
     async def _admit(self, model: str, job_id: str, queued: int) -> None:
         """Bound the queue fleet-wide: a job pushed past MLXQ_MAX_QUEUED is taken back out
@@ -82,8 +70,7 @@ class JobSubmitter:
         if await self.withdraw(model, job_id):
             return
         async with self._connection.pipeline(transaction=False) as pipeline:
-            pipeline.set(keys.job_cancel_key(job_id), 1, ex=self._settings.event_ttl)
-            pipeline.publish(keys.CANCEL_CHANNEL, job_id)
+            protocol.add_cancel_request(pipeline, job_id, self._settings.event_ttl)
             await pipeline.execute()
 
     async def withdraw(self, model: str, job_id: str) -> bool:
@@ -95,12 +82,7 @@ class JobSubmitter:
         return bool(removed)
 
     async def _queue(self, model: str) -> Queue:
-        name = self.queue_name(model)
-        if name not in self._queues:
-            queue = Queue(name, connection=self._recorder, serializer=JSONSerializer)
-            queue.redis_server_version = await self._server_version()
-            self._queues[name] = queue
-        return self._queues[name]
+        return self._recorder.queue(self.queue_name(model), await self._server_version())
 
     async def _server_version(self) -> tuple[int, int, int]:
         if self._redis_version is None:

@@ -24,6 +24,7 @@ from mlx_lm.models import llama  # noqa: E402
 from mlx_lm.tokenizer_utils import load as load_tokenizer  # noqa: E402
 
 from shared.schemas import GenerationRequest  # noqa: E402
+from shared.settings import Settings  # noqa: E402
 from worker.engine_api import Failed, Finished  # noqa: E402
 from worker.mlx_engine import MLXEngine  # noqa: E402
 from worker.model import LoadedModel  # noqa: E402
@@ -124,7 +125,8 @@ def main() -> None:
     tokenizer = load_tokenizer(Path(args.tokenizer))
     outputs: queue.Queue = queue.Queue()
     loaded = LoadedModel("random", Path("."), model, tokenizer, None)
-    engine = MLXEngine(loaded, max_batch=64, max_tokens_cap=4096, emit=outputs.put)
+    settings = Settings(worker_concurrency=64, max_tokens_cap=4096)
+    engine = MLXEngine(settings, outputs.put, loaded=loaded)
     engine.start()
     results: dict = {"device": str(mx.default_device()), "new_tokens": NEW_TOKENS}
     plain_single(model), plain_batch(model, 8), engine_run(engine, outputs, 1)  # warm up

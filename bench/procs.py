@@ -5,33 +5,21 @@ Every wait here is bounded, and every process started is stopped by ``Processes.
 """
 
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import redis
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.support.processes import ROOT, free_port, wait_until
+from tests.support.redis_server import RedisServer
+
+__all__ = ["ROOT", "POLL_S", "Processes", "free_port", "wait_until"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.02)
-    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+POLL_S = 0.02
+"""How often a wait here looks again (worker start-up is timed: see bench/overhead.py)."""
 
 
 class Processes:
@@ -40,6 +28,7 @@ class Processes:
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self._started: list[tuple[str, subprocess.Popen]] = []
+        self.redis: RedisServer | None = None
         self.redis_process: subprocess.Popen | None = None
 
     def start(
@@ -78,29 +67,19 @@ class Processes:
         for _, process in reversed(self._started):
             self.stop(process)
         self._started.clear()
+        if self.redis is not None:  # started first, stopped last
+            self.redis.stop()
 
     # -- the kinds of process the benchmark uses --------------------------------------------
 
     def redis_server(self, data_dir: Path) -> str:
-        server = shutil.which("redis-server")
-        if server is None:
-            raise RuntimeError("redis-server is not installed (scripts/setup.sh installs it)")
-        port = free_port()
-        argv = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(data_dir)]
-        argv += ["--save", "", "--appendonly", "no"]
-        process = self.redis_process = self.start("redis", argv, {})
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-
-        def reachable() -> bool:
-            self.check_alive(process)
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_until(reachable, 10, "redis-server")
-        return url
+        """A private redis-server (tests/support/redis_server.py: the tests start theirs the
+        same way), logging to this run's log directory; stopped by ``stop_all``."""
+        log_path = self.log_dir / f"{len(self._started):02d}-redis.log"
+        self.redis = RedisServer(data_dir, log_path=log_path)
+        self.redis.start()
+        self.redis_process = self.redis.process
+        return self.redis.url
 
     def mlxq_api(self, env: dict[str, str]) -> tuple[str, subprocess.Popen]:
         port = free_port()
@@ -132,7 +111,7 @@ class Processes:
             self.check_alive(process)
             return client.scard("rq:workers") > before
 
-        wait_until(registered, timeout, "the mlxq worker to register")
+        wait_until(registered, timeout, "the mlxq worker to register", POLL_S)
         return process
 
     def rq_worker(self, redis_url: str, queue: str) -> subprocess.Popen:
@@ -145,7 +124,7 @@ class Processes:
             self.check_alive(process)
             return client.scard("rq:workers") > before
 
-        wait_until(registered, 60, "the bare RQ worker to register")
+        wait_until(registered, 60, "the bare RQ worker to register", POLL_S)
         return process
 
     def mlx_lm_server(
@@ -168,4 +147,4 @@ class Processes:
             except httpx.HTTPError:
                 return False
 
-        wait_until(healthy, timeout, what)
+        wait_until(healthy, timeout, what, POLL_S)

@@ -92,7 +92,3 @@ class JobTimedOut(MlxqError):
 
 class RedisUnavailable(MlxqError):
     code = ErrorCode.REDIS_UNAVAILABLE
-
-
-class ModelLoadError(RuntimeError):
-    """The worker could not load its model; it exits with this message instead of a traceback."""

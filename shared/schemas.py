@@ -8,6 +8,9 @@ from shared.errors import ErrorCode
 
 JSONScalar = str | int | float | bool | None
 
+MAX_STOP_SEQUENCES = 4
+"""OpenAI's limit on stop sequences per request."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -37,7 +40,7 @@ class GenerationRequest(_Strict):
     prompt: str | None = None
     max_tokens: int | None = Field(None, ge=1)
     sampling: SamplingParams = SamplingParams()
-    stop: list[str] = Field(default_factory=list, max_length=4)
+    stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES)
     """Strings that end generation; the one found is not part of the answer."""
     chat_template_kwargs: dict[str, JSONScalar] = Field(default_factory=dict)
     """Extra template variables, e.g. {"enable_thinking": false}."""
@@ -76,6 +79,5 @@ class ErrorEvent(_Strict):
 JobEvent = Annotated[
     StartedEvent | TokenEvent | DoneEvent | ErrorEvent, Field(discriminator="type")
 ]
-FinalEvent = DoneEvent | ErrorEvent
 
 job_event_adapter: TypeAdapter[JobEvent] = TypeAdapter(JobEvent)

@@ -1,80 +1,35 @@
-"""Fixtures: a real redis-server per test session, and real mlxq processes on demand."""
+"""Fixtures: a real redis-server per test session, real mlxq processes on demand, and the API
+app in this process. The helpers they use live in tests/support/."""
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import redis
 
-from shared.keys import LIVE_WORKERS
+from tests.support.app import in_process_api
+from tests.support.processes import Processes, Service
+from tests.support.redis_server import RedisServer
 from worker.cpu_backend import load_fast_blas
 
 # Tests that run MLX in this process use the same BLAS as the workers they compare with.
 load_fast_blas("auto")
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
-
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """A real redis-server on a free port, in a temporary directory, for the whole session."""
-    server = shutil.which("redis-server")
-    if server is None:
+    if shutil.which("redis-server") is None:
         pytest.fail("redis-server is not installed: run scripts/setup.sh (make test does)")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="mlxq-redis-") as data_dir:
-        process = subprocess.Popen(
-            [
-                server,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                data_dir,
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        client = redis.Redis.from_url(url)
-
-        def reachable() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.ConnectionError:
-                return False
-
-        wait_until(reachable, 10, "redis-server")
-        yield url
-        process.terminate()
-        process.wait(10)
+    with (
+        tempfile.TemporaryDirectory(prefix="mlxq-redis-") as data_dir,
+        RedisServer(Path(data_dir)) as server,
+    ):
+        yield server.url
 
 
 @pytest.fixture
@@ -84,70 +39,13 @@ def redis_url(redis_server: str) -> Iterator[str]:
     client.flushdb()
     yield redis_server
     client.flushdb()
+    client.close()
 
 
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
     """Where the demo model is prepared; reused across runs (MLXQ_CACHE_DIR or ~/.cache/mlxq)."""
     return Path(os.environ.get("MLXQ_CACHE_DIR", Path.home() / ".cache" / "mlxq"))
-
-
-class Processes:
-    """Starts ``mlxq`` subcommands as real processes and stops them after the test."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self._tmp_path = tmp_path
-        self._started: list[subprocess.Popen] = []
-
-    def start(self, command: str, env: dict[str, str]) -> subprocess.Popen:
-        log = open(self._tmp_path / f"{command}-{len(self._started)}.log", "w")  # noqa: SIM115
-        process = subprocess.Popen(
-            [sys.executable, "-m", "mlxq_cli", command],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        process.log_path = log.name  # type: ignore[attr-defined]
-        self._started.append(process)
-        return process
-
-    def api(self, env: dict[str, str]) -> str:
-        port = free_port()
-        process = self.start("api", {**env, "MLXQ_PORT": str(port)})
-        base_url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            assert process.poll() is None, Path(process.log_path).read_text()
-            try:
-                return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
-            except httpx.HTTPError:
-                return False
-
-        wait_until(healthy, 20, "the API")
-        return base_url
-
-    def worker(self, env: dict[str, str], timeout: float = 120) -> subprocess.Popen:
-        client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
-        before = client.zcard(LIVE_WORKERS)
-        process = self.start("worker", env)
-
-        def registered() -> bool:  # its first heartbeat: it is taking jobs
-            assert process.poll() is None, Path(process.log_path).read_text()
-            return client.zcard(LIVE_WORKERS) > before
-
-        wait_until(registered, timeout, "the worker to register")
-        return process
-
-    def stop_all(self) -> None:
-        for process in self._started:
-            if process.poll() is None:
-                process.terminate()
-        for process in self._started:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
 
 
 @pytest.fixture
@@ -165,15 +63,6 @@ def mlxq_env(redis_url: str, cache_dir: Path) -> dict[str, str]:
         "MLXQ_CACHE_DIR": str(cache_dir),
         "MLXQ_LOG_LEVEL": "INFO",
     }
-
-
-class Service:
-    """A running API and one real worker with the demo model."""
-
-    def __init__(self, base_url: str, redis_url: str, model_path: Path) -> None:
-        self.base_url = base_url
-        self.redis_url = redis_url
-        self.model_path = model_path
 
 
 @pytest.fixture(scope="session")
@@ -197,3 +86,30 @@ def model_service(
     processes.worker(env, timeout=600)
     yield Service(processes.api(env), redis_url, model_path)
     processes.stop_all()
+
+
+# -- the API in this process (tests/support/app.py) -------------------------------------------
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def api_client(anyio_backend: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app with default settings on this test's Redis, inside its lifespan; no
+    worker. Requests go straight to the ASGI app (no socket, no process)."""
+    async with in_process_api(redis_url) as api:
+        yield api.client
+
+
+@pytest.fixture
+def make_api(anyio_backend: str, redis_url: str):
+    """``async with make_api(**settings) as api`` (an InProcessApi): the app with other
+    Settings fields (api_key, max_body_bytes, queue_timeout, ...) on this test's Redis."""
+
+    def make(**settings: object):
+        return in_process_api(redis_url, **settings)
+
+    return make

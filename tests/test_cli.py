@@ -8,8 +8,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, Processes, free_port, wait_until
 from tests.faults.helpers import slow_env
+from tests.support.processes import ROOT, Processes, free_port, wait_until
 
 
 def mlxq(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:

@@ -68,6 +68,7 @@ def dequantize_to_float32(model) -> int:
             module.bits,
             mode=getattr(module, "mode", "affine"),
         ).astype(mx.float32)
+        replacement: nn.Module
         if isinstance(module, nn.QuantizedEmbedding):
             replacement = nn.Embedding(*weight.shape)
         else:

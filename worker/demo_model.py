@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import DEMO_MODEL_ID  # noqa: F401  (re-exported: the default model id)
+from worker.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ _GGUF_GROUP_SIZE = 32
 _CHUNK = 1 << 20
 
 
-class DemoModelError(RuntimeError):
+class DemoModelError(ModelLoadError):
     """The demo model could not be prepared; the message says why and what to do."""
 
 
@@ -251,7 +252,9 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     """Write an mlx-lm model folder (weights, config, tokenizer) from a llama GGUF."""
     import mlx.core as mx
 
-    weights, meta = mx.load(str(gguf), return_metadata=True)
+    loaded: Any = mx.load(str(gguf), return_metadata=True)  # (weights, metadata)
+    weights: dict[str, Any] = loaded[0]
+    meta: dict[str, Any] = loaded[1]
     arch = meta.get("general.architecture")
     if arch != "llama":
         raise DemoModelError(f"{gguf.name} has architecture {arch!r}; only llama is supported.")
@@ -291,7 +294,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 
 def _meta_value(meta: dict[str, Any], key: str) -> Any:
     """A metadata value as a plain Python object (mlx returns scalars as 0-d arrays)."""
-    value = meta.get(key)
+    value: Any = meta.get(key)
     return value.item() if hasattr(value, "item") else value
 
 

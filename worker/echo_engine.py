@@ -5,21 +5,27 @@ queue plumbing without MLX; select it with MLXQ_ENGINE=echo.
 """
 
 import time
+from typing import Literal
 
 from shared.schemas import GenerationRequest
-from worker.engine_api import EngineRequest, Finished, TokenOutput
+from shared.settings import Settings
+from worker.engine_api import Emit, EngineRequest, Finished, TokenOutput
 
 
 class EchoEngine:
     context_length: int | None = None
+    peak_batch_size = 1
 
-    def __init__(self, model_id: str, emit) -> None:
-        self.model_id = model_id
+    def __init__(self, settings: Settings, emit: Emit) -> None:
+        self.model_id = settings.model
         self._emit = emit
         self.generated_tokens = 0
 
     def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
-        text = request.prompt if request.prompt is not None else request.messages[-1].content
+        if request.prompt is not None:
+            text = request.prompt
+        else:
+            text = request.messages[-1].content if request.messages else ""
         words = text.split()
         max_tokens = request.max_tokens or len(words)
         deadline = time.monotonic() + timeout_s
@@ -31,7 +37,9 @@ class EchoEngine:
             for i, word in enumerate(words):
                 self._emit(TokenOutput(request.job_id, word if i == 0 else " " + word))
         self.generated_tokens += len(words)
-        reason = "length" if len(words) < len(request.payload) else "stop"
+        reason: Literal["stop", "length"] = (
+            "length" if len(words) < len(request.payload) else "stop"
+        )
         self._emit(
             Finished(request.job_id, " ".join(words), reason, len(request.payload), len(words))
         )
@@ -44,11 +52,3 @@ class EchoEngine:
 
     def stop(self) -> None:
         pass
-
-    @property
-    def active_count(self) -> int:
-        return 0
-
-    @property
-    def peak_batch_size(self) -> int:
-        return 1

@@ -1,7 +1,9 @@
 """The contract between the RQ side of a worker and a generation engine.
 
-The RQ side calls ``prepare`` (in its own thread: validation, tokenization) and ``submit``;
-the engine answers through the ``emit`` callback it was built with, from its own thread.
+Every engine (MLX, echo, a plug-in named by MLXQ_ENGINE=module:Class) is built the same way,
+``EngineClass(settings, emit)``, and answers through ``emit`` from its own thread. The RQ side
+calls ``prepare`` (on the main thread: validation, tokenization), then ``submit`` and, when a
+client goes away, ``cancel``.
 """
 
 from collections.abc import Callable
@@ -10,6 +12,7 @@ from typing import Any, Literal, Protocol
 
 from shared.errors import MlxqError
 from shared.schemas import GenerationRequest
+from shared.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class EngineRequest:
 
 @dataclass(frozen=True)
 class TokenOutput:
+    """A piece of text for a streaming request."""
+
     job_id: str
     text: str
 
@@ -68,12 +73,13 @@ class Engine(Protocol):
     def stop(self) -> None: ...
 
     @property
-    def active_count(self) -> int: ...
-
-    @property
     def peak_batch_size(self) -> int: ...
 
     @property
     def generated_tokens(self) -> int:
         """Tokens generated since the engine started (for the tokens/s the worker reports)."""
         ...
+
+
+EngineFactory = Callable[[Settings, Emit], Engine]
+"""What MLXQ_ENGINE names: a class (or function) taking the settings and the emit callback."""

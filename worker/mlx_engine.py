@@ -19,15 +19,23 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 
 from shared.errors import Cancelled, GenerationFailed, JobTimedOut, MlxqError
 from shared.schemas import GenerationRequest
-from worker.engine_api import EngineRequest, Failed, Finished, TokenOutput
-from worker.model import LoadedModel
+from shared.settings import Settings
+from worker.engine_api import Emit, EngineRequest, Failed, Finished, TokenOutput
+from worker.model import LoadedModel, load_model
 from worker.prompt import fit_max_tokens, prompt_tokens
 from worker.sampling import make_request_sampler
 from worker.stops import StopMatcher
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
+PREFILL_BATCH_SIZE = 8
+"""Prompts prefilled together by BatchGenerator (mlx-lm's default)."""
+ENGINE_JOIN_S = 30.0
+"""How long ``stop`` waits for the engine thread to fail what it still holds and exit."""
+
+
+class _Stop:
+    """Put in the inbox by ``stop``: the engine thread ends after it."""
 
 
 @dataclass
@@ -74,22 +82,34 @@ class _SingleStream:
 
 
 class MLXEngine:
-    def __init__(self, loaded: LoadedModel, *, max_batch: int, max_tokens_cap: int, emit) -> None:
+    """Built like every engine, ``MLXEngine(settings, emit)``: it loads MLXQ_MODEL itself.
+    ``loaded`` hands it a model already loaded (tests, benchmarks)."""
+
+    def __init__(self, settings: Settings, emit: Emit, *, loaded: LoadedModel | None = None):
+        if loaded is None:
+            loaded = load_model(
+                settings.model, settings.cache_dir, cpu_dequantize=settings.cpu_dequantize
+            )
+            log.info(
+                "loaded %s from %s (context %s tokens)",
+                loaded.model_id,
+                loaded.path,
+                loaded.context_length,
+            )
         self.model_id = loaded.model_id
         self.context_length = loaded.context_length
         self._model = loaded.model
         self._tokenizer = loaded.tokenizer
         self._eos = set(loaded.tokenizer.eos_token_ids)
-        self._max_batch = max_batch
-        self._cap = max_tokens_cap
+        self._max_batch = settings.worker_concurrency
+        self._cap = settings.max_tokens_cap
         self._emit = emit
-        self._inbox: queue.Queue = queue.Queue()
+        self._inbox: queue.Queue[EngineRequest | _Stop] = queue.Queue()
         self._cancelled: set[str] = set()
         self._cancel_lock = threading.Lock()
         self._single: _SingleStream | None = None
         self._batch: BatchGenerator | None = None
         self._in_batch: dict[int, _Sequence] = {}
-        self._active = 0
         self._peak = 0
         self._generated = 0
         self._single_ok: bool | None = None
@@ -114,12 +134,8 @@ class MLXEngine:
         self._thread.start()
 
     def stop(self) -> None:
-        self._inbox.put(_STOP)
-        self._thread.join(timeout=30)
-
-    @property
-    def active_count(self) -> int:
-        return self._active + self._inbox.qsize()
+        self._inbox.put(_Stop())
+        self._thread.join(timeout=ENGINE_JOIN_S)
 
     @property
     def peak_batch_size(self) -> int:
@@ -162,7 +178,7 @@ class MLXEngine:
         try:
             item = self._inbox.get(block=idle)
             while True:
-                if item is _STOP:
+                if isinstance(item, _Stop):
                     return None
                 arrivals.append(item)
                 item = self._inbox.get_nowait()
@@ -173,7 +189,6 @@ class MLXEngine:
         sequences = [s for s in map(self._admit, arrivals) if s is not None]
         if not sequences:
             return
-        self._active += len(sequences)
         busy = self._single is not None or self._in_batch
         if not busy and len(sequences) == 1 and self._can_run_single():
             self._start_single(sequences[0])
@@ -278,7 +293,7 @@ class MLXEngine:
                 self._model,
                 stop_tokens=[[t] for t in self._eos],
                 completion_batch_size=self._max_batch,
-                prefill_batch_size=min(8, self._max_batch),
+                prefill_batch_size=min(PREFILL_BATCH_SIZE, self._max_batch),
             )
         return self._batch
 
@@ -328,7 +343,6 @@ class MLXEngine:
 
     def _finish(self, sequence: _Sequence, reason: str, last_piece: str) -> None:
         self._send(sequence, last_piece)
-        self._active -= 1
         request = sequence.request
         completion_tokens = len(sequence.tokens)
         self._emit(
@@ -358,12 +372,10 @@ class MLXEngine:
             del self._in_batch[sequence.uid]
             if self._batch is not None:
                 self._batch.remove([sequence.uid])
-        self._active -= 1
         self._emit(Failed(sequence.request.job_id, error))
 
     def _fail_all(self, error: MlxqError) -> None:
         for sequence in self._sequences():
-            self._active -= 1
             self._emit(Failed(sequence.request.job_id, error))
         self._single = None
         self._in_batch.clear()

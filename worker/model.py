@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.errors import ModelLoadError
 from shared.settings import DEMO_MODEL_ID
+from worker.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,7 @@ def resolve_model_path(model_id: str, cache_dir: Path) -> Path:
         return prepare_demo_model(cache_dir)
     path = Path(model_id).expanduser()
     if path.is_dir():
+        check_model_folder(path)
         return path
     if path.exists() or not _REPO_ID.match(model_id):
         raise ModelLoadError(
@@ -40,6 +41,23 @@ def resolve_model_path(model_id: str, cache_dir: Path) -> Path:
             "(org/name)."
         )
     return _download(model_id)
+
+
+def check_model_folder(path: Path) -> None:
+    """An MLX model folder has a config.json and safetensors weights; say which is missing."""
+    missing = [
+        what
+        for what, present in (
+            ("config.json", (path / "config.json").is_file()),
+            ("*.safetensors weights", any(path.glob("*.safetensors"))),
+        )
+        if not present
+    ]
+    if missing:
+        raise ModelLoadError(
+            f"MLXQ_MODEL={str(path)!r} is a folder but not an MLX model: it has no "
+            f"{' and no '.join(missing)}."
+        )
 
 
 def _download(repo_id: str) -> Path:
@@ -76,7 +94,7 @@ def load_model(model_id: str, cache_dir: Path, *, cpu_dequantize: bool = True) -
     from worker.cpu_backend import dequantize_to_float32, on_cpu
 
     try:
-        model, tokenizer = load(str(path))
+        model, tokenizer = load(str(path))[:2]
     except Exception as exc:
         raise ModelLoadError(f"Could not load the model in {path}: {exc}") from exc
     if cpu_dequantize and on_cpu():

@@ -1,38 +1,42 @@
-"""The reporter thread: turns engine outputs into job events and RQ job results.
+"""The reporter thread: turns engine outputs into job events and RQ job endings.
 
 It runs beside the engine thread so that Redis round trips never stall a decode step, and
-batches whatever outputs are waiting into one pipeline.
+batches whatever outputs are waiting into one pipeline. Its ``Outbox`` has two producers,
+each with a named door: the engine thread (``post``, every output of an accepted job) and
+the main thread (``refuse``, a job refused before it reached the engine).
 """
 
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from typing import Protocol
 
 import redis
 from rq.executions import Execution
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.queue import Queue
 
-from shared import keys
-from shared.errors import ErrorCode, GenerationFailed
+from shared import protocol
+from shared.backoff import Backoff
+from shared.errors import ErrorCode, GenerationFailed, MlxqError
 from shared.schemas import DoneEvent, ErrorEvent, JobEvent, TokenEvent
 from worker.engine_api import EngineOutput, Failed, Finished, TokenOutput
-from worker.publisher import EventPublisher
 
 log = logging.getLogger(__name__)
 
-_STOP = object()
-_MAX_OUTPUTS_PER_PIPELINE = 256
+MAX_OUTPUTS_PER_PIPELINE = 256
+"""Outputs sent in one Redis round trip: enough for a token from every sequence of a batch."""
 REDIS_RETRY_S = 120.0
-"""How long the reporter keeps retrying a write while Redis is down."""
+"""How long the reporter keeps retrying a write while Redis is down (a restart with AOF)."""
+JOIN_GRACE_S = 30.0
 
 
 @dataclass
 class RunningJob:
+    """A job this worker accepted: RQ's records of it and its next event number."""
+
     job: Job
     queue: Queue
     execution: Execution | None
@@ -40,29 +44,81 @@ class RunningJob:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take_seq(self) -> int:
+        """Called from the main thread (``started``) and the reporter thread (the rest)."""
         with self._lock:
             seq, self.next_seq = self.next_seq, self.next_seq + 1
             return seq
 
 
+class JobEnder(Protocol):
+    """What the reporter needs from the worker: RQ's three ways to end a job."""
+
+    def end_finished(self, job: Job, queue: Queue, execution: Execution, result: dict) -> None: ...
+
+    def end_failed(self, job: Job, queue: Queue, execution: Execution, why: str) -> None: ...
+
+    def end_cancelled(self, job: Job, queue: Queue, execution: Execution) -> None: ...
+
+
+class _Stop:
+    """Posted last, by ``Reporter.stop``."""
+
+
+OutboxItem = EngineOutput | _Stop
+
+
+class Outbox:
+    """The reporter's inbox. Two producers, each through its own door (see module doc)."""
+
+    def __init__(self) -> None:
+        self._items: queue.Queue[OutboxItem] = queue.Queue()
+
+    def post(self, output: EngineOutput) -> None:
+        """The engine thread: an output of a job it accepted."""
+        self._items.put(output)
+
+    def refuse(self, job_id: str, error: MlxqError) -> None:
+        """The main thread: a job that ends before reaching the engine."""
+        self._items.put(Failed(job_id, error))
+
+    def _close(self) -> None:
+        self._items.put(_Stop())
+
+    def _take(self, most: int) -> list[OutboxItem]:
+        """Block for one item, then take whatever else is waiting, up to ``most``."""
+        items = [self._items.get()]
+        while len(items) < most:
+            try:
+                items.append(self._items.get_nowait())
+            except queue.Empty:
+                break
+        return items
+
+
 class Reporter:
     def __init__(
         self,
-        worker,  # BatchingWorker: finalizes jobs with RQ's own success/failure handling
-        publisher: EventPublisher,
-        outputs: queue.Queue,
+        connection: redis.Redis,
+        worker_name: str,
+        ender: JobEnder,
         on_job_done: Callable[[], None],
+        *,
+        outbox: Outbox,
+        event_ttl_s: int,
         log_content: bool = False,
     ) -> None:
-        self._worker = worker
-        self._publisher = publisher
-        self._outputs = outputs
+        self.outbox = outbox
+        self._connection = connection
+        self._worker_name = worker_name
+        self._ender = ender
         self._on_job_done = on_job_done
+        self._event_ttl_s = event_ttl_s
         self._log_content = log_content
         self._jobs: dict[str, RunningJob] = {}
         self._thread = threading.Thread(target=self._run, name="mlxq-reporter", daemon=True)
 
     def track(self, running: RunningJob) -> None:
+        """Main thread: from now on the job's outputs are reported, and it counts as running."""
         self._jobs[running.job.id] = running
 
     def is_running(self, job_id: str) -> bool:
@@ -76,25 +132,23 @@ class Reporter:
         self._thread.start()
 
     def stop(self) -> None:
-        self._outputs.put(_STOP)
-        self._thread.join(timeout=REDIS_RETRY_S + 30)
+        self.outbox._close()
+        self._thread.join(timeout=REDIS_RETRY_S + JOIN_GRACE_S)
 
     def _run(self) -> None:
         while True:
-            outputs = [self._outputs.get()]
-            while len(outputs) < _MAX_OUTPUTS_PER_PIPELINE and not self._outputs.empty():
-                outputs.append(self._outputs.get_nowait())
-            stop = _STOP in outputs
+            items = self.outbox._take(MAX_OUTPUTS_PER_PIPELINE)
+            outputs = [item for item in items if not isinstance(item, _Stop)]
             try:
-                self._report([o for o in outputs if o is not _STOP])
+                self._report(outputs)
             except Exception:
                 log.exception("could not report job outputs")
-            if stop:
+            if len(outputs) < len(items):
                 return
 
     def _report(self, outputs: list[EngineOutput]) -> None:
         events: list[tuple[str, JobEvent]] = []
-        finals: list[tuple[RunningJob, EngineOutput]] = []
+        finals: list[tuple[RunningJob, Finished | Failed]] = []
         for output in outputs:
             running = self._jobs.get(output.job_id)
             if running is None:
@@ -104,87 +158,68 @@ class Reporter:
                 finals.append((running, output))
 
         def publish() -> None:
-            with self._worker.connection.pipeline(transaction=False) as pipeline:
+            with self._connection.pipeline(transaction=False) as pipeline:
                 for job_id, event in events:
-                    self._publisher.add(pipeline, job_id, event)
+                    protocol.add_event(pipeline, job_id, event, self._event_ttl_s)
                 for running, _ in finals:
-                    pipeline.srem(keys.worker_jobs_key(self._worker.name), running.job.id)
+                    protocol.remove_running_job(pipeline, self._worker_name, running.job.id)
                 pipeline.execute()
 
         try:
             _retrying(publish)
-        except Exception as exc:  # not Redis: an output it cannot carry (never skip finalizing)
+        except Exception as exc:  # not Redis: an output it cannot carry (never skip ending)
             log.exception("could not send job events")
-            finals = [(r, self._undeliverable(r, o, exc)) for r, o in finals]
+            finals = [(r, self._undeliverable(r, exc)) for r, _ in finals]
         for running, output in finals:
             try:
-                _retrying(lambda: self._finalize(running, output))  # noqa: B023 (called at once)
+                _retrying(lambda: self._end(running, output))  # noqa: B023 (called at once)
             finally:
                 del self._jobs[running.job.id]
                 self._on_job_done()
 
-    def _undeliverable(self, running: RunningJob, output: EngineOutput, exc: Exception) -> Failed:
+    def _undeliverable(self, running: RunningJob, exc: Exception) -> Failed:
         """Fail a job whose answer could not be sent, and tell its client so if possible."""
         error = GenerationFailed(f"The answer could not be sent: {type(exc).__name__}")
         try:
             event = ErrorEvent(seq=running.take_seq(), code=error.code, message=error.message)
-            self._publisher.publish(running.job.id, event)
-            self._worker.connection.srem(keys.worker_jobs_key(self._worker.name), running.job.id)
+            with self._connection.pipeline(transaction=False) as pipeline:
+                protocol.add_event(pipeline, running.job.id, event, self._event_ttl_s)
+                protocol.remove_running_job(pipeline, self._worker_name, running.job.id)
+                pipeline.execute()
         except Exception:
             log.exception("job %s: could not report its failure either", running.job.id)
-        return Failed(output.job_id, error)
+        return Failed(running.job.id, error)
 
-    def _finalize(self, running: RunningJob, output: EngineOutput) -> None:
+    def _end(self, running: RunningJob, output: Finished | Failed) -> None:
         """End the job in RQ: its result, registries and the worker's statistics."""
-        job = running.job
-        job.ended_at = datetime.now(UTC)
+        job, job_queue, execution = running.job, running.queue, running.execution
+        assert execution is not None, "tracked only after its start was recorded"
         if isinstance(output, Finished):
             if self._log_content:
                 log.info("job %s: answer %r", job.id, output.text)
-            job._result = _result(output)
-            job._status = JobStatus.FINISHED
-            self._worker.handle_job_success(
-                job, running.queue, running.queue.started_job_registry, running.execution
-            )
+            self._ender.end_finished(job, job_queue, execution, _result(output))
         elif output.error.code == ErrorCode.CANCELLED:
-            self._record_cancelled(running)
+            self._ender.end_cancelled(job, job_queue, execution)
         else:
-            assert isinstance(output, Failed)
-            job._status = JobStatus.FAILED
-            exc_string = f"{output.error.code}: {output.error.message}"
-            self._worker.handle_job_failure(
-                job, running.queue, exc_string=exc_string, execution=running.execution
-            )
-
-    def _record_cancelled(self, running: RunningJob) -> None:
-        """A job whose client went away is RQ's "canceled", not "failed": it did not break."""
-        job = running.job
-        with self._worker.connection.pipeline() as pipeline:
-            job.set_status(JobStatus.CANCELED, pipeline=pipeline)
-            running.queue.canceled_job_registry.add(
-                job, ttl=job.failure_ttl or 0, pipeline=pipeline
-            )
-            self._worker.cleanup_execution(job, pipeline=pipeline, execution=running.execution)
-            pipeline.expire(job.key, job.failure_ttl or 600)
-            pipeline.execute()
+            why = f"{output.error.code}: {output.error.message}"
+            self._ender.end_failed(job, job_queue, execution, why)
 
 
 def _retrying(write: Callable[[], None]) -> None:
     """Run a Redis write, waiting out a Redis restart (up to REDIS_RETRY_S) so that no
     answer is lost to a short outage."""
-    give_up_at = time.monotonic() + REDIS_RETRY_S
-    backoff = 0.2
+    backoff = Backoff(first_s=0.2, cap_s=5.0)
+    waited = 0.0
     while True:
         try:
             write()
             return
         except (redis.ConnectionError, redis.TimeoutError) as exc:
-            if time.monotonic() > give_up_at:
+            if waited > REDIS_RETRY_S:
                 log.error("giving up on a Redis write after %ss: %s", REDIS_RETRY_S, exc)
                 return
-            log.warning("Redis unreachable (%s); retrying in %.1fs", exc, backoff)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            log.warning("Redis unreachable (%s); retrying", exc)
+            waited += backoff.sleep()
 
 
 def _event(output: EngineOutput, seq: int) -> JobEvent:

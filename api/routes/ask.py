@@ -12,11 +12,11 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import RedisDep, RunnerDep, SettingsDep
-from api.disconnect import unless_disconnected
 from api.fleet import check_model
 from api.jobs import KEEPALIVE
 from api.requests import generation_request
-from api.sse import KEEPALIVE_FRAME, JobStream, data_frame, json_frame, sse_response
+from api.respond import respond
+from api.sse import KEEPALIVE_FRAME, JobStream, data_frame, json_frame
 from shared.errors import MlxqError
 from shared.schemas import ChatMessage, DoneEvent, TokenEvent
 
@@ -102,12 +102,14 @@ async def ask(
         stream=body.stream,
         timeout=body.timeout,
     )
-    if not body.stream:
-        done = await unless_disconnected(http_request, runner.run(request))
-        if isinstance(done, Response):
-            return done
-        return AskResponse(answer=done.text)
-    return sse_response(_frames(await JobStream.open(runner, request, settings.stream_keepalive)))
+    return await respond(
+        http_request,
+        runner,
+        request,
+        settings.stream_keepalive,
+        answer=lambda done: AskResponse(answer=done.text),
+        frames=_frames,
+    )
 
 
 async def _frames(stream: JobStream) -> AsyncIterator[str]:

@@ -1,10 +1,11 @@
 """``POST /v1/chat/completions``: OpenAI chat completions, streamed or not."""
 
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.deps import RedisDep, RunnerDep, SettingsDep
-from api.disconnect import unless_disconnected
 from api.fleet import check_model
 from api.openai_schemas import (
     ERROR_STATUSES,
@@ -17,8 +18,9 @@ from api.openai_schemas import (
 )
 from api.openai_stream import openai_frames
 from api.requests import generation_request
-from api.sse import JobStream, sse_response
-from shared.schemas import ChatMessage, SamplingParams
+from api.respond import respond
+from api.sse import JobStream
+from shared.schemas import ChatMessage, DoneEvent, SamplingParams
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -52,21 +54,23 @@ async def chat_completions(
         chat_template_kwargs=body.chat_template_kwargs,
     )
     header = ResponseHeader("chatcmpl", request.request_id, body.model)
-    if not body.stream:
-        done = await unless_disconnected(http_request, runner.run(request))
-        if isinstance(done, Response):
-            return done
+
+    def answer(done: DoneEvent) -> dict:
         message = {"role": "assistant", "content": done.text}
         choice = {"index": 0, "message": message, "finish_reason": done.finish_reason}
         return {**header.fields("chat.completion"), "choices": [choice], "usage": usage(done)}
 
-    def choice(text: str | None, finish_reason: str | None) -> dict:
-        delta = {"content": text} if text is not None else {}
-        return {"index": 0, "delta": delta, "finish_reason": finish_reason}
+    def frames(stream: JobStream) -> AsyncIterator[str]:
+        first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+        return openai_frames(
+            stream, header, "chat.completion.chunk", _delta, body.include_usage, first
+        )
 
-    stream = await JobStream.open(runner, request, settings.stream_keepalive)
-    first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-    frames = openai_frames(
-        stream, header, "chat.completion.chunk", choice, body.include_usage, first
+    return await respond(
+        http_request, runner, request, settings.stream_keepalive, answer=answer, frames=frames
     )
-    return sse_response(frames)
+
+
+def _delta(text: str | None, finish_reason: str | None) -> dict:
+    delta = {"content": text} if text is not None else {}
+    return {"index": 0, "delta": delta, "finish_reason": finish_reason}

@@ -1,10 +1,11 @@
 """``POST /v1/completions``: OpenAI text completions of a raw prompt (no chat template)."""
 
+from collections.abc import AsyncIterator
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.deps import RedisDep, RunnerDep, SettingsDep
-from api.disconnect import unless_disconnected
 from api.fleet import check_model
 from api.openai_schemas import (
     ERROR_STATUSES,
@@ -17,8 +18,9 @@ from api.openai_schemas import (
 )
 from api.openai_stream import openai_frames
 from api.requests import generation_request
-from api.sse import JobStream, sse_response
-from shared.schemas import SamplingParams
+from api.respond import respond
+from api.sse import JobStream
+from shared.schemas import DoneEvent, SamplingParams
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -52,13 +54,14 @@ async def completions(
         timeout=body.timeout,
     )
     header = ResponseHeader("cmpl", request.request_id, body.model)
-    if not body.stream:
-        done = await unless_disconnected(http_request, runner.run(request))
-        if isinstance(done, Response):
-            return done
+
+    def answer(done: DoneEvent) -> dict:
         choice = _choice(done.text, done.finish_reason)
         return {**header.fields("text_completion"), "choices": [choice], "usage": usage(done)}
-    stream = await JobStream.open(runner, request, settings.stream_keepalive)
-    return sse_response(
-        openai_frames(stream, header, "text_completion", _choice, body.include_usage)
+
+    def frames(stream: JobStream) -> AsyncIterator[str]:
+        return openai_frames(stream, header, "text_completion", _choice, body.include_usage)
+
+    return await respond(
+        http_request, runner, request, settings.stream_keepalive, answer=answer, frames=frames
     )

@@ -7,7 +7,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import Processes
+from tests.support.processes import Processes
 
 CAP = 500
 

@@ -7,7 +7,7 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from shared.keys import queue_name_for_model
-from tests.conftest import Processes, wait_until
+from tests.support.processes import Processes, wait_until
 
 
 def echo_env(base: dict[str, str], model: str) -> dict[str, str]:
@@ -97,13 +97,15 @@ def test_fleet_and_metrics_show_workers_queues_and_traffic(
         )
     httpx.post(f"{api}/ask", json={"question": ""}, timeout=10)
 
+    def settled() -> bool:  # stats come with the heartbeat, once a second
+        (worker,) = httpx.get(f"{api}/fleet").json()["workers"]
+        return worker["running"] == 0 and worker["tokens_total"] == 9
+
+    wait_until(settled, 5, "the worker's stats after the requests")
     fleet = httpx.get(f"{api}/fleet").json()
     (worker,) = fleet["workers"]
-    assert worker["model"] == "model-a" and worker["slots"] == 4 and worker["running"] == 0
+    assert worker["model"] == "model-a" and worker["slots"] == 4
     assert worker["host"]
-    wait_until(
-        lambda: httpx.get(f"{api}/fleet").json()["workers"][0]["tokens_total"] == 9, 5, "stats"
-    )
     (queue,) = fleet["queues"]
     assert queue == {
         "queue": queue_name_for_model("model-a"),

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from tests.conftest import Processes
+from tests.support.processes import Processes
 
 
 def test_no_worker_gets_503_within_the_queue_deadline(

@@ -9,7 +9,7 @@ import pytest
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 
 from shared.settings import DEMO_MODEL_ID
-from tests.conftest import Service
+from tests.support.processes import Service
 
 pytestmark = pytest.mark.e2e
 

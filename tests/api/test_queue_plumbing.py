@@ -13,7 +13,7 @@ from rq.serializers import JSONSerializer
 
 from shared.keys import queue_name_for_model
 from shared.settings import DEMO_MODEL_ID
-from tests.conftest import Processes, wait_until
+from tests.support.processes import Processes, wait_until
 
 
 def test_answer_goes_through_rq_and_is_recorded(

@@ -6,7 +6,7 @@ import time
 import httpx
 
 from shared.settings import DEMO_MODEL_ID
-from tests.conftest import Processes
+from tests.support.processes import Processes
 
 
 def read_events(response: httpx.Response) -> list[tuple[float, str]]:

@@ -6,7 +6,7 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import Service, wait_until
+from tests.support.processes import Service, wait_until
 
 pytestmark = pytest.mark.e2e
 

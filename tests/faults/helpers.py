@@ -8,7 +8,7 @@ import redis
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from shared import keys
+from shared import protocol
 from shared.keys import queue_name_for_model
 from shared.settings import DEMO_MODEL_ID
 
@@ -29,11 +29,13 @@ def rq_queue(redis_url: str) -> Queue:
 
 
 def live_worker_names(redis_url: str) -> set[str]:
-    return {n.decode() for n in redis.Redis.from_url(redis_url).zrange(keys.LIVE_WORKERS, 0, -1)}
+    return {
+        n.decode() for n in redis.Redis.from_url(redis_url).zrange(protocol.LIVE_WORKERS, 0, -1)
+    }
 
 
 def running_jobs(redis_url: str, worker: str) -> int:
-    return redis.Redis.from_url(redis_url).scard(keys.worker_jobs_key(worker))
+    return redis.Redis.from_url(redis_url).scard(protocol.worker_jobs_key(worker))
 
 
 def ask_in_background(

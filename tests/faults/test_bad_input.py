@@ -15,7 +15,7 @@ import redis
 
 from api.openai_schemas import MAX_MESSAGES
 from shared.settings import DEMO_MODEL_ID
-from tests.conftest import Processes, wait_until
+from tests.support.processes import Processes, wait_until
 
 CAP = 100
 """MLXQ_MAX_TOKENS_CAP of the APIs here."""

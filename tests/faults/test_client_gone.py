@@ -10,8 +10,8 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tests.conftest import Processes, wait_until
 from tests.faults.helpers import STEP_S, ask_in_background, live_worker_names, rq_queue, slow_env
+from tests.support.processes import Processes, wait_until
 
 
 def cancelled_jobs(redis_url: str) -> list[str]:

@@ -6,8 +6,8 @@ import time
 
 import httpx
 
-from tests.conftest import Processes, wait_until
 from tests.faults.helpers import ask_in_background, rq_queue, slow_env
+from tests.support.processes import Processes, wait_until
 
 
 def test_job_whose_deadline_passes_in_the_queue_is_never_started(

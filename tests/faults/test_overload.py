@@ -7,8 +7,8 @@ import time
 import httpx
 import redis
 
-from tests.conftest import Processes, wait_until
 from tests.faults.helpers import rq_queue
+from tests.support.processes import Processes, wait_until
 
 MAX_QUEUED = 5
 CLIENTS = 60

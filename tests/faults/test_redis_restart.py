@@ -3,70 +3,24 @@ workers reconnect without a restart; with append-only persistence, jobs queued b
 Redis restart are answered after it."""
 
 import concurrent.futures
-import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
-from tests.conftest import Processes, free_port, wait_until
 from tests.faults.helpers import ask_in_background, rq_queue
-
-
-class RedisServer:
-    """A redis-server of the test's own, with append-only persistence, that can be restarted
-    on the same port and data directory."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self._data_dir = data_dir
-        self._process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self._process = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self._data_dir),
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-                "--save",
-                "",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
-        wait_until(self.reachable, 10, "redis-server")
-
-    def stop(self) -> None:
-        assert self._process is not None
-        self._process.terminate()  # SHUTDOWN: the append-only file is complete
-        self._process.wait(10)
-
-    def reachable(self) -> bool:
-        try:
-            return bool(redis.Redis.from_url(self.url, socket_connect_timeout=0.2).ping())
-        except redis.ConnectionError:
-            return False
+from tests.support.processes import Processes, wait_until
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
-    server.start()
-    yield server
-    if server.reachable():
-        server.stop()
+    """A redis-server of the test's own, with append-only persistence (every write synced),
+    that the test stops and starts again on the same port and data directory."""
+    with RedisServer(tmp_path, appendonly=True, options=("--appendfsync", "always")) as server:
+        yield server
 
 
 def env_for(server: RedisServer, cache_dir: Path, **extra: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from shared.settings import DEMO_MODEL_ID
-from tests.conftest import Processes
+from tests.support.processes import Processes
 
 EXAMPLES = 200
 """Generated requests per operation and mode (positive, negative); operations without

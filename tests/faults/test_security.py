@@ -6,10 +6,8 @@ import pickle
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
 
 import httpx
 import openai
@@ -22,7 +20,8 @@ from rq.serializers import JSONSerializer
 from api.main import check_exposure
 from shared.keys import queue_name_for_model
 from shared.settings import DEMO_MODEL_ID, Settings
-from tests.conftest import ROOT, Processes, free_port, wait_until
+from tests.support.processes import ROOT, Processes, free_port, wait_until
+from tests.support.redis_server import RedisServer, RedisServerError, Tls
 
 KEY = "test-key-0123456789"
 SECRET = "zebra-quux-7781"
@@ -227,37 +226,10 @@ def test_cors_allows_only_the_configured_origins(
 PASSWORD = "s3cret-redis-pw"
 
 
-def _start_redis(tmp: Path, *args: str) -> subprocess.Popen:
-    server = shutil.which("redis-server")
-    assert server is not None
-    (tmp / "redis").mkdir(exist_ok=True)
-    return subprocess.Popen(
-        [server, "--bind", "127.0.0.1", "--dir", str(tmp / "redis"), "--save", "", *args],
-        stdout=open(tmp / "redis.log", "w"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _wait_for_redis(process: subprocess.Popen, client: redis.Redis, log: Path) -> None:
-    def up() -> bool:
-        assert process.poll() is None, log.read_text()
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-
-    wait_until(up, 10, "redis-server")
-
-
 @pytest.fixture
 def redis_with_password(tmp_path: Path) -> Iterator[int]:
-    port = free_port()
-    process = _start_redis(tmp_path, "--port", str(port), "--requirepass", PASSWORD)
-    client = redis.Redis(port=port, password=PASSWORD)
-    _wait_for_redis(process, client, tmp_path / "redis.log")
-    yield port
-    process.terminate()
-    process.wait(10)
+    with RedisServer(tmp_path / "redis", password=PASSWORD) as server:
+        yield server.port
 
 
 def test_redis_with_a_password(
@@ -293,13 +265,9 @@ def test_fleet_queries_while_redis_is_down_are_a_503(
 ) -> None:
     """Routes that read Redis directly (the model list, a model's check) say Redis is down,
     in their route's error shape, like /ask: it was a 500 and a traceback."""
-    port = free_port()
-    server = _start_redis(tmp_path, "--port", str(port))
-    url = f"redis://127.0.0.1:{port}/0"
-    _wait_for_redis(server, redis.Redis.from_url(url), tmp_path / "redis.log")
-    api = processes.api({"MLXQ_REDIS_URL": url, "MLXQ_CACHE_DIR": str(cache_dir)})
-    server.terminate()
-    server.wait(10)
+    with RedisServer(tmp_path / "redis") as server:
+        api = processes.api({"MLXQ_REDIS_URL": server.url, "MLXQ_CACHE_DIR": str(cache_dir)})
+        server.stop()
 
     models = httpx.get(f"{api}/v1/models", timeout=10)
     assert models.status_code == 503, models.text
@@ -352,29 +320,17 @@ def tls_redis(tmp_path: Path) -> Iterator[str]:
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command is not installed")
     _make_certificates(tmp_path)
-    port = free_port()
-    process = _start_redis(
-        tmp_path,
-        "--port", "0",
-        "--tls-port", str(port),
-        "--tls-cert-file", str(tmp_path / "server.pem"),
-        "--tls-key-file", str(tmp_path / "server.key"),
-        "--tls-ca-cert-file", str(tmp_path / "ca.pem"),
-        "--tls-auth-clients", "no",
-        "--requirepass", PASSWORD,
-    )  # fmt: skip
-    time.sleep(0.2)
-    if process.poll() is not None:
-        log = (tmp_path / "redis.log").read_text()
+    tls = Tls(cert=tmp_path / "server.pem", key=tmp_path / "server.key", ca=tmp_path / "ca.pem")
+    server = RedisServer(tmp_path / "redis", password=PASSWORD, tls=tls)
+    try:
+        server.start()
+    except RedisServerError:
+        log = server.log_text()
         if "Bad directive" in log or "not supported" in log.lower():
             pytest.skip(f"this redis-server was built without TLS: {log[-300:]}")
         pytest.fail(f"redis-server with TLS did not start:\n{log}")
-    ca = quote(str(tmp_path / "ca.pem"))
-    url = f"rediss://:{PASSWORD}@127.0.0.1:{port}/0?ssl_ca_certs={ca}"
-    _wait_for_redis(process, redis.Redis.from_url(url), tmp_path / "redis.log")
-    yield url
-    process.terminate()
-    process.wait(10)
+    yield server.url
+    server.stop()
 
 
 def test_redis_over_tls_with_a_password(

@@ -7,7 +7,6 @@ import time
 
 import httpx
 
-from tests.conftest import Processes, wait_until
 from tests.faults.helpers import (
     ask_in_background,
     live_worker_names,
@@ -16,6 +15,7 @@ from tests.faults.helpers import (
     slow_env,
     words,
 )
+from tests.support.processes import Processes, wait_until
 
 DETECTION_LIMIT_S = 10.0
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import redis
 
-from tests.conftest import Processes, wait_until
 from tests.faults.helpers import ask_in_background, live_worker_names, running_jobs, slow_env, words
+from tests.support.processes import Processes, wait_until
 
 
 def test_sigterm_finishes_running_jobs_then_exits_cleanly(

@@ -20,7 +20,8 @@ import pytest
 
 from shared.keys import queue_name_for_model
 from shared.settings import DEMO_MODEL_ID
-from tests.conftest import ROOT, free_port, wait_until
+from tests.support.processes import ROOT, free_port, wait_until
+from tests.support.redis_server import RedisServer
 
 PASSWORD = "fleet-test-password"
 API_KEY = "fleet-test-key"
@@ -113,31 +114,18 @@ def test_two_worker_hosts_serve_one_queue_and_survive_losing_one(
     hosts: Hosts, tmp_path: Path
 ) -> None:
     launcher = Launcher(tmp_path)
-    redis_port, api_port = free_port(), free_port()
-    hub_redis = f"redis://:{PASSWORD}@127.0.0.1:{redis_port}/0"
+    api_port = free_port()
+    hub_redis_server = RedisServer(
+        tmp_path,
+        password=PASSWORD,
+        appendonly=True,
+        bind=("127.0.0.1", f"{SUBNET}.1.1", f"{SUBNET}.2.1"),
+        prefix=("ip", "netns", "exec", hosts.hub),  # reachable from the hub only: no wait
+        log_path=tmp_path / "redis.log",
+    )
+    redis_port, hub_redis = hub_redis_server.port, hub_redis_server.url
     try:
-        launcher.start(
-            hosts.hub,
-            "redis",
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port",
-                str(redis_port),
-                "--bind",
-                "127.0.0.1",
-                f"{SUBNET}.1.1",
-                f"{SUBNET}.2.1",
-                "--requirepass",
-                PASSWORD,
-                "--appendonly",
-                "yes",
-                "--dir",
-                str(tmp_path),
-                "--save",
-                "",
-            ],
-            {},
-        )
+        hub_redis_server.start(wait=False)
         common = {
             "MLXQ_ENGINE": "tests.support.engines:SlowEngine",
             "MLXQ_TEST_STEP_S": "0.05",
@@ -163,7 +151,7 @@ def test_two_worker_hosts_serve_one_queue_and_survive_losing_one(
                 [sys.executable, "-m", "mlxq_cli", "worker"],
                 {
                     **common,
-                    "MLXQ_REDIS_URL": f"redis://:{PASSWORD}@{SUBNET}.{i}.1:{redis_port}/0",
+                    "MLXQ_REDIS_URL": hub_redis_server.url_at(f"{SUBNET}.{i}.1"),
                 },
             )
             for i, namespace in enumerate(hosts.workers, start=1)
@@ -197,6 +185,7 @@ def test_two_worker_hosts_serve_one_queue_and_survive_losing_one(
         assert len(served) == 2  # both hosts answered requests
     finally:
         launcher.stop_all()
+        hub_redis_server.stop()
 
 
 def _workers_that_finished_jobs(redis_port: int, hub: str) -> set[str]:

@@ -18,7 +18,6 @@ class FailingEngine:
     """Accepts every request, then fails it the way a broken generation would."""
 
     context_length = None
-    active_count = 0
     peak_batch_size = 1
     generated_tokens = 0
 
@@ -74,10 +73,6 @@ class SlowEngine:
         with self._lock:
             self._cancelled.add(job_id)
 
-    @property
-    def active_count(self) -> int:
-        return len(self._jobs)
-
     def start(self) -> None:
         self._thread.start()
 
@@ -128,7 +123,7 @@ class TinyContextEngine:
         from worker.echo_engine import EchoEngine
 
         self.model_id = settings.model
-        self._echo = EchoEngine(settings.model, emit)
+        self._echo = EchoEngine(settings, emit)
         self._cap = settings.max_tokens_cap
 
     def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:

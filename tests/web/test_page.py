@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from shared.settings import DEMO_MODEL_ID
-from tests.conftest import Service
+from tests.support.processes import Service
 
 pytestmark = pytest.mark.e2e
 

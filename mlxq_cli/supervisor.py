@@ -13,23 +13,20 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-import redis
-
+from shared.redis_clients import is_reachable
 from shared.settings import Settings, get_settings, without_password
 
 STOP_TIMEOUT_S = 70.0
 """How long children get to stop (workers finish running jobs) before they are killed."""
-
-
-def _redis_reachable(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1).ping())
-    except redis.RedisError:
-        return False
+REDIS_START_TIMEOUT_S = 5.0
+"""A local redis-server answers within milliseconds of starting."""
+POLL_S = 0.05
+"""How often the supervisor looks at its children and at the Redis it started."""
+DEFAULT_REDIS_PORT = 6379
 
 
 def _start_redis(settings: Settings) -> subprocess.Popen | None:
-    if _redis_reachable(settings.redis_url):
+    if is_reachable(settings.redis_url):
         return None
     target = urlparse(settings.redis_url)
     if target.hostname not in ("127.0.0.1", "localhost", "::1"):
@@ -40,12 +37,13 @@ def _start_redis(settings: Settings) -> subprocess.Popen | None:
         sys.exit("mlxq up: redis-server is not installed; run scripts/setup.sh first.")
     data_dir = Path(settings.cache_dir) / "redis"
     data_dir.mkdir(parents=True, exist_ok=True)
-    print(f"mlxq up: starting redis-server on port {target.port or 6379} (data in {data_dir})")
+    port = target.port or DEFAULT_REDIS_PORT
+    print(f"mlxq up: starting redis-server on port {port} (data in {data_dir})")
     process = subprocess.Popen(
         [
             server,
             "--port",
-            str(target.port or 6379),
+            str(port),
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -56,10 +54,11 @@ def _start_redis(settings: Settings) -> subprocess.Popen | None:
             "",
         ]
     )
-    for _ in range(100):
-        if _redis_reachable(settings.redis_url):
+    deadline = time.monotonic() + REDIS_START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if is_reachable(settings.redis_url):
             return process
-        time.sleep(0.05)
+        time.sleep(POLL_S)
     process.terminate()
     sys.exit("mlxq up: redis-server did not start")
 
@@ -88,15 +87,19 @@ def up(workers: int = 1) -> int:
         exited = [c for c in children if c.poll() is not None]
         if exited:
             exit_code = exited[0].returncode or 1
-            print(
-                f"mlxq up: {' '.join(exited[0].args[3:])} exited ({exited[0].returncode}); stopping"
-            )
+            print(f"mlxq up: {_name(exited[0])} exited ({exited[0].returncode}); stopping")
             break
-        time.sleep(0.2)
+        time.sleep(POLL_S)
     _stop_all(children)
     if redis_process is not None:
         _stop_all([redis_process])
     return exit_code
+
+
+def _name(child: subprocess.Popen) -> str:
+    """The mlxq subcommand a child runs ("api", "worker"), from its argument list."""
+    args = child.args
+    return " ".join(str(a) for a in args[3:]) if isinstance(args, list) else str(args)
 
 
 def _stop_all(processes: list[subprocess.Popen]) -> None:

@@ -8,6 +8,7 @@ import httpx
 import redis
 
 from shared.fleet import snapshot
+from shared.redis_clients import command_client
 from shared.settings import Settings, get_settings, without_password
 
 
@@ -15,7 +16,7 @@ def status() -> int:
     """Live workers (host, model, busy slots, tokens/s), queue depths and failed jobs."""
     settings = get_settings()
     try:
-        fleet = snapshot(redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2))
+        fleet = snapshot(command_client(settings.redis_url, connect_timeout_s=2.0))
     except redis.RedisError as exc:
         print(
             f"mlxq status: cannot reach Redis at {without_password(settings.redis_url)}: {exc}",
@@ -94,7 +95,7 @@ def _print_stream(response: httpx.Response) -> int:
 
 def bench(arguments: list[str]) -> int:
     """Run bench/run.py from a checkout (the benchmark is not part of the installed package)."""
-    script = Path(__file__).resolve().parents[1] / "bench" / "run.py"
+    script = Path(__file__).resolve().parents[1] / "bench" / "run.py"  # a checkout's bench/
     if not script.is_file():
         print("mlxq bench: run it from a clone of the mlxq repository", file=sys.stderr)
         return 1

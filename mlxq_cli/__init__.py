@@ -5,7 +5,6 @@ never imports MLX.
 """
 
 import argparse
-import sys
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -38,25 +37,21 @@ def main(argv: list[str] | None = None) -> int:
 
         return run_worker(burst=args.burst)
     if args.command == "up":
-        from shared.supervisor import up
+        from mlxq_cli.supervisor import up
 
         return up(workers=args.workers)
     if args.command == "status":
-        from shared.commands import status
+        from mlxq_cli.commands import status
 
         return status()
     if args.command == "ask":
-        from shared.commands import ask as ask_question
+        from mlxq_cli.commands import ask as ask_question
 
         return ask_question(args.question, args.max_tokens, args.model)
     if args.command == "bench":
-        from shared.commands import bench as run_bench
+        from mlxq_cli.commands import bench as run_bench
 
         return run_bench(args.arguments)
     from worker.main import prepare_model
 
     return prepare_model()
-
-
-if __name__ == "__main__":
-    sys.exit(main())

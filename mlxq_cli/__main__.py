@@ -1,0 +1,7 @@
+"""``python -m mlxq_cli``: the same as the ``mlxq`` command."""
+
+import sys
+
+from mlxq_cli import main
+
+sys.exit(main())

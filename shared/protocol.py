@@ -1,0 +1,215 @@
+"""The Redis records mlxq's own processes exchange, written and read here and nowhere else.
+
+- **Job events**: a job's ``started``, ``token``, ``done`` and ``error`` events, numbered from 0
+  by ``seq`` (each number once, in order). Each event goes to the job's stream (durable,
+  re-readable, bounded by STREAM_MAXLEN, expiring) and to the job's pub/sub channel (pushed,
+  so the API need not poll), in one pipeline.
+- **Cancellations**: a job whose client went away is marked (for a worker that takes it
+  later) and named on CANCEL_CHANNEL (for the worker running it).
+- **Worker records**: every worker's heartbeat (a sorted set of last-beat times) and its
+  typed stats hash, and the set of jobs it runs (so they can be recovered if it dies).
+
+RQ's own keys (queues, registries, workers) are RQ's: see shared/rq_bridge.py.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
+
+from shared.schemas import JobEvent, job_event_adapter
+
+PREFIX = "mlxq"
+
+STREAM_MAXLEN = 10_000
+"""Events kept per job: more than any answer's tokens, small enough to bound memory."""
+WORKER_LIVENESS_S = 5.0
+"""A worker whose last heartbeat is older than this is not counted as live."""
+HEARTBEAT_INTERVAL_S = 1.0
+"""How often a worker heartbeats: several beats fit in WORKER_LIVENESS_S."""
+STATS_GRACE_S = 60
+"""A stats hash outlives its worker's RQ registration by this much, then expires."""
+
+LIVE_WORKERS = f"{PREFIX}:workers:live"
+"""Sorted set: worker name -> time of its last heartbeat."""
+CANCEL_CHANNEL = f"{PREFIX}:cancel"
+"""Pub/sub channel on which the API names jobs whose client went away; every worker listens."""
+
+
+def job_events_stream(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:events"
+
+
+def job_events_channel(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:notify"
+
+
+def job_cancel_key(job_id: str) -> str:
+    return f"{PREFIX}:job:{job_id}:cancelled"
+
+
+def worker_stats_key(worker_name: str) -> str:
+    return f"{PREFIX}:worker:{worker_name}:stats"
+
+
+def worker_jobs_key(worker_name: str) -> str:
+    return f"{PREFIX}:worker:{worker_name}:jobs"
+
+
+def api_anchor_channel(instance: str) -> str:
+    """A channel the API's event hub always holds, so its reader always waits on a socket."""
+    return f"{PREFIX}:api:{instance}"
+
+
+# -- job events ---------------------------------------------------------------------------
+
+
+def add_event(pipeline: Any, job_id: str, event: JobEvent, ttl_s: int) -> None:
+    """Queue the event's writes on ``pipeline`` (sync or async): stream, expiry, publish."""
+    data = event.model_dump_json()
+    stream = job_events_stream(job_id)
+    pipeline.xadd(stream, {"event": data}, maxlen=STREAM_MAXLEN, approximate=True)
+    pipeline.expire(stream, ttl_s)
+    pipeline.publish(job_events_channel(job_id), data)
+
+
+def publish_event(connection: redis.Redis, job_id: str, event: JobEvent, ttl_s: int) -> None:
+    with connection.pipeline(transaction=False) as pipeline:
+        add_event(pipeline, job_id, event, ttl_s)
+        pipeline.execute()
+
+
+def decode_event(data: bytes | str) -> JobEvent:
+    """One event as published on a job's channel."""
+    return job_event_adapter.validate_json(data)
+
+
+def _events_from_entries(entries: Any) -> list[JobEvent]:
+    """Events from XRANGE's reply: [(entry id, {b"event": json}), ...]."""
+    return [decode_event(fields[b"event"]) for _, fields in entries or []]
+
+
+def _text(value: Any) -> str:
+    """A Redis reply item as text (replies are bytes: clients are made without decoding)."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def read_events(connection: redis.Redis, job_id: str) -> list[JobEvent]:
+    """Every event of a job still in its stream, in order."""
+    return _events_from_entries(connection.xrange(job_events_stream(job_id)))
+
+
+async def read_events_async(connection: aioredis.Redis, job_id: str) -> list[JobEvent]:
+    return _events_from_entries(await connection.xrange(job_events_stream(job_id)))
+
+
+def next_seq(events: list[JobEvent]) -> int:
+    """The sequence number the next event of a job must carry."""
+    return max((event.seq for event in events), default=-1) + 1
+
+
+# -- cancellations ------------------------------------------------------------------------
+
+
+def add_cancel_request(pipeline: Any, job_id: str, ttl_s: int) -> None:
+    """Mark the job cancelled and tell the worker running it, if any."""
+    pipeline.set(job_cancel_key(job_id), 1, ex=ttl_s)
+    pipeline.publish(CANCEL_CHANNEL, job_id)
+
+
+def add_cancel_check(pipeline: Any, job_id: str) -> None:
+    """Queue a check whose reply (an int) says whether the job's client already went away."""
+    pipeline.exists(job_cancel_key(job_id))
+
+
+def cancelled_job_id(message: dict) -> str:
+    """The job named by a message received on CANCEL_CHANNEL."""
+    return message["data"].decode()
+
+
+# -- worker records -----------------------------------------------------------------------
+
+
+class WorkerStats(BaseModel):
+    """What a worker publishes with each heartbeat, for /fleet, /metrics and ``mlxq status``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    queues: list[str] = []
+    host: str | None = None
+    pid: int = 0
+    slots: int = 0
+    running: int = 0
+    peak_batch: int = 0
+    tokens_total: int = 0
+    tokens_per_s: float = 0.0
+
+    def to_hash(self) -> dict[str, str | int | float]:
+        fields = self.model_dump(exclude_none=True)
+        fields["queues"] = ",".join(self.queues)
+        return fields
+
+    @classmethod
+    def from_hash(cls, fields: dict[bytes, bytes]) -> WorkerStats:
+        decoded = {k.decode(): v.decode() for k, v in fields.items()}
+        queues = [q for q in decoded.pop("queues", "").split(",") if q]
+        return cls.model_validate({**decoded, "queues": queues})
+
+
+def add_heartbeat(pipeline: Any, name: str, stats: WorkerStats, ttl_s: int) -> None:
+    """Queue a worker's heartbeat: its stats (expiring after ``ttl_s``) and its beat time."""
+    key = worker_stats_key(name)
+    pipeline.hset(key, mapping=stats.to_hash())
+    pipeline.expire(key, ttl_s + STATS_GRACE_S)
+    pipeline.zadd(LIVE_WORKERS, {name: time.time()})
+
+
+def deregister_worker(connection: redis.Redis, name: str) -> None:
+    connection.zrem(LIVE_WORKERS, name)
+
+
+def live_worker_beats(connection: redis.Redis) -> list[tuple[str, float]]:
+    """(name, time of last heartbeat) of the workers that beat within WORKER_LIVENESS_S."""
+    since = time.time() - WORKER_LIVENESS_S
+    beats: Any = connection.zrangebyscore(LIVE_WORKERS, since, "+inf", withscores=True)
+    return [(_text(name), float(beat)) for name, beat in beats]
+
+
+def silent_workers(connection: redis.Redis) -> list[str]:
+    """Workers registered as live whose heartbeat stopped more than WORKER_LIVENESS_S ago."""
+    cutoff = time.time() - WORKER_LIVENESS_S
+    return [_text(name) for name in connection.zrangebyscore(LIVE_WORKERS, "-inf", cutoff)]
+
+
+def claim_silent_worker(connection: redis.Redis, name: str) -> bool:
+    """Take a silent worker off the live set; False when another API process already did."""
+    return connection.zrem(LIVE_WORKERS, name) == 1
+
+
+def read_stats(connection: redis.Redis, names: list[str]) -> list[WorkerStats]:
+    with connection.pipeline(transaction=False) as pipeline:
+        for name in names:
+            pipeline.hgetall(worker_stats_key(name))
+        return [WorkerStats.from_hash(fields) for fields in pipeline.execute()]
+
+
+def add_running_job(pipeline: Any, worker: str, job_id: str) -> None:
+    pipeline.sadd(worker_jobs_key(worker), job_id)
+
+
+def remove_running_job(pipeline: Any, worker: str, job_id: str) -> None:
+    pipeline.srem(worker_jobs_key(worker), job_id)
+
+
+def running_jobs(connection: redis.Redis, worker: str) -> list[str]:
+    job_ids: Any = connection.smembers(worker_jobs_key(worker))
+    return [_text(job_id) for job_id in job_ids]
+
+
+def forget_running_jobs(connection: redis.Redis, worker: str) -> None:
+    connection.delete(worker_jobs_key(worker))

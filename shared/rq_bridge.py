@@ -1,0 +1,236 @@
+"""Every use of RQ's (and redis-py's) private or version-specific internals, in one file.
+
+mlxq keeps RQ's bookkeeping so that RQ's tools see ordinary jobs, but runs many jobs at once
+in one process, enqueues from an event loop and recovers jobs of dead workers itself; RQ has
+no public API for any of that. This module is the only one that touches RQ privates
+(``_stop_requested``, ``_ordered_queues``, ``job._result`` / ``job._status``, the steps of
+``prepare_execution``) or a redis-py pipeline's ``command_stack``. ``rq`` is pinned exactly
+in pyproject.toml for this file: an RQ upgrade is this file's work.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from rq.exceptions import DequeueTimeout
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.job_lifecycle import record_job_failure
+from rq.queue import Queue
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+from rq.suspension import is_suspended
+from rq.utils import utcformat
+from rq.worker import SimpleWorker, WorkerStatus
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+RecordedCommand = tuple[tuple[Any, ...], dict[str, Any]]
+
+
+# -- the API: enqueueing without blocking the event loop ----------------------------------
+
+
+class EnqueueRecorder:
+    """Lets RQ's own ``Queue.enqueue_job`` write into a pipeline that is never executed, and
+    hands back the recorded commands, for the caller to replay on redis.asyncio."""
+
+    def __init__(self) -> None:
+        self._recorder = redis.Redis()  # never connects: RQ only builds pipelines on it
+        self._queues: dict[str, Queue] = {}
+
+    def queue(self, name: str, server_version: tuple[int, int, int]) -> Queue:
+        if name not in self._queues:
+            queue = Queue(name, connection=self._recorder, serializer=JSONSerializer)
+            queue.redis_server_version = server_version  # RQ would ask the server
+            self._queues[name] = queue
+        return self._queues[name]
+
+    def enqueue_commands(self, queue: Queue, job: Job) -> list[RecordedCommand]:
+        recorded = self._recorder.pipeline(transaction=True)
+        queue.enqueue_job(job, pipeline=recorded)
+        return [(tuple(args), dict(options)) for args, options in recorded.command_stack]
+
+
+def pushed_queue_length(commands: list[RecordedCommand], results: list[Any]) -> int:
+    """The queue's length after the push: the RPUSH's reply within a replayed enqueue."""
+    for (args, _), result in zip(commands, results, strict=True):
+        if args[0] in ("RPUSH", "LPUSH"):
+            return int(result)
+    raise AssertionError("RQ's enqueue pushed no job id")
+
+
+# -- the worker: RQ's bookkeeping for several jobs at once --------------------------------
+
+
+class ConcurrentWorkerBase(SimpleWorker):
+    """RQ's ``SimpleWorker`` (never forks) with public names for the internals a worker that
+    runs several jobs at once needs. ``worker/rq_worker.py`` builds its loop on these."""
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def stop_after_running_jobs(self) -> None:
+        self._stop_requested = True
+
+    def install_signal_handlers(self) -> None:
+        self._install_signal_handlers()
+
+    def _shutdown(self) -> None:
+        # RQ raises StopRequested from the signal handler when idle, which can land between
+        # taking a job and handing it over; a flag checked each second never loses one.
+        self.stop_after_running_jobs()
+        self.set_shutdown_requested_date()
+        self.on_stop_signal()
+
+    def on_stop_signal(self) -> None:
+        """Called in the signal handler after a stop was requested (SIGINT, SIGTERM)."""
+
+    def is_suspended(self) -> bool:
+        """``rq suspend`` is in force: take no new job."""
+        return bool(is_suspended(self.connection, self))
+
+    def dequeue(self, timeout_s: int) -> tuple[Job, Queue] | None:
+        """The next job from this worker's queues, through RQ's intermediate queue."""
+        try:
+            return self.queue_class.dequeue_any(
+                self._ordered_queues,
+                timeout_s,
+                connection=self.connection,
+                job_class=self.job_class,
+                serializer=self.serializer,
+            )
+        except DequeueTimeout:
+            return None
+
+    def give_back(self, job: Job, queue: Queue) -> None:
+        """A job taken but not started goes back to the front of its queue."""
+        with self.connection.pipeline() as pipeline:
+            pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipeline.lpush(queue.key, job.id)
+            pipeline.execute()
+
+    def add_start(self, pipeline: Any, job: Job, queue: Queue) -> Execution:
+        """RQ's ``prepare_execution`` and ``prepare_job_execution`` for one job, queued on the
+        caller's pipeline so that its own writes go in the same round trip."""
+        ttl = self.get_heartbeat_ttl(job)
+        execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
+        self.executions[execution.id] = execution
+        self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
+        self.heartbeat(ttl, pipeline=pipeline)
+        job.heartbeat(datetime.now(UTC), ttl, pipeline=pipeline)
+        job.prepare_for_execution(self.name, pipeline=pipeline)
+        pipeline.persist(job.key)
+        pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+        return execution
+
+    def end_finished(
+        self, job: Job, queue: Queue, execution: Execution, result: dict[str, Any]
+    ) -> None:
+        """End a job that answered: RQ's result, registries and worker statistics."""
+        job.ended_at = datetime.now(UTC)
+        job._result = result
+        job._status = JobStatus.FINISHED
+        self.handle_job_success(job, queue, queue.started_job_registry, execution)
+
+    def end_failed(self, job: Job, queue: Queue, execution: Execution, why: str) -> None:
+        job.ended_at = datetime.now(UTC)
+        job._status = JobStatus.FAILED
+        self.handle_job_failure(job, queue, exc_string=why, execution=execution)
+
+    def end_cancelled(self, job: Job, queue: Queue, execution: Execution) -> None:
+        """A job whose client went away is RQ's "canceled", not "failed": it did not break."""
+        job.ended_at = datetime.now(UTC)
+        with self.connection.pipeline() as pipeline:
+            job.set_status(JobStatus.CANCELED, pipeline=pipeline)
+            pipeline.hset(job.key, "ended_at", utcformat(job.ended_at))
+            queue.canceled_job_registry.add(job, ttl=job.failure_ttl or 0, pipeline=pipeline)
+            self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+            if job.failure_ttl:
+                pipeline.expire(job.key, job.failure_ttl)
+            pipeline.execute()
+
+    def show_state(self, *, suspended: bool, running: int) -> None:
+        """RQ's worker state, as ``rq info`` and dashboards show it."""
+        if suspended:
+            self.set_state(WorkerStatus.SUSPENDED)
+        else:
+            self.set_state(WorkerStatus.BUSY if running else WorkerStatus.IDLE)
+
+
+# -- the reaper: recovering the jobs of a dead worker -------------------------------------
+
+
+def fetch_job(connection: redis.Redis, job_id: str) -> Job | None:
+    try:
+        return Job.fetch(job_id, connection=connection, serializer=JSONSerializer)
+    except Exception:  # gone (expired, deleted) or unreadable: nothing to recover
+        return None
+
+
+def job_queue(connection: redis.Redis, job: Job) -> Queue:
+    return Queue(job.origin, connection=connection, serializer=JSONSerializer)
+
+
+def is_started(job: Job) -> bool:
+    return job.get_status() == JobStatus.STARTED
+
+
+def add_requeue_at_front(pipeline: Any, job: Job, queue: Queue) -> None:
+    """Put a started job back at the front of its queue (it has waited already)."""
+    _add_remove_from_started(pipeline, queue, job.id)
+    job.set_status(JobStatus.QUEUED, pipeline=pipeline)
+    pipeline.lpush(queue.key, job.id)
+
+
+def add_failure(pipeline: Any, job: Job, queue: Queue, why: str) -> None:
+    """Fail a started job whose worker is gone, the way RQ fails abandoned jobs."""
+    _add_remove_from_started(pipeline, queue, job.id)
+    record_job_failure(job, why, pipeline)
+
+
+def _add_remove_from_started(pipeline: Any, queue: Queue, job_id: str) -> None:
+    # RQ 3 keys the started registry by "<job id>:<execution id>".
+    registry = queue.started_job_registry
+    entries: Any = queue.connection.zrange(registry.key, 0, -1)
+    for entry in entries:
+        if entry.decode().split(":", 1)[0] == job_id:
+            pipeline.zrem(registry.key, entry)
+
+
+def forget_worker(connection: redis.Redis, name: str) -> None:
+    """Remove a dead worker from RQ's worker sets, so ``rq info`` stops listing it."""
+    worker_key = SimpleWorker.redis_worker_namespace_prefix + name
+    with connection.pipeline() as pipeline:
+        pipeline.srem(SimpleWorker.redis_workers_keys, worker_key)
+        for queue_name in queue_names(connection):
+            pipeline.srem(WORKERS_BY_QUEUE_KEY % queue_name, worker_key)
+        pipeline.delete(worker_key)
+        pipeline.execute()
+
+
+# -- the fleet view -----------------------------------------------------------------------
+
+
+def queue_names(connection: redis.Redis) -> list[str]:
+    prefix = Queue.redis_queue_namespace_prefix
+    keys: Any = connection.smembers(Queue.redis_queues_keys)
+    return sorted(q.decode().removeprefix(prefix) for q in keys)
+
+
+def queue_depths(connection: redis.Redis) -> list[tuple[str, int, int]]:
+    """(queue name, jobs waiting, failed jobs kept) for every RQ queue."""
+    names = queue_names(connection)
+    with connection.pipeline(transaction=False) as pipeline:
+        for name in names:
+            pipeline.llen(Queue.redis_queue_namespace_prefix + name)
+            pipeline.zcard(FailedJobRegistry(name, connection=connection).key)
+        counts = pipeline.execute()
+    return list(zip(names, counts[::2], counts[1::2], strict=True))
+
+
+def queue_key(name: str) -> str:
+    """The Redis list of an RQ queue."""
+    return Queue.redis_queue_namespace_prefix + name

@@ -1,0 +1,105 @@
+"""Real mlxq processes for tests: ``python -m mlxq_cli api|worker``, free ports, bounded waits.
+
+Nothing here imports pytest: bench/procs.py uses ``free_port`` and ``wait_until`` too.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import redis
+
+from shared.protocol import LIVE_WORKERS
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The repository's root: the working directory of every process started here."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(
+    condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05
+) -> None:
+    """Poll ``condition`` every ``interval`` seconds; TimeoutError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+
+
+class Processes:
+    """Starts ``mlxq`` subcommands as real processes and stops them after the test."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self._tmp_path = tmp_path
+        self._started: list[subprocess.Popen] = []
+
+    def start(self, command: str, env: dict[str, str]) -> subprocess.Popen:
+        log = open(self._tmp_path / f"{command}-{len(self._started)}.log", "w")  # noqa: SIM115
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mlxq_cli", command],
+            cwd=ROOT,
+            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        process.log_path = log.name  # type: ignore[attr-defined]
+        self._started.append(process)
+        return process
+
+    def api(self, env: dict[str, str]) -> str:
+        port = free_port()
+        process = self.start("api", {**env, "MLXQ_PORT": str(port)})
+        base_url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert process.poll() is None, Path(process.log_path).read_text()
+            try:
+                return httpx.get(f"{base_url}/health", timeout=1).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, 20, "the API")
+        return base_url
+
+    def worker(self, env: dict[str, str], timeout: float = 120) -> subprocess.Popen:
+        client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+        before = client.zcard(LIVE_WORKERS)
+        process = self.start("worker", env)
+
+        def registered() -> bool:  # its first heartbeat: it is taking jobs
+            assert process.poll() is None, Path(process.log_path).read_text()
+            return client.zcard(LIVE_WORKERS) > before
+
+        wait_until(registered, timeout, "the worker to register")
+        return process
+
+    def stop_all(self) -> None:
+        for process in self._started:
+            if process.poll() is None:
+                process.terminate()
+        for process in self._started:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+class Service:
+    """A running API and one real worker with the demo model."""
+
+    def __init__(self, base_url: str, redis_url: str, model_path: Path) -> None:
+        self.base_url = base_url
+        self.redis_url = redis_url
+        self.model_path = model_path
