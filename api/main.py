@@ -91,7 +91,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
-            allow_headers=["authorization", "content-type"],
+            # Any header: the browser openai SDK sends a changing set of x-stainless-* headers
+            # (client and retry info); the allowed origins are what keeps others out.
+            allow_headers=["*"],
         )
     app.add_middleware(RequestLog, count=lambda route, status: _count(app, route, status))
     return app

@@ -2,25 +2,21 @@
 
 import time
 import uuid
+from typing import Any
 
 from shared.errors import InvalidRequest
-from shared.schemas import ChatMessage, GenerationRequest, JSONScalar, SamplingParams
+from shared.schemas import GenerationRequest, SamplingParams
 from shared.settings import Settings
+
+OPENAI_DEFAULT_TEMPERATURE = 1.0
+"""OpenAI's default when a request names no temperature (/ask is greedy by default)."""
 
 
 def generation_request(
-    settings: Settings,
-    *,
-    model: str,
-    messages: list[ChatMessage] | None = None,
-    prompt: str | None = None,
-    max_tokens: int | None = None,
-    sampling: SamplingParams | None = None,
-    stop: list[str] | None = None,
-    stream: bool = False,
-    chat_template_kwargs: dict[str, JSONScalar] | None = None,
-    timeout: float | None = None,
+    settings: Settings, *, model: str, timeout: float | None = None, **fields: Any
 ) -> GenerationRequest:
+    """A job's request: ``fields`` are GenerationRequest's; the id and deadline are set here."""
+    max_tokens = fields.get("max_tokens")
     if max_tokens is not None and max_tokens > settings.max_tokens_cap:
         raise InvalidRequest(
             f"max_tokens={max_tokens} is above this server's limit of "
@@ -29,12 +25,27 @@ def generation_request(
     return GenerationRequest(
         request_id=uuid.uuid4().hex,
         model=model,
-        messages=messages,
-        prompt=prompt,
-        max_tokens=max_tokens,
-        sampling=sampling or SamplingParams(),
-        stop=stop or [],
-        stream=stream,
-        chat_template_kwargs=chat_template_kwargs or {},
         deadline=time.time() + (timeout or settings.request_timeout),
+        **{k: v for k, v in fields.items() if v is not None},
+    )
+
+
+def openai_sampling(body: Any) -> SamplingParams:
+    """The sampling fields shared by /v1 routes; absent (or null) ones take OpenAI's defaults.
+    ``top_p`` 0 keeps only the likeliest token: greedy."""
+    temperature = body.temperature
+    if temperature is None:
+        temperature = OPENAI_DEFAULT_TEMPERATURE
+    if body.top_p == 0.0:
+        temperature = 0.0
+    return SamplingParams(
+        temperature=temperature,
+        top_p=body.top_p if body.top_p else 1.0,
+        top_k=body.top_k or 0,
+        min_p=body.min_p or 0.0,
+        presence_penalty=body.presence_penalty or 0.0,
+        frequency_penalty=body.frequency_penalty or 0.0,
+        repetition_penalty=body.repetition_penalty or 1.0,
+        logit_bias=body.bias,
+        seed=body.seed,
     )

@@ -1,6 +1,6 @@
 """What travels through Redis: the job payload and the events a worker sends back."""
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
@@ -10,42 +10,119 @@ JSONScalar = str | int | float | bool | None
 
 MAX_STOP_SEQUENCES = 4
 """OpenAI's limit on stop sequences per request."""
+MAX_CHOICES = 16
+"""Most choices (n) one request may ask for: each is a sequence in the worker's batch."""
+MAX_TOP_LOGPROBS = 20
+"""OpenAI's limit on top_logprobs."""
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ToolCall(_Strict):
+    """A function call the model made (OpenAI's shape; ``arguments`` is JSON text)."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: "FunctionCall"
+
+
+class FunctionCall(_Strict):
+    name: str
+    arguments: str
+
+
 class ChatMessage(_Strict):
-    role: Literal["system", "user", "assistant"]
+    role: Literal["system", "user", "assistant", "tool"]
     content: str
+    tool_calls: list[ToolCall] | None = None
+    """An assistant's earlier calls, resent by the client with the conversation."""
+    tool_call_id: str | None = None
+    """For a ``tool`` message: the call it answers."""
+
+
+class ToolFunction(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    strict: bool | None = None
+
+
+class ToolDefinition(_Strict):
+    type: Literal["function"] = "function"
+    function: ToolFunction
+
+
+ToolChoice = Literal["auto", "none", "required"] | str
+""""auto", "none", "required", or the name of the one function the model must call."""
+
+
+class ResponseFormat(_Strict):
+    """Structured output, enforced token by token: any JSON object, or one JSON Schema."""
+
+    type: Literal["json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
 
 
 class SamplingParams(_Strict):
+    """How a request's tokens are chosen; every field is applied per sequence in a batch."""
+
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
+    top_k: int = Field(0, ge=0, description="Keep the k likeliest tokens; 0: off.")
+    min_p: float = Field(0.0, ge=0.0, le=1.0, description="Drop tokens below min_p * the top.")
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=2.0, description="1: off.")
+    logit_bias: dict[int, float] = Field(default_factory=dict)
+    """Token id -> value added to its logit (-100 bans a token, 100 forces it)."""
     seed: int | None = Field(None, ge=0, le=2**64 - 1)  # MLX's random keys take uint64
 
 
 class GenerationRequest(_Strict):
     """One generation job, as the API enqueues it and the worker reads it.
 
-    Exactly one of ``messages`` (chat template applied) or ``prompt`` (raw text) is set.
+    Exactly one of ``messages`` (chat template applied) or ``prompts`` (raw texts or token ids,
+    each continued on its own) is set. Each prompt gets ``n`` choices, numbered prompt by
+    prompt (choice ``i * n + j`` is the j-th of prompt i), as OpenAI numbers them.
     ``max_tokens`` None means: until the model stops, bounded by its context and the cap.
     """
 
     request_id: str
     model: str
     messages: list[ChatMessage] | None = None
-    prompt: str | None = None
+    prompts: list[str | list[int]] | None = None
+    n: int = Field(1, ge=1, le=MAX_CHOICES)
     max_tokens: int | None = Field(None, ge=1)
     sampling: SamplingParams = SamplingParams()
     stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES)
     """Strings that end generation; the one found is not part of the answer."""
+    logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
+    """None: none; k: each token's log-probability and its k likeliest alternatives."""
+    echo: bool = False
+    """Completions: the answer starts with the prompt."""
+    response_format: ResponseFormat | None = None
+    tools: list[ToolDefinition] | None = None
+    tool_choice: ToolChoice = "auto"
+    parallel_tool_calls: bool = True
     chat_template_kwargs: dict[str, JSONScalar] = Field(default_factory=dict)
     """Extra template variables, e.g. {"enable_thinking": false}."""
     stream: bool = False
     deadline: float = Field(description="Unix time after which the job must not start.")
+
+
+class TokenLogprob(_Strict):
+    token: str
+    logprob: float
+    bytes: list[int]
+    top_logprobs: list["TopLogprob"] = Field(default_factory=list)
+
+
+class TopLogprob(_Strict):
+    token: str
+    logprob: float
+    bytes: list[int]
 
 
 class StartedEvent(_Strict):
@@ -55,18 +132,47 @@ class StartedEvent(_Strict):
 
 
 class TokenEvent(_Strict):
+    """A piece of a streamed answer: text of one choice, and what came with it."""
+
     type: Literal["token"] = "token"
     seq: int
     text: str
+    index: int = 0
+    """The choice this piece belongs to."""
+    channel: Literal["content", "reasoning"] = "content"
+    logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCall] | None = None
+
+
+class Choice(_Strict):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length", "tool_calls"]
+    completion_tokens: int
+    reasoning: str | None = None
+    tool_calls: list[ToolCall] | None = None
+    logprobs: list[TokenLogprob] | None = None
 
 
 class DoneEvent(_Strict):
     type: Literal["done"] = "done"
     seq: int
-    text: str
-    finish_reason: Literal["stop", "length"]
+    choices: list[Choice]
     prompt_tokens: int
-    completion_tokens: int
+    cached_tokens: int = 0
+    """Prompt tokens whose KV came from the worker's prefix cache."""
+
+    @property
+    def text(self) -> str:
+        return self.choices[0].text
+
+    @property
+    def finish_reason(self) -> str:
+        return self.choices[0].finish_reason
+
+    @property
+    def completion_tokens(self) -> int:
+        return sum(choice.completion_tokens for choice in self.choices)
 
 
 class ErrorEvent(_Strict):

@@ -70,6 +70,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest max_tokens a request may ask for; also the bound when omitted.",
     )
+    prefix_cache_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes of KV cache a worker keeps for reuse across requests (prefix "
+        "cache); unset: 8 full contexts of the model, at most a quarter of memory; 0: off.",
+    )
     cache_dir: Path = Field(
         Path.home() / ".cache" / "mlxq", description="Where the demo model is prepared and cached."
     )

@@ -90,6 +90,8 @@ def model_service(
 
 # -- the API in this process (tests/support/app.py) -------------------------------------------
 
+QUEUE_TIMEOUT_S = 1.0
+
 
 @pytest.fixture
 def anyio_backend() -> str:
@@ -98,9 +100,10 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def api_client(anyio_backend: str, redis_url: str) -> AsyncIterator[httpx.AsyncClient]:
-    """The API app with default settings on this test's Redis, inside its lifespan; no
-    worker. Requests go straight to the ASGI app (no socket, no process)."""
-    async with in_process_api(redis_url) as api:
+    """The API app on this test's Redis, inside its lifespan; no worker. Requests go straight
+    to the ASGI app (no socket, no process). Default settings but a 1 s queue timeout: a
+    request wrongly accepted fails its test in a second, not 30."""
+    async with in_process_api(redis_url, queue_timeout=QUEUE_TIMEOUT_S) as api:
         yield api.client
 
 

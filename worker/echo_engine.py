@@ -22,17 +22,13 @@ class EchoEngine:
         self.generated_tokens = 0
 
     def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
-        if request.prompt is not None:
-            text = request.prompt
-        else:
-            text = request.messages[-1].content if request.messages else ""
-        words = text.split()
+        words = _last_text(request).split()
         max_tokens = request.max_tokens or len(words)
         deadline = time.monotonic() + timeout_s
-        return EngineRequest(job_id, request, [], max_tokens, deadline, payload=words)
+        return EngineRequest(job_id, request, [[]], [max_tokens], deadline, payload=words)
 
     def submit(self, request: EngineRequest) -> None:
-        words = request.payload[: request.max_tokens]
+        words = request.payload[: request.max_tokens[0]]
         if request.request.stream:
             for i, word in enumerate(words):
                 self._emit(TokenOutput(request.job_id, word if i == 0 else " " + word))
@@ -41,7 +37,9 @@ class EchoEngine:
             "length" if len(words) < len(request.payload) else "stop"
         )
         self._emit(
-            Finished(request.job_id, " ".join(words), reason, len(request.payload), len(words))
+            Finished.single(
+                request.job_id, " ".join(words), reason, len(request.payload), len(words)
+            )
         )
 
     def cancel(self, job_id: str) -> None:
@@ -52,3 +50,11 @@ class EchoEngine:
 
     def stop(self) -> None:
         pass
+
+
+def _last_text(request: GenerationRequest) -> str:
+    """The text the echo engine answers with: the last message, or the first prompt."""
+    if request.prompts:
+        prompt = request.prompts[0]
+        return prompt if isinstance(prompt, str) else " ".join(map(str, prompt))
+    return request.messages[-1].content if request.messages else ""

@@ -11,37 +11,70 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from shared.errors import MlxqError
-from shared.schemas import GenerationRequest
+from shared.schemas import Choice, GenerationRequest, TokenLogprob, ToolCall
 from shared.settings import Settings
+
+LogitsProcessor = Callable[[Any, Any], Any]
+"""mlx-lm's logits processor: (tokens so far, logits) -> logits."""
 
 
 @dataclass(frozen=True)
 class EngineRequest:
+    """A job, checked and tokenized on the main thread, ready for the engine thread."""
+
     job_id: str
     request: GenerationRequest
-    prompt_tokens: list[int]
-    max_tokens: int
+    prompts: list[list[int]]
+    """The prompt tokens, one list per prompt (a chat has one)."""
+    max_tokens: list[int]
+    """Tokens each prompt's choices may generate (fitted into the context)."""
     timeout_at: float
     """time.monotonic() after which the engine stops generating (the job timeout)."""
+    constraint: Callable[[], LogitsProcessor] | None = field(default=None, compare=False)
+    """Makes one sequence's grammar constraint (structured output, forced tool calls)."""
     payload: Any = field(default=None, compare=False)
     """Engine-specific extras (the echo engine keeps its text here)."""
+
+    @property
+    def prompt_tokens(self) -> int:
+        return sum(len(prompt) for prompt in self.prompts)
 
 
 @dataclass(frozen=True)
 class TokenOutput:
-    """A piece of text for a streaming request."""
+    """A piece of a streamed answer (one choice's), with what came with it."""
 
     job_id: str
     text: str
+    index: int = 0
+    channel: Literal["content", "reasoning"] = "content"
+    logprobs: list[TokenLogprob] | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 @dataclass(frozen=True)
 class Finished:
+    """Every choice of a job, once the last one has ended."""
+
     job_id: str
-    text: str
-    finish_reason: Literal["stop", "length"]
+    choices: list[Choice]
     prompt_tokens: int
-    completion_tokens: int
+    cached_tokens: int = 0
+
+    @classmethod
+    def single(
+        cls,
+        job_id: str,
+        text: str,
+        finish_reason: Literal["stop", "length"],
+        prompt_tokens: int,
+        completion_tokens: int,
+    ) -> "Finished":
+        """A one-choice answer (for simple engines)."""
+        choice = Choice(
+            index=0, text=text, finish_reason=finish_reason, completion_tokens=completion_tokens
+        )
+        return cls(job_id, [choice], prompt_tokens)
 
 
 @dataclass(frozen=True)

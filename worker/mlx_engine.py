@@ -1,30 +1,36 @@
 """Continuous batching on mlx-lm, owned by one thread (MLX is touched from that thread only).
 
-A lone request runs through mlx-lm's plain single-stream ``generate_step``, which is faster
-than ``BatchGenerator`` at batch size 1. As soon as a second request arrives, the lone one is
-moved, KV cache and all, into the ``BatchGenerator``, and new requests join it between decode
-steps. When the batch drains, the next lone request runs single-stream again.
+A lone one-choice request runs through mlx-lm's single-stream ``generate_step``, which is
+faster than ``BatchGenerator`` at batch size 1. As soon as more is asked, the lone stream is
+moved, KV cache and all, into the ``BatchGenerator``, and new sequences join it between
+decode steps. When the batch drains, the next lone request runs single-stream again.
+
+Every sequence starts from the longest prefix of its prompt that the prefix cache holds
+(worker/prefix_cache.py). The choices of one prompt (``n`` > 1) share one prefill: the first
+is prefilled, and the others start from a copy of its cache once its prompt is processed.
 """
 
+import copy
 import logging
 import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, cast
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
 from shared.errors import Cancelled, GenerationFailed, JobTimedOut, MlxqError
-from shared.schemas import GenerationRequest
+from shared.schemas import Choice, GenerationRequest, SamplingParams, TokenLogprob, TopLogprob
 from shared.settings import Settings
 from worker.engine_api import Emit, EngineRequest, Failed, Finished, TokenOutput
 from worker.model import LoadedModel, load_model
-from worker.prompt import fit_max_tokens, prompt_tokens
-from worker.sampling import make_request_sampler
-from worker.stops import StopMatcher
+from worker.prefix_cache import PrefixCache, default_cache_bytes, kv_bytes_per_token
+from worker.request_checks import RequestPreparer
+from worker.sampling import make_logits_processors, make_request_sampler
+from worker.sequence import Released, Sequence
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,9 @@ PREFILL_BATCH_SIZE = 8
 """Prompts prefilled together by BatchGenerator (mlx-lm's default)."""
 ENGINE_JOIN_S = 30.0
 """How long ``stop`` waits for the engine thread to fail what it still holds and exit."""
+STORE_PROMPT_MIN_TOKENS = 64
+"""A freshly prefilled prompt goes into the prefix cache at once only when it is at least this
+long (shorter ones cost little to prefill again; every sequence is stored when it ends)."""
 
 
 class _Stop:
@@ -39,46 +48,32 @@ class _Stop:
 
 
 @dataclass
-class _Sequence:
-    """One request being generated: its detokenizer, its text so far, its place in the batch."""
+class _Job:
+    """The sequences of one job; it ends when the last of them has."""
 
     request: EngineRequest
-    detokenizer: Any
-    sampler: Any
-    stops: StopMatcher
-    tokens: list[int] = field(default_factory=list)
-    pieces: list[str] = field(default_factory=list)
-    uid: int | None = None
-
-    def add(self, token: int) -> tuple[str, bool]:
-        """Take a token; returns the text it releases and whether a stop string was hit."""
-        self.tokens.append(token)
-        self.detokenizer.add_token(token)
-        return self._release(self.detokenizer.last_segment)
-
-    def end(self) -> str:
-        """The text still held back when generation ends without a stop string."""
-        self.detokenizer.finalize()
-        piece, _ = self._release(self.detokenizer.last_segment)
-        rest = self.stops.flush()
-        self.pieces.append(rest)
-        return piece + rest
-
-    def _release(self, piece: str) -> tuple[str, bool]:
-        released, stopped = self.stops.feed(piece)
-        self.pieces.append(released)
-        return released, stopped
+    sequences: list[Sequence]
+    choices: dict[int, Choice] = field(default_factory=dict)
+    cached_tokens: int = 0
 
     @property
-    def text(self) -> str:
-        return "".join(self.pieces)
+    def job_id(self) -> str:
+        return self.request.job_id
 
 
 @dataclass
 class _SingleStream:
-    sequence: _Sequence
+    sequence: Sequence
     cache: list[Any]
     steps: Any  # the generate_step generator
+
+
+@dataclass
+class _Followers:
+    """Choices waiting for their leader's prompt to be prefilled, to start from its cache."""
+
+    prompt: list[int]
+    sequences: list[Sequence]
 
 
 class MLXEngine:
@@ -101,26 +96,31 @@ class MLXEngine:
         self._model = loaded.model
         self._tokenizer = loaded.tokenizer
         self._eos = set(loaded.tokenizer.eos_token_ids)
+        self._preparer = RequestPreparer(loaded, settings.max_tokens_cap)
         self._max_batch = settings.worker_concurrency
-        self._cap = settings.max_tokens_cap
         self._emit = emit
         self._inbox: queue.Queue[EngineRequest | _Stop] = queue.Queue()
         self._cancelled: set[str] = set()
         self._cancel_lock = threading.Lock()
+        self._jobs: dict[str, _Job] = {}
         self._single: _SingleStream | None = None
         self._batch: BatchGenerator | None = None
-        self._in_batch: dict[int, _Sequence] = {}
+        self._in_batch: dict[int, Sequence] = {}
+        self._followers: dict[int, _Followers] = {}
         self._peak = 0
         self._generated = 0
-        self._single_ok: bool | None = None
+        self._single_ok = can_trim_prompt_cache(make_prompt_cache(self._model))
+        cache_bytes = settings.prefix_cache_bytes
+        if cache_bytes is None:
+            cache_bytes = default_cache_bytes(kv_bytes_per_token(self._model), self.context_length)
+        self.prefix_cache = PrefixCache(self._model, cache_bytes)
+        self._token_texts: dict[int, str] = {}
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
 
     # -- called from the RQ side -------------------------------------------------------------
 
     def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
-        tokens = prompt_tokens(self._tokenizer, request)
-        max_tokens = fit_max_tokens(request.max_tokens, len(tokens), self.context_length, self._cap)
-        return EngineRequest(job_id, request, tokens, max_tokens, time.monotonic() + timeout_s)
+        return self._preparer.prepare(job_id, request, time.monotonic() + timeout_s)
 
     def submit(self, request: EngineRequest) -> None:
         self._inbox.put(request)
@@ -157,14 +157,14 @@ class MLXEngine:
             except Exception as exc:  # the batch itself broke: fail what is in it
                 log.exception("could not add requests to the batch")
                 self._fail_all(GenerationFailed(f"Generation failed: {exc}"))
-            if self._single is None and not self._in_batch:
+            if not self._jobs:
                 continue
             try:
                 self._drop_cancelled()
                 self._expire_timed_out()
                 if self._single is not None:
                     self._step_single()
-                elif self._in_batch:
+                elif self._in_batch or self._followers:
                     self._step_batch()
             except Exception as exc:  # one broken step fails the requests in it, not the worker
                 log.exception("generation step failed")
@@ -174,9 +174,8 @@ class MLXEngine:
     def _take_arrivals(self) -> list[EngineRequest] | None:
         """New requests; blocks only when there is nothing to generate."""
         arrivals: list[EngineRequest] = []
-        idle = self._single is None and not self._in_batch
         try:
-            item = self._inbox.get(block=idle)
+            item = self._inbox.get(block=not self._jobs)
             while True:
                 if isinstance(item, _Stop):
                     return None
@@ -186,37 +185,73 @@ class MLXEngine:
             return arrivals
 
     def _place(self, arrivals: list[EngineRequest]) -> None:
-        sequences = [s for s in map(self._admit, arrivals) if s is not None]
-        if not sequences:
+        jobs = [job for job in map(self._admit, arrivals) if job is not None]
+        if not jobs:
             return
-        busy = self._single is not None or self._in_batch
-        if not busy and len(sequences) == 1 and self._can_run_single():
-            self._start_single(sequences[0])
+        busy = self._single is not None or bool(self._in_batch) or bool(self._followers)
+        lone = len(jobs) == 1 and len(jobs[0].sequences) == 1
+        if not busy and lone and self._single_ok:
+            self._start_single(jobs[0])
         else:
             if self._single is not None:
                 self._move_single_into_batch()
-            self._insert(sequences)
-        self._peak = max(self._peak, len(self._in_batch) + (self._single is not None))
+            for job in jobs:
+                self._insert_job(job)
+        running = len(self._in_batch) + (self._single is not None)
+        self._peak = max(self._peak, running)
 
-    def _admit(self, request: EngineRequest) -> "_Sequence | None":
-        """A sequence for the request, or None when it is refused (with its Failed sent)."""
-        if self._refuse_cancelled_or_expired(request):
+    def _admit(self, request: EngineRequest) -> _Job | None:
+        """The job's sequences, or None when it is refused (with its Failed sent)."""
+        if self._take_cancelled({request.job_id}):
+            self._emit(Failed(request.job_id, Cancelled("The client went away.")))
+            return None
+        if time.monotonic() >= request.timeout_at:
+            self._emit(Failed(request.job_id, JobTimedOut("The job timed out before it started.")))
             return None
         try:
-            return self._new_sequence(request)
+            job = _Job(request, self._new_sequences(request))
         except Exception as exc:  # e.g. sampling settings MLX rejects: this request alone fails
             log.exception("job %s: could not start", request.job_id)
             self._emit(Failed(request.job_id, GenerationFailed(f"Could not start: {exc}")))
             return None
+        self._jobs[request.job_id] = job
+        self._send_echo(job)
+        return job
 
-    def _refuse_cancelled_or_expired(self, request: EngineRequest) -> bool:
-        if self._take_cancelled({request.job_id}):
-            self._emit(Failed(request.job_id, Cancelled("The client went away.")))
-            return True
-        if time.monotonic() >= request.timeout_at:
-            self._emit(Failed(request.job_id, JobTimedOut("The job timed out before it started.")))
-            return True
-        return False
+    def _new_sequences(self, request: EngineRequest) -> list[Sequence]:
+        spec = self._preparer.sequence_spec(request)
+        n = request.request.n
+        sequences = []
+        limits = zip(request.prompts, request.max_tokens, strict=True)
+        for p, (prompt, max_tokens) in enumerate(limits):
+            for j in range(n):
+                processors = make_logits_processors(request.request.sampling)
+                if request.constraint is not None:
+                    processors.append(request.constraint())
+                detokenizer = self._tokenizer.detokenizer
+                if request.request.prompts is not None:
+                    _keep_leading_space(detokenizer)
+                sequences.append(
+                    Sequence(
+                        request.job_id,
+                        p * n + j,
+                        prompt,
+                        max_tokens,
+                        detokenizer=detokenizer,
+                        sampler=make_request_sampler(_choice_sampling(request, j)),
+                        processors=processors,
+                        spec=spec,
+                    )
+                )
+        return sequences
+
+    def _send_echo(self, job: _Job) -> None:
+        """Completions with ``echo``: each choice's answer starts with its prompt."""
+        if not (job.request.request.echo and job.request.request.stream):
+            return
+        for sequence in job.sequences:
+            text = self._tokenizer.decode(sequence.prompt)
+            self._emit(TokenOutput(job.job_id, text, index=sequence.index))
 
     def _take_cancelled(self, job_ids: set[str]) -> set[str]:
         with self._cancel_lock:
@@ -225,47 +260,39 @@ class MLXEngine:
             return found
 
     def _drop_cancelled(self) -> None:
-        sequences = {s.request.job_id: s for s in self._sequences()}
-        for job_id in self._take_cancelled(set(sequences)):
-            self._drop(sequences[job_id], Cancelled("The client went away."))
+        for job_id in self._take_cancelled(set(self._jobs)):
+            self._drop(self._jobs[job_id], Cancelled("The client went away."))
 
-    def _new_sequence(self, request: EngineRequest) -> _Sequence:
-        detokenizer = self._tokenizer.detokenizer
-        if request.request.prompt is not None:
-            _keep_leading_space(detokenizer)
-        return _Sequence(
-            request,
-            detokenizer,
-            make_request_sampler(request.request.sampling),
-            StopMatcher(request.request.stop),
-        )
+    def _expire_timed_out(self) -> None:
+        now = time.monotonic()
+        for job in [j for j in self._jobs.values() if now >= j.request.timeout_at]:
+            self._drop(job, JobTimedOut("The request's time limit passed while generating."))
 
     # single stream
 
-    def _can_run_single(self) -> bool:
-        # Moving a lone stream into the batch needs a trimmable cache (plain KV caches are).
-        if self._single_ok is None:
-            self._single_ok = can_trim_prompt_cache(make_prompt_cache(self._model))
-        return self._single_ok
-
-    def _start_single(self, sequence: _Sequence) -> None:
-        request = sequence.request
-        cache = make_prompt_cache(self._model)
+    def _start_single(self, job: _Job) -> None:
+        (sequence,) = job.sequences
+        cache, cached = self.prefix_cache.fetch(sequence.prompt)
+        job.cached_tokens = cached
+        cache = cache or make_prompt_cache(self._model)
         steps = generate_step(
-            mx.array(request.prompt_tokens),
+            mx.array(sequence.prompt[cached:]),
             self._model,
-            max_tokens=request.max_tokens,
+            max_tokens=sequence.max_tokens,
             sampler=sequence.sampler,
+            logits_processors=sequence.processors,
             prompt_cache=cache,
         )
         self._single = _SingleStream(sequence, cache, steps)
 
     def _step_single(self) -> None:
         assert self._single is not None
-        sequence = self._single.sequence
-        token, _ = next(self._single.steps)
-        if self._accept(sequence, token, None):
+        single = self._single
+        token, logprobs = next(single.steps)
+        if self._accept(single.sequence, token, logprobs, None):
             self._single = None
+            # generate_step feeds each token before yielding the next: the cache holds them all
+            self.prefix_cache.store(single.sequence.prompt + single.sequence.tokens, single.cache)
 
     def _move_single_into_batch(self) -> None:
         """generate_step has already fed its last yielded token into the cache: take it back
@@ -278,10 +305,11 @@ class MLXEngine:
             sequence.sampler.rewind()
         (sequence.uid,) = self._batch_generator().insert(
             [[sequence.tokens[-1]]],
-            max_tokens=[sequence.request.max_tokens - len(sequence.tokens)],
+            max_tokens=[sequence.max_tokens - len(sequence.tokens)],
             caches=[single.cache],
-            all_tokens=[sequence.request.prompt_tokens + sequence.tokens[:-1]],
+            all_tokens=[sequence.prompt + sequence.tokens[:-1]],
             samplers=[sequence.sampler],
+            logits_processors=[sequence.processors],
         )
         self._in_batch[sequence.uid] = sequence
 
@@ -297,11 +325,32 @@ class MLXEngine:
             )
         return self._batch
 
-    def _insert(self, sequences: list[_Sequence]) -> None:
+    def _insert_job(self, job: _Job) -> None:
+        """Each prompt's first choice starts from the prefix cache; its other choices wait
+        for its prefill (followers) unless the whole prompt was cached already."""
+        n = job.request.request.n
+        for start in range(0, len(job.sequences), n):
+            group = job.sequences[start : start + n]
+            leader, others = group[0], group[1:]
+            cache, cached = self.prefix_cache.fetch(leader.prompt)
+            job.cached_tokens += cached
+            if others and len(leader.prompt) - cached > 1:
+                self._insert([leader], cache, cached)
+                assert leader.uid is not None
+                self._followers[leader.uid] = _Followers(leader.prompt, others)
+            else:
+                self._insert(group, cache, cached)
+
+    def _insert(self, sequences: list[Sequence], cache: list[Any] | None, cached: int) -> None:
+        """Insert sequences that share one prompt, each from its own copy of ``cache``."""
+        caches = [cache] + [copy.deepcopy(cache) for _ in sequences[1:]] if cache else None
         uids = self._batch_generator().insert(
-            [s.request.prompt_tokens for s in sequences],
-            max_tokens=[s.request.max_tokens for s in sequences],
+            [s.prompt[cached:] for s in sequences],
+            max_tokens=[s.max_tokens for s in sequences],
+            caches=caches,
+            all_tokens=[list(s.prompt[:cached]) for s in sequences],
             samplers=[s.sampler for s in sequences],
+            logits_processors=[s.processors for s in sequences],
         )
         for uid, sequence in zip(uids, sequences, strict=True):
             sequence.uid = uid
@@ -309,77 +358,165 @@ class MLXEngine:
 
     def _step_batch(self) -> None:
         batch = self._batch_generator()
-        _, responses = batch.next()
+        prompt_responses, responses = batch.next()
+        for prompt_response in prompt_responses:
+            if prompt_response.end_of_segment and not prompt_response.end_of_prompt:
+                self._prompt_prefilled(prompt_response.uid)
         for response in responses:
-            sequence = self._in_batch[response.uid]
-            if self._accept(sequence, response.token, response.finish_reason):
+            sequence = self._in_batch.get(response.uid)
+            if sequence is None:
+                continue
+            if self._accept(sequence, response.token, response.logprobs, response.finish_reason):
                 del self._in_batch[response.uid]
+                tokens = sequence.prompt + sequence.tokens
                 if response.finish_reason is None:  # a stop string: the batch does not know
-                    batch.remove([response.uid])
+                    caches = batch.remove([response.uid], return_prompt_caches=True)
+                    if response.uid in caches:
+                        self.prefix_cache.store(tokens, caches[response.uid][0])
+                elif response.prompt_cache is not None:
+                    self.prefix_cache.store(tokens, response.prompt_cache)
+
+    def _prompt_prefilled(self, uid: int) -> None:
+        """A prompt (all but its last token) is in the KV cache: start the choices that wait
+        for it from copies, and keep a copy for later requests with the same prefix."""
+        followers = self._followers.pop(uid, None)
+        sequence = self._in_batch.get(uid)
+        if followers is None and (
+            sequence is None or len(sequence.prompt) < STORE_PROMPT_MIN_TOKENS
+        ):
+            return
+        extracted = self._batch_generator().extract_cache([uid]).get(uid)
+        if extracted is None:
+            return
+        cache, tokens = extracted[0], list(extracted[1])
+        if followers is not None:
+            self._insert(followers.sequences, copy.deepcopy(cache), len(tokens))
+        self.prefix_cache.store(tokens, cache)
 
     # shared by both paths
 
-    def _accept(self, sequence: _Sequence, token: int, finish_reason: str | None) -> bool:
+    def _accept(
+        self,
+        sequence: Sequence,
+        token: int,
+        logprobs: Any,
+        finish_reason: Literal["stop", "length"] | None,
+    ) -> bool:
         """Take one generated token; returns True when the sequence is finished."""
-        request = sequence.request
         self._generated += 1
         if token in self._eos:
             self._finish(sequence, "stop", sequence.end())
             return True
-        piece, stopped = sequence.add(token)
+        logprob = None
+        if sequence.spec.logprobs is not None:
+            logprob = self._token_logprob(token, logprobs, sequence.spec.logprobs)
+        released, stopped = sequence.add(token, logprob)
         if stopped:
-            self._finish(sequence, "stop", piece)
+            self._finish(sequence, "stop", released)
             return True
-        if finish_reason is not None or len(sequence.tokens) >= request.max_tokens:
-            reason = "stop" if finish_reason == "stop" else "length"
-            self._finish(sequence, reason, piece + sequence.end())
+        if finish_reason is not None or len(sequence.tokens) >= sequence.max_tokens:
+            reason: Literal["stop", "length"] = "stop" if finish_reason == "stop" else "length"
+            tail = sequence.end()
+            released.content += tail.content
+            released.reasoning += tail.reasoning
+            released.tool_calls += tail.tool_calls
+            self._finish(sequence, reason, released)
             return True
-        self._send(sequence, piece)
+        self._send(sequence, released)
         return False
 
-    def _send(self, sequence: _Sequence, piece: str) -> None:
-        if piece and sequence.request.request.stream:
-            self._emit(TokenOutput(sequence.request.job_id, piece))
-
-    def _finish(self, sequence: _Sequence, reason: str, last_piece: str) -> None:
-        self._send(sequence, last_piece)
-        request = sequence.request
-        completion_tokens = len(sequence.tokens)
-        self._emit(
-            Finished(
-                request.job_id,
-                sequence.text,
-                reason,  # type: ignore[arg-type]
-                len(request.prompt_tokens),
-                completion_tokens,
+    def _send(self, sequence: Sequence, released: Released) -> None:
+        job = self._jobs.get(sequence.job_id)
+        if job is None or not job.request.request.stream or not released:
+            return
+        if released.reasoning:
+            self._emit(
+                TokenOutput(
+                    sequence.job_id, released.reasoning, index=sequence.index, channel="reasoning"
+                )
             )
+        if released.content or released.tool_calls or released.logprobs:
+            self._emit(
+                TokenOutput(
+                    sequence.job_id,
+                    released.content,
+                    index=sequence.index,
+                    logprobs=released.logprobs or None,
+                    tool_calls=released.tool_calls or None,
+                )
+            )
+
+    def _finish(self, sequence: Sequence, reason: Literal["stop", "length"], last: Released):
+        self._send(sequence, last)
+        job = self._jobs[sequence.job_id]
+        choice = sequence.choice(reason)
+        if sequence.spec.forced_tool_call and choice.tool_calls:  # decided only at the end
+            self._send(sequence, Released(tool_calls=choice.tool_calls))
+        if job.request.request.echo:
+            echo = self._tokenizer.decode(sequence.prompt)
+            choice = choice.model_copy(update={"text": echo + choice.text})
+        job.choices[sequence.index] = choice
+        if len(job.choices) == len(job.sequences):
+            del self._jobs[job.job_id]
+            choices = [job.choices[i] for i in sorted(job.choices)]
+            self._emit(Finished(job.job_id, choices, job.request.prompt_tokens, job.cached_tokens))
+
+    def _token_logprob(self, token: int, logprobs: Any, top: int) -> TokenLogprob:
+        vector = logprobs.reshape(-1)
+        alternatives: list[TopLogprob] = []
+        if top > 0:
+            ids = mx.argpartition(-vector, kth=top - 1)[:top]
+            values = vector[ids]
+            order = mx.argsort(-values)
+            top_ids = cast(list[int], ids[order].tolist())
+            top_values = cast(list[float], values[order].tolist())
+            for i, value in zip(top_ids, top_values, strict=True):
+                text = self._token_text(i)
+                alternatives.append(
+                    TopLogprob(token=text, logprob=value, bytes=list(text.encode()))
+                )
+        text = self._token_text(token)
+        return TokenLogprob(
+            token=text,
+            logprob=vector[token].item(),
+            bytes=list(text.encode()),
+            top_logprobs=alternatives,
         )
 
-    def _expire_timed_out(self) -> None:
-        now = time.monotonic()
-        expired = [s for s in self._sequences() if now >= s.request.timeout_at]
-        for sequence in expired:
-            self._drop(sequence, JobTimedOut("The request's time limit passed while generating."))
+    def _token_text(self, token: int) -> str:
+        if token not in self._token_texts:
+            self._token_texts[token] = self._tokenizer.decode([token])
+        return self._token_texts[token]
 
-    def _sequences(self) -> list[_Sequence]:
-        single = [self._single.sequence] if self._single is not None else []
-        return single + list(self._in_batch.values())
-
-    def _drop(self, sequence: _Sequence, error: MlxqError) -> None:
-        if self._single is not None and self._single.sequence is sequence:
-            self._single = None
-        elif sequence.uid in self._in_batch:
-            del self._in_batch[sequence.uid]
-            if self._batch is not None:
-                self._batch.remove([sequence.uid])
-        self._emit(Failed(sequence.request.job_id, error))
+    def _drop(self, job: _Job, error: MlxqError) -> None:
+        """End a job early: take its sequences out of wherever they are."""
+        for sequence in job.sequences:
+            if self._single is not None and self._single.sequence is sequence:
+                self._single = None
+            elif sequence.uid is not None and sequence.uid in self._in_batch:
+                del self._in_batch[sequence.uid]
+                self._followers.pop(sequence.uid, None)
+                if self._batch is not None:
+                    self._batch.remove([sequence.uid])
+        del self._jobs[job.job_id]
+        self._emit(Failed(job.job_id, error))
 
     def _fail_all(self, error: MlxqError) -> None:
-        for sequence in self._sequences():
-            self._emit(Failed(sequence.request.job_id, error))
+        for job in list(self._jobs.values()):
+            self._emit(Failed(job.job_id, error))
+        self._jobs.clear()
         self._single = None
         self._in_batch.clear()
+        self._followers.clear()
         self._batch = None
+
+
+def _choice_sampling(request: EngineRequest, choice: int) -> SamplingParams:
+    """A seeded request's choices differ from each other: choice j draws with seed + j."""
+    sampling = request.request.sampling
+    if sampling.seed is None or choice == 0:
+        return sampling
+    return sampling.model_copy(update={"seed": (sampling.seed + choice) % 2**64})
 
 
 def _keep_leading_space(detokenizer: Any) -> None:

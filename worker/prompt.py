@@ -1,6 +1,7 @@
 """Turning a request into prompt tokens, and fitting max_tokens into the model's context."""
 
 import logging
+from typing import Any
 
 from shared.errors import ContextLengthExceeded, InvalidRequest
 from shared.schemas import GenerationRequest
@@ -12,37 +13,47 @@ _RESERVED_TEMPLATE_ARGS = frozenset(
 )
 
 
-def prompt_tokens(tokenizer, request: GenerationRequest) -> list[int]:
-    """Chat requests get the tokenizer's chat template; without one, the raw text is used."""
-    tokens = _tokens(tokenizer, request)
-    if not tokens:
-        raise InvalidRequest("The prompt is empty: there is nothing to continue.")
-    return tokens
-
-
-def _tokens(tokenizer, request: GenerationRequest) -> list[int]:
-    if request.prompt is not None:
-        return list(tokenizer.encode(request.prompt))
-    if not request.messages:
+def prompt_token_lists(tokenizer: Any, request: GenerationRequest) -> list[list[int]]:
+    """One token list per prompt: raw prompts as they are (text encoded, token ids checked
+    by the engine), chat requests through the tokenizer's chat template (one prompt)."""
+    if request.prompts is not None:
+        lists = [
+            list(tokenizer.encode(p)) if isinstance(p, str) else list(p) for p in request.prompts
+        ]
+    elif request.messages:
+        lists = [_chat_tokens(tokenizer, request)]
+    else:
         raise InvalidRequest("The request has neither messages nor a prompt.")
-    messages = [m.model_dump() for m in request.messages]
+    if not lists or any(not tokens for tokens in lists):
+        raise InvalidRequest("The prompt is empty: there is nothing to continue.")
+    return lists
+
+
+def _chat_tokens(tokenizer: Any, request: GenerationRequest) -> list[int]:
+    """Chat requests get the tokenizer's chat template; without one, the raw text is used."""
+    assert request.messages is not None
+    messages = [m.model_dump(mode="json", exclude_none=True) for m in request.messages]
     reserved = _RESERVED_TEMPLATE_ARGS & request.chat_template_kwargs.keys()
     if reserved:
         raise InvalidRequest(f"chat_template_kwargs may not set {sorted(reserved)}.")
+    template_kwargs: dict[str, Any] = dict(request.chat_template_kwargs)
+    if request.tools or any(m["role"] == "tool" or "tool_calls" in m for m in messages):
+        from worker.tools import tool_prompt
+
+        tools = [t.model_dump(mode="json", exclude_none=True) for t in request.tools or []]
+        messages, extra = tool_prompt(tokenizer, messages, tools or None, request.tool_choice)
+        template_kwargs.update(extra)
     if getattr(tokenizer, "has_chat_template", False):
         try:
             text = tokenizer.apply_chat_template(
-                messages,
-                tokenize=False,
-                add_generation_prompt=True,
-                **request.chat_template_kwargs,
+                messages, tokenize=False, add_generation_prompt=True, **template_kwargs
             )
             return list(tokenizer.encode(text, add_special_tokens=False))
         except Exception as exc:  # a broken template must not fail the request
             log.warning("chat template failed (%s); using the raw question", exc)
     else:
         log.warning("tokenizer has no chat template; using the raw question")
-    return list(tokenizer.encode("\n\n".join(m["content"] for m in messages)))
+    return list(tokenizer.encode("\n\n".join(m.get("content") or "" for m in messages)))
 
 
 def fit_max_tokens(

@@ -196,7 +196,7 @@ class Reporter:
         assert execution is not None, "tracked only after its start was recorded"
         if isinstance(output, Finished):
             if self._log_content:
-                log.info("job %s: answer %r", job.id, output.text)
+                log.info("job %s: answer %r", job.id, [c.text for c in output.choices])
             self._ender.end_finished(job, job_queue, execution, _result(output))
         elif output.error.code == ErrorCode.CANCELLED:
             self._ender.end_cancelled(job, job_queue, execution)
@@ -224,16 +224,23 @@ def _retrying(write: Callable[[], None]) -> None:
 
 def _event(output: EngineOutput, seq: int) -> JobEvent:
     if isinstance(output, TokenOutput):
-        return TokenEvent(seq=seq, text=output.text)
+        return TokenEvent(
+            seq=seq,
+            text=output.text,
+            index=output.index,
+            channel=output.channel,
+            logprobs=output.logprobs,
+            tool_calls=output.tool_calls,
+        )
     if isinstance(output, Finished):
         return DoneEvent(seq=seq, **_result(output))
     return ErrorEvent(seq=seq, code=ErrorCode(output.error.code), message=output.error.message)
 
 
 def _result(output: Finished) -> dict:
+    """The job's answer: its DoneEvent's fields, and RQ's result of the job."""
     return {
-        "text": output.text,
-        "finish_reason": output.finish_reason,
+        "choices": [choice.model_dump(mode="json") for choice in output.choices],
         "prompt_tokens": output.prompt_tokens,
-        "completion_tokens": output.completion_tokens,
+        "cached_tokens": output.cached_tokens,
     }

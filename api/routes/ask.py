@@ -125,6 +125,7 @@ async def _frames(stream: JobStream) -> AsyncIterator[str]:
                     "finish_reason": item.finish_reason,
                     "prompt_tokens": item.prompt_tokens,
                     "completion_tokens": item.completion_tokens,
+                    "cached_tokens": item.cached_tokens,
                 }
                 yield json_frame(done, event="done")
     except MlxqError as exc:

@@ -7,20 +7,28 @@ from fastapi.responses import Response
 
 from api.deps import RedisDep, RunnerDep, SettingsDep
 from api.fleet import check_model
-from api.openai_schemas import (
+from api.openai_requests import ChatCompletionRequest, MessageIn
+from api.openai_responses import (
     ERROR_STATUSES,
     SSE_RESPONSE,
     ChatCompletion,
-    ChatCompletionRequest,
+    ChatRenderer,
     OpenAIError,
     ResponseHeader,
-    usage,
+    answer,
 )
 from api.openai_stream import openai_frames
-from api.requests import generation_request
+from api.requests import generation_request, openai_sampling
 from api.respond import respond
 from api.sse import JobStream
-from shared.schemas import ChatMessage, DoneEvent, SamplingParams
+from shared.schemas import (
+    ChatMessage,
+    DoneEvent,
+    FunctionCall,
+    ResponseFormat,
+    ToolCall,
+    ToolDefinition,
+)
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -39,38 +47,56 @@ async def chat_completions(
     redis: RedisDep,
 ) -> dict | Response:
     await check_model(redis, settings, body.model)
+    response_format = None
+    if body.response_format is not None and body.response_format.type != "text":
+        schema = body.response_format.json_schema
+        response_format = ResponseFormat(
+            type=body.response_format.type,
+            json_schema=schema.model_dump(by_alias=True) if schema is not None else None,
+        )
     request = generation_request(
         settings,
         model=body.model,
-        messages=[
-            ChatMessage(role="system" if m.role == "developer" else m.role, content=m.text())
-            for m in body.messages
-        ],
-        max_tokens=body.token_limit,
-        sampling=SamplingParams(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
-        stop=body.stops,
-        stream=body.stream,
         timeout=body.timeout,
+        messages=[_message(m) for m in body.messages],
+        n=body.choices,
+        max_tokens=body.token_limit,
+        sampling=openai_sampling(body),
+        stop=body.stops,
+        logprobs=body.logprob_count,
+        response_format=response_format,
+        tools=[ToolDefinition.model_validate(t.model_dump()) for t in body.tools or []] or None,
+        tool_choice=body.tool_choice_name,
+        parallel_tool_calls=body.parallel_tool_calls,
+        stream=body.streaming,
         chat_template_kwargs=body.chat_template_kwargs,
     )
     header = ResponseHeader("chatcmpl", request.request_id, body.model)
+    renderer = ChatRenderer(request.n)
 
-    def answer(done: DoneEvent) -> dict:
-        message = {"role": "assistant", "content": done.text}
-        choice = {"index": 0, "message": message, "finish_reason": done.finish_reason}
-        return {**header.fields("chat.completion"), "choices": [choice], "usage": usage(done)}
+    def whole(done: DoneEvent) -> dict:
+        return answer(header, renderer, done)
 
     def frames(stream: JobStream) -> AsyncIterator[str]:
-        first = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
-        return openai_frames(
-            stream, header, "chat.completion.chunk", _delta, body.include_usage, first
-        )
+        return openai_frames(stream, header, renderer, body.include_usage)
 
     return await respond(
-        http_request, runner, request, settings.stream_keepalive, answer=answer, frames=frames
+        http_request, runner, request, settings.stream_keepalive, answer=whole, frames=frames
     )
 
 
-def _delta(text: str | None, finish_reason: str | None) -> dict:
-    delta = {"content": text} if text is not None else {}
-    return {"index": 0, "delta": delta, "finish_reason": finish_reason}
+def _message(message: MessageIn) -> ChatMessage:
+    """OpenAI's message as the worker reads it: "developer" is the system prompt."""
+    calls = [
+        ToolCall(
+            id=c.id,
+            function=FunctionCall(name=c.function.name, arguments=c.function.arguments),
+        )
+        for c in message.tool_calls or []
+    ]
+    return ChatMessage(
+        role="system" if message.role == "developer" else message.role,
+        content=message.text(),
+        tool_calls=calls or None,
+        tool_call_id=message.tool_call_id,
+    )

@@ -1,4 +1,4 @@
-"""``POST /v1/completions``: OpenAI text completions of a raw prompt (no chat template)."""
+"""``POST /v1/completions``: OpenAI text completions of raw prompts (no chat template)."""
 
 from collections.abc import AsyncIterator
 
@@ -7,20 +7,21 @@ from fastapi.responses import Response
 
 from api.deps import RedisDep, RunnerDep, SettingsDep
 from api.fleet import check_model
-from api.openai_schemas import (
+from api.openai_requests import CompletionRequest
+from api.openai_responses import (
     ERROR_STATUSES,
     SSE_RESPONSE,
     Completion,
-    CompletionRequest,
+    CompletionRenderer,
     OpenAIError,
     ResponseHeader,
-    usage,
+    answer,
 )
 from api.openai_stream import openai_frames
-from api.requests import generation_request
+from api.requests import generation_request, openai_sampling
 from api.respond import respond
 from api.sse import JobStream
-from shared.schemas import DoneEvent, SamplingParams
+from shared.schemas import DoneEvent
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -28,10 +29,6 @@ _RESPONSES: dict[int | str, dict] = {
     200: {"model": Completion, **SSE_RESPONSE},
     **{status: {"model": OpenAIError} for status in ERROR_STATUSES},
 }
-
-
-def _choice(text: str | None, finish_reason: str | None) -> dict:
-    return {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
 
 
 @router.post("/completions", response_model=None, responses=_RESPONSES)
@@ -46,22 +43,25 @@ async def completions(
     request = generation_request(
         settings,
         model=body.model,
-        prompt=body.prompt_text,
-        max_tokens=body.max_tokens,
-        sampling=SamplingParams(temperature=body.temperature, top_p=body.top_p, seed=body.seed),
-        stop=body.stops,
-        stream=body.stream,
         timeout=body.timeout,
+        prompts=body.prompt_list,
+        n=body.choices,
+        max_tokens=body.max_tokens,
+        sampling=openai_sampling(body),
+        stop=body.stops,
+        logprobs=body.logprobs,
+        echo=body.echo,
+        stream=body.streaming,
     )
     header = ResponseHeader("cmpl", request.request_id, body.model)
+    renderer = CompletionRenderer()
 
-    def answer(done: DoneEvent) -> dict:
-        choice = _choice(done.text, done.finish_reason)
-        return {**header.fields("text_completion"), "choices": [choice], "usage": usage(done)}
+    def whole(done: DoneEvent) -> dict:
+        return answer(header, renderer, done)
 
     def frames(stream: JobStream) -> AsyncIterator[str]:
-        return openai_frames(stream, header, "text_completion", _choice, body.include_usage)
+        return openai_frames(stream, header, renderer, body.include_usage)
 
     return await respond(
-        http_request, runner, request, settings.stream_keepalive, answer=answer, frames=frames
+        http_request, runner, request, settings.stream_keepalive, answer=whole, frames=frames
     )

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from api.openai_schemas import MAX_MESSAGES
+from api.openai_requests import MAX_MESSAGES
 from shared.settings import DEMO_MODEL_ID
 from tests.support.processes import Processes, wait_until
 
@@ -225,23 +225,40 @@ def test_ask_refuses_max_tokens_above_the_cap(service: Service, check) -> None:
         (chat(temperature=-1), "temperature", ["greater than or equal to 0"]),
         (chat(temperature=3), "temperature", ["less than or equal to 2"]),
         (chat(temperature="hot"), "temperature", ["valid number"]),
-        (chat(top_p=0), "top_p", ["greater than 0"]),
         (chat(top_p=1.5), "top_p", ["less than or equal to 1"]),
         (chat(stop=["a", "b", "c", "d", "e"]), "stop", ["at most 4 stop sequences"]),
         (chat(stop=[""]), "stop", ["must not be empty"]),
         (chat(stop=5), "stop", ["valid"]),
-        (chat(n=2), "n", ["less than or equal to 1"]),
-        (chat(logprobs=True), "logprobs", ["logprobs are not supported"]),
+        (chat(n=17), "n", ["less than or equal to 16"]),
+        (chat(top_logprobs=3), None, ["top_logprobs needs logprobs"]),
+        (chat(logprobs=True, top_logprobs=21), "top_logprobs", ["less than or equal to 20"]),
+        (chat(presence_penalty=3.0), "presence_penalty", ["less than or equal to 2"]),
+        (chat(frequency_penalty=-2.5), "frequency_penalty", ["greater than or equal to -2"]),
+        (chat(logit_bias={"x": 1}), "logit_bias", ["token ids"]),
+        (chat(logit_bias={"5": 101}), "logit_bias", ["between -100 and 100"]),
+        (chat(top_k=-1), "top_k", ["greater than or equal to 0"]),
+        (chat(min_p=2), "min_p", ["less than or equal to 1"]),
+        (chat(audio={"voice": "x"}), "audio", ["audio output is not supported"]),
+        (chat(modalities=["text", "audio"]), "modalities", ['only ["text"]']),
+        (chat(reasoning_effort="low"), "reasoning_effort", ["chat_template_kwargs"]),
+        (chat(functions=[{"name": "f"}]), "functions", ["use tools"]),
+        (chat(mirostat=2), "mirostat", ["Extra inputs are not permitted"]),
+        (chat(response_format={"type": "json_schema"}), None, ["json_schema.schema"]),
         (chat(stream="sometimes"), "stream", ["valid boolean"]),
         (chat(seed="x"), "seed", ["valid integer"]),
         (chat(seed=-1), "seed", ["greater than or equal to 0"]),  # killed the MLX engine
         (chat(seed=2**64), "seed", ["less than or equal to 18446744073709551615"]),
         (chat(timeout=0), "timeout", ["greater than 0"]),
+        (chat(tool_choice="required"), None, ["not in tools"]),
         (
-            chat(tools=[{"type": "function", "function": {"name": "f"}}]),
+            chat(
+                tools=[{"type": "function", "function": {"name": "f"}}],
+                tool_choice={"type": "function", "function": {"name": "g"}},
+            ),
             None,
-            ["tools are not supported"],
+            ["not in tools"],
         ),
+        (chat(tools=[{"type": "function", "function": {"name": "bad name"}}]), "tools", ["match"]),
         (chat(chat_template_kwargs={"x": [1]}), "chat_template_kwargs.x", ["valid"]),
         (
             chat(messages=[{"role": "user", "content": "\ud800"}]),
@@ -266,18 +283,18 @@ def test_chat_refuses_invalid_bodies_with_the_reason(
         ({"model": DEMO_MODEL_ID}, "prompt", ["Field required"]),
         ({"prompt": "hi"}, "model", ["Field required"]),
         (completion(prompt=5), "prompt", ["valid"]),
-        (completion(prompt=["a", "b"]), None, ["exactly one string"]),
-        (completion(prompt=[]), None, ["exactly one string"]),
+        (completion(prompt=[]), "prompt", ["must not be an empty list"]),
+        (completion(prompt=["a"] * 17), "prompt", ["at most 16 prompts"]),
         (completion(max_tokens=0), "max_tokens", ["greater than or equal to 1"]),
         (completion(temperature=-1), "temperature", ["greater than or equal to 0"]),
         (completion(temperature=3), "temperature", ["less than or equal to 2"]),
-        (completion(top_p=0), "top_p", ["greater than 0"]),
         (completion(top_p=1.5), "top_p", ["less than or equal to 1"]),
         (completion(stop=["a", "b", "c", "d", "e"]), "stop", ["at most 4 stop sequences"]),
-        (completion(n=2), "n", ["less than or equal to 1"]),
-        (completion(logprobs=5), "logprobs", ["logprobs are not supported"]),
-        (completion(echo=True), None, ["echo and suffix are not supported"]),
-        (completion(suffix="end"), None, ["echo and suffix are not supported"]),
+        (completion(n=17), "n", ["less than or equal to 16"]),
+        (completion(logprobs=6), "logprobs", ["less than or equal to 5"]),
+        (completion(echo=True, logprobs=1), None, ["echo with logprobs"]),
+        (completion(suffix="end"), "suffix", ["fill-in-the-middle"]),
+        (completion(best_of=3), None, ["best_of"]),
         (completion(prompt="\udfff"), None, ["unpaired surrogate"]),
     ],
 )

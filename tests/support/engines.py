@@ -26,7 +26,7 @@ class FailingEngine:
         self._emit = emit
 
     def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
-        return EngineRequest(job_id, request, [], 1, time.monotonic() + timeout_s)
+        return EngineRequest(job_id, request, [[]], [1], time.monotonic() + timeout_s)
 
     def submit(self, request: EngineRequest) -> None:
         self._emit(Failed(request.job_id, GenerationFailed("Generation failed: out of unicorns")))
@@ -62,7 +62,7 @@ class SlowEngine:
 
     def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
         max_tokens = request.max_tokens or 20
-        return EngineRequest(job_id, request, [], max_tokens, time.monotonic() + timeout_s)
+        return EngineRequest(job_id, request, [[]], [max_tokens], time.monotonic() + timeout_s)
 
     def submit(self, request: EngineRequest) -> None:
         with self._lock:
@@ -103,8 +103,8 @@ class SlowEngine:
             self.generated_tokens += 1
             if request.request.stream:
                 self._emit(TokenOutput(job_id, word if len(words) == 1 else " " + word))
-            if len(words) >= request.max_tokens:
-                self._end(job_id, Finished(job_id, " ".join(words), "length", 1, len(words)))
+            if len(words) >= request.max_tokens[0]:
+                self._end(job_id, Finished.single(job_id, " ".join(words), "length", 1, len(words)))
 
     def _end(self, job_id: str, output) -> None:
         with self._lock:
@@ -134,7 +134,7 @@ class TinyContextEngine:
         prepared = self._echo.prepare(job_id, request, timeout_s)
         words = len(prepared.payload)  # the echo engine keeps the prompt's words here
         max_tokens = fit_max_tokens(request.max_tokens, words, self.context_length, self._cap)
-        return dataclasses.replace(prepared, max_tokens=max_tokens)
+        return dataclasses.replace(prepared, max_tokens=[max_tokens])
 
     def __getattr__(self, name: str):
         return getattr(self._echo, name)  # submit, cancel, start, stop and the counters

@@ -6,7 +6,7 @@ import pytest
 
 from shared.errors import ContextLengthExceeded, InvalidRequest
 from shared.schemas import ChatMessage, GenerationRequest
-from worker.prompt import fit_max_tokens, prompt_tokens
+from worker.prompt import fit_max_tokens, prompt_token_lists
 
 
 class FakeTokenizer:
@@ -39,30 +39,32 @@ def chat(question: str) -> GenerationRequest:
 
 
 def test_chat_template_is_applied() -> None:
-    assert decode(prompt_tokens(FakeTokenizer(), chat("hi"))) == "<user>hi</user><assistant>"
+    assert (
+        decode(prompt_token_lists(FakeTokenizer(), chat("hi"))[0]) == "<user>hi</user><assistant>"
+    )
 
 
 @pytest.mark.parametrize("tokenizer", [FakeTokenizer(template=None), FakeTokenizer(broken=True)])
 def test_falls_back_to_the_raw_question_with_a_warning(tokenizer, caplog) -> None:
     with caplog.at_level(logging.WARNING, logger="worker.prompt"):
-        assert decode(prompt_tokens(tokenizer, chat("What is ML?"))) == "What is ML?"
+        assert decode(prompt_token_lists(tokenizer, chat("What is ML?"))[0]) == "What is ML?"
     assert "using the raw question" in caplog.text
 
 
 def test_chat_template_options_reach_the_template() -> None:
     request = chat("hi").model_copy(update={"chat_template_kwargs": {"enable_thinking": True}})
-    assert decode(prompt_tokens(FakeTokenizer(), request)).endswith("<assistant><think>")
+    assert decode(prompt_token_lists(FakeTokenizer(), request)[0]).endswith("<assistant><think>")
 
 
 def test_chat_template_options_cannot_override_what_mlxq_sets() -> None:
     request = chat("hi").model_copy(update={"chat_template_kwargs": {"tokenize": True}})
     with pytest.raises(InvalidRequest, match="may not set"):
-        prompt_tokens(FakeTokenizer(), request)
+        prompt_token_lists(FakeTokenizer(), request)[0]
 
 
 def test_raw_prompt_skips_the_template() -> None:
-    request = GenerationRequest(request_id="r", model="m", prompt="Once upon", deadline=0)
-    assert decode(prompt_tokens(FakeTokenizer(), request)) == "Once upon"
+    request = GenerationRequest(request_id="r", model="m", prompts=["Once upon"], deadline=0)
+    assert decode(prompt_token_lists(FakeTokenizer(), request)[0]) == "Once upon"
 
 
 def test_omitted_max_tokens_fills_the_context_up_to_the_cap() -> None:
@@ -86,6 +88,6 @@ def test_prompt_that_fills_the_context_is_refused() -> None:
 
 
 def test_an_empty_prompt_is_refused() -> None:
-    request = GenerationRequest(request_id="r", model="m", prompt="", deadline=0)
+    request = GenerationRequest(request_id="r", model="m", prompts=[""], deadline=0)
     with pytest.raises(InvalidRequest, match="The prompt is empty"):
-        prompt_tokens(FakeTokenizer(), request)
+        prompt_token_lists(FakeTokenizer(), request)[0]

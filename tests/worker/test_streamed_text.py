@@ -4,11 +4,8 @@ are split across tokens (emoji, CJK), and stop strings are cut out across pieces
 import pytest
 from mlx_lm.tokenizer_utils import load as load_tokenizer
 
-from shared.schemas import ChatMessage, GenerationRequest
 from worker.demo_model import prepare_demo_model
-from worker.engine_api import EngineRequest
-from worker.mlx_engine import _Sequence
-from worker.stops import StopMatcher
+from worker.sequence import Sequence, SequenceSpec
 
 TEXT = "héllo wörld 你好 🙂 naïve café 12345 — done"
 
@@ -19,24 +16,25 @@ def tokenizer(cache_dir):
 
 
 def stream_pieces(tokenizer, tokens: list[int], stop: list[str]) -> tuple[list[str], str, bool]:
-    request = GenerationRequest(
-        request_id="r",
-        model="m",
-        messages=[ChatMessage(role="user", content="x")],
-        stop=stop,
-        deadline=0,
-    )
-    sequence = _Sequence(
-        EngineRequest("j", request, [], 100, 0.0), tokenizer.detokenizer, None, StopMatcher(stop)
+    spec = SequenceSpec(stops=stop, channels=lambda: None)
+    sequence = Sequence(
+        "j",
+        0,
+        [1],
+        100,
+        detokenizer=tokenizer.detokenizer,
+        sampler=None,
+        processors=[],
+        spec=spec,
     )
     pieces = []
     for token in tokens:
-        piece, stopped = sequence.add(token)
-        pieces.append(piece)
+        released, stopped = sequence.add(token)
+        pieces.append(released.content)
         if stopped:
-            return pieces, sequence.text, True
-    pieces.append(sequence.end())
-    return pieces, sequence.text, False
+            return pieces, sequence.choice("stop").text, True
+    pieces.append(sequence.end().content)
+    return pieces, sequence.choice("stop").text, False
 
 
 def test_multibyte_characters_split_across_tokens_stream_intact(tokenizer) -> None:

@@ -1,0 +1,140 @@
+"""``api.submit.JobSubmitter``: enqueueing, the fleet-wide queue bound, withdrawing and
+cancelling, against the test's real Redis. No process, no worker: a "worker taking a job"
+is the job id leaving the queue's list, as RQ's dequeue leaves it."""
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+from rq.job import Job
+
+from api.submit import QUEUE_FULL_RETRY_AFTER_S, JobSubmitter
+from shared import protocol
+from shared.errors import QueueFull
+from shared.redis_clients import async_command_client
+from shared.rq_bridge import queue_key
+from shared.schemas import ChatMessage, GenerationRequest
+from shared.settings import DEMO_MODEL_ID, Settings
+
+pytestmark = pytest.mark.anyio
+
+MAX_QUEUED = 3
+EVENT_TTL_S = 77
+
+
+@pytest.fixture
+async def connection(anyio_backend: str, redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = async_command_client(redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def settings(redis_url: str) -> Settings:
+    return Settings(redis_url=redis_url, max_queued=MAX_QUEUED, event_ttl=EVENT_TTL_S)
+
+
+@pytest.fixture
+def submitter(connection: aioredis.Redis, settings: Settings) -> JobSubmitter:
+    return JobSubmitter(connection, settings)
+
+
+def request() -> GenerationRequest:
+    return GenerationRequest(
+        request_id=uuid.uuid4().hex,
+        model=DEMO_MODEL_ID,
+        messages=[ChatMessage(role="user", content="hi")],
+        deadline=time.time() + 60,
+    )
+
+
+async def queued_ids(connection: aioredis.Redis, settings: Settings) -> list[str]:
+    return [i.decode() for i in await connection.lrange(queue_key(settings.queue_name), 0, -1)]
+
+
+async def enqueue(submitter: JobSubmitter) -> str:
+    job_id = uuid.uuid4().hex
+    await submitter.enqueue(request(), job_id)
+    return job_id
+
+
+async def take(connection: aioredis.Redis, settings: Settings, job_id: str) -> None:
+    """What a worker's dequeue does to the queue: the id leaves its list."""
+    assert await connection.lrem(queue_key(settings.queue_name), 1, job_id) == 1
+
+
+async def test_enqueue_writes_an_ordinary_rq_job(
+    submitter: JobSubmitter, connection: aioredis.Redis, settings: Settings
+) -> None:
+    job_id = await enqueue(submitter)
+    assert await queued_ids(connection, settings) == [job_id]
+    fields = await connection.hgetall(Job.key_for(job_id))
+    assert fields[b"status"] == b"queued"
+    assert fields[b"origin"].decode() == settings.queue_name
+    assert int(fields[b"timeout"]) == settings.job_timeout
+
+
+async def test_a_job_past_max_queued_is_refused_and_the_queue_stays_at_the_bound(
+    submitter: JobSubmitter, connection: aioredis.Redis, settings: Settings
+) -> None:
+    admitted = [await enqueue(submitter) for _ in range(MAX_QUEUED)]
+    refused_id = uuid.uuid4().hex
+    with pytest.raises(QueueFull) as refused:
+        await submitter.enqueue(request(), refused_id)
+    assert refused.value.retry_after_s == QUEUE_FULL_RETRY_AFTER_S
+    assert f"({MAX_QUEUED} requests waiting" in refused.value.message
+    assert await queued_ids(connection, settings) == admitted
+    assert not await connection.exists(Job.key_for(refused_id))  # nothing left behind
+
+    await take(connection, settings, admitted[0])  # a worker took one: room for one more
+    admitted.append(await enqueue(submitter))
+    assert await queued_ids(connection, settings) == admitted[1:]
+
+
+async def test_withdraw_is_false_once_the_job_left_the_queue(
+    submitter: JobSubmitter, connection: aioredis.Redis, settings: Settings
+) -> None:
+    taken, waiting = await enqueue(submitter), await enqueue(submitter)
+    await take(connection, settings, taken)
+    assert await submitter.withdraw(DEMO_MODEL_ID, taken) is False
+    assert await connection.exists(Job.key_for(taken))  # its worker still has it
+
+    assert await submitter.withdraw(DEMO_MODEL_ID, waiting) is True
+    assert not await connection.exists(Job.key_for(waiting))
+    assert await submitter.withdraw(DEMO_MODEL_ID, waiting) is False  # already gone
+    assert await queued_ids(connection, settings) == []
+
+
+async def test_cancelling_a_queued_job_removes_it(
+    submitter: JobSubmitter, connection: aioredis.Redis, settings: Settings
+) -> None:
+    kept, cancelled = await enqueue(submitter), await enqueue(submitter)
+    await submitter.cancel(DEMO_MODEL_ID, cancelled)
+    assert await queued_ids(connection, settings) == [kept]
+    assert not await connection.exists(Job.key_for(cancelled))
+    assert not await connection.exists(protocol.job_cancel_key(cancelled))  # nothing to stop
+
+
+async def test_cancelling_a_taken_job_marks_it_and_tells_the_workers(
+    submitter: JobSubmitter, connection: aioredis.Redis, settings: Settings, redis_url: str
+) -> None:
+    job_id = await enqueue(submitter)
+    await take(connection, settings, job_id)
+    listener = aioredis.Redis.from_url(redis_url)
+    pubsub = listener.pubsub(ignore_subscribe_messages=True)
+    try:
+        await pubsub.subscribe(protocol.CANCEL_CHANNEL)
+        await submitter.cancel(DEMO_MODEL_ID, job_id)
+        received, give_up_at = None, time.monotonic() + 5
+        while received is None and time.monotonic() < give_up_at:  # skips the confirmation
+            received = await pubsub.get_message(timeout=1)
+    finally:
+        await pubsub.aclose()
+        await listener.aclose()
+    assert received is not None, "nothing was published on the cancel channel"
+    assert protocol.cancelled_job_id(received) == job_id
+    assert await connection.get(protocol.job_cancel_key(job_id)) == b"1"
+    assert 0 < await connection.ttl(protocol.job_cancel_key(job_id)) <= EVENT_TTL_S
+    assert await connection.exists(Job.key_for(job_id))  # the worker ends it, not the API

@@ -1,0 +1,149 @@
+"""``api.reaper``: the rule for a started job whose worker died (``decide``), and ``reap``
+carrying it out on a real Redis, with workers that exist only as their heartbeat records
+(shared/protocol.py) and a started RQ job made with RQ's own calls. No process."""
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+from rq.executions import Execution
+from rq.job import Job, JobStatus
+from rq.queue import Queue
+from rq.serializers import JSONSerializer
+
+from api.reaper import ATTEMPTS_FIELD, MAX_ATTEMPTS, decide, reap
+from shared import protocol
+from shared.errors import ErrorCode
+from shared.jobs import GENERATE_FUNCTION
+from shared.keys import queue_name_for_model
+from shared.schemas import ChatMessage, ErrorEvent, GenerationRequest, StartedEvent, TokenEvent
+from shared.settings import DEMO_MODEL_ID
+
+STARTED = StartedEvent(seq=0, worker="w")
+TOKEN = TokenEvent(seq=1, text="Hel")
+
+# -- decide ----------------------------------------------------------------------------------
+
+
+def test_a_job_that_had_not_streamed_is_retried_once_on_a_live_worker() -> None:
+    for events in ([], [STARTED]):
+        assert decide(1, events, model_is_served=True).action == "retry"
+
+
+def test_a_job_that_already_streamed_text_fails() -> None:
+    decision = decide(1, [STARTED, TOKEN], model_is_served=True)
+    assert decision.action == "fail"
+    assert decision.reason == "it had already streamed part of its answer"
+
+
+def test_a_job_already_retried_fails() -> None:
+    for attempts in (MAX_ATTEMPTS, MAX_ATTEMPTS + 1):
+        decision = decide(attempts, [STARTED], model_is_served=True)
+        assert decision.action == "fail"
+        assert decision.reason == "it was already retried once"
+
+
+def test_a_job_whose_model_no_live_worker_serves_fails() -> None:
+    decision = decide(1, [STARTED], model_is_served=False)
+    assert decision.action == "fail"
+    assert decision.reason == "no other live worker serves its model"
+
+
+def test_streamed_text_is_the_reason_given_first() -> None:
+    """Several reasons at once: the client-visible one (text it already has) is named."""
+    decision = decide(MAX_ATTEMPTS, [STARTED, TOKEN], model_is_served=False)
+    assert decision.reason == "it had already streamed part of its answer"
+
+
+# -- reap, on a real Redis -------------------------------------------------------------------
+
+DEAD = "dead-worker"
+LIVE = "live-worker"
+EVENT_TTL_S = 60
+
+
+@pytest.fixture
+def connection(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def queue(connection: redis.Redis) -> Queue:
+    name = queue_name_for_model(DEMO_MODEL_ID)
+    return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def heartbeat(connection: redis.Redis, name: str, seconds_ago: float = 0) -> None:
+    """A worker as the fleet sees it: its stats and its last beat, ``seconds_ago``."""
+    stats = protocol.WorkerStats(model=DEMO_MODEL_ID, queues=[queue_name_for_model(DEMO_MODEL_ID)])
+    with connection.pipeline() as pipeline:
+        protocol.add_heartbeat(pipeline, name, stats, ttl_s=EVENT_TTL_S)
+        pipeline.execute()
+    connection.zadd(protocol.LIVE_WORKERS, {name: time.time() - seconds_ago})
+
+
+def enqueue(queue: Queue) -> Job:
+    request = GenerationRequest(
+        request_id=uuid.uuid4().hex,
+        model=DEMO_MODEL_ID,
+        messages=[ChatMessage(role="user", content="hi")],
+        deadline=time.time() + 60,
+    )
+    return queue.enqueue(GENERATE_FUNCTION, kwargs={"request": request.model_dump(mode="json")})
+
+
+def start(connection: redis.Redis, queue: Queue, job: Job, worker: str) -> None:
+    """What a worker does on taking a job: off the queue, RQ's execution in the started
+    registry, status started, and the job in the worker's own running set."""
+    assert connection.lrem(queue.key, 1, job.id) == 1
+    with connection.pipeline() as pipeline:
+        Execution.create(job, ttl=60, pipeline=pipeline, worker_name=worker)
+        job.set_status(JobStatus.STARTED, pipeline=pipeline)
+        protocol.add_running_job(pipeline, worker, job.id)
+        pipeline.execute()
+    assert queue.started_job_registry.get_job_ids() == [job.id]
+
+
+def test_a_dead_workers_job_goes_back_to_the_front_of_its_queue(
+    connection: redis.Redis, queue: Queue
+) -> None:
+    heartbeat(connection, DEAD, seconds_ago=60)
+    heartbeat(connection, LIVE)  # serves the model: the job can be retried
+    running = enqueue(queue)
+    start(connection, queue, running, DEAD)
+    protocol.publish_event(connection, running.id, STARTED, EVENT_TTL_S)
+    waiting = enqueue(queue)
+
+    assert reap(connection, EVENT_TTL_S) == [DEAD]
+
+    assert queue.get_job_ids() == [running.id, waiting.id]  # at the front: it waited already
+    assert connection.hget(running.key, ATTEMPTS_FIELD) == b"2"
+    assert Job.fetch(running.id, connection, serializer=JSONSerializer).get_status() == "queued"
+    assert queue.started_job_registry.get_job_ids() == []
+    assert protocol.running_jobs(connection, DEAD) == []
+    assert [name for name, _ in protocol.live_worker_beats(connection)] == [LIVE]
+    assert connection.zscore(protocol.LIVE_WORKERS, DEAD) is None  # claimed: reaped once
+    assert reap(connection, EVENT_TTL_S) == []
+
+
+def test_a_dead_workers_job_with_no_other_worker_fails_and_its_client_is_told(
+    connection: redis.Redis, queue: Queue
+) -> None:
+    heartbeat(connection, DEAD, seconds_ago=60)
+    job = enqueue(queue)
+    start(connection, queue, job, DEAD)
+    protocol.publish_event(connection, job.id, STARTED, EVENT_TTL_S)
+
+    assert reap(connection, EVENT_TTL_S) == [DEAD]
+
+    assert queue.get_job_ids() == []
+    assert Job.fetch(job.id, connection, serializer=JSONSerializer).get_status() == "failed"
+    assert queue.failed_job_registry.get_job_ids() == [job.id]
+    *_, last = protocol.read_events(connection, job.id)
+    assert isinstance(last, ErrorEvent)
+    assert last.seq == 1 and last.code == ErrorCode.WORKER_LOST
+    assert DEAD in last.message and "no other live worker serves its model" in last.message
