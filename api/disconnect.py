@@ -1,7 +1,6 @@
 """Stopping work for clients that went away."""
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
 from typing import TypeVar
 
@@ -10,6 +9,9 @@ from fastapi.responses import Response
 
 T = TypeVar("T")
 
+CANCEL_GRACE_S = 5.0
+"""How long a request whose client left keeps cancelling its work before it gives up."""
+CANCEL_RETRY_S = 0.05
 CLIENT_CLOSED_REQUEST = 499
 """Status logged for a request whose client left before its answer (nginx's convention)."""
 
@@ -30,7 +32,11 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T | Respo
         watch.cancel()
     if job.done():
         return job.result()
-    job.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await job
+    # A cancellation can be swallowed below (redis-py's pipelines and pub/sub catch it at
+    # times), so it is repeated until the work is gone: its clean-up takes the job back.
+    job.add_done_callback(lambda task: task.cancelled() or task.exception())  # seen, not lost
+    give_up_at = asyncio.get_running_loop().time() + CANCEL_GRACE_S
+    while not job.done() and asyncio.get_running_loop().time() < give_up_at:
+        job.cancel()
+        await asyncio.wait({job}, timeout=CANCEL_RETRY_S)
     return Response(status_code=CLIENT_CLOSED_REQUEST)

@@ -6,6 +6,7 @@
 
 import json
 import logging
+import math
 from typing import Any
 
 import redis
@@ -39,16 +40,26 @@ def openai_error(message: str, status: int, code: str, param: str | None = None)
     return {"error": {"message": message, "type": kind, "param": param, "code": code}}
 
 
-def error_body(path: str, status: int, code: str, message: str) -> dict:
-    """The one error body of a route: OpenAI's under /v1, ``{"detail", "code"}`` elsewhere."""
+def error_body(path: str, status: int, code: str, message: str, partial: str | None = None) -> dict:
+    """The one error body of a route: OpenAI's under /v1, ``{"detail", "code"}`` elsewhere.
+    Text generated before a deadline comes with the error (``partial_answer``)."""
     if is_openai_route(path):
-        return openai_error(message, status, code)
-    return {"detail": message, "code": code}
+        body = openai_error(message, status, code)
+        if partial is not None:
+            body["error"]["partial_content"] = partial
+        return body
+    body = {"detail": message, "code": code}
+    if partial is not None:
+        body["partial_answer"] = partial
+    return body
 
 
 def openai_error_for(exc: MlxqError) -> dict:
     param = "model" if exc.code == "model_not_found" else None
-    return openai_error(exc.message, exc.http_status, str(exc.code), param)
+    body = openai_error(exc.message, exc.http_status, str(exc.code), param)
+    if exc.partial is not None:
+        body["error"]["partial_content"] = exc.partial
+    return body
 
 
 async def _mlxq_error(request: Request, exc: Exception) -> JSONResponse:
@@ -59,7 +70,9 @@ async def _mlxq_error(request: Request, exc: Exception) -> JSONResponse:
     if _is_openai(request):
         body = openai_error_for(exc)
     else:
-        body = error_body(request.url.path, exc.http_status, str(exc.code), exc.message)
+        body = error_body(
+            request.url.path, exc.http_status, str(exc.code), exc.message, exc.partial
+        )
     return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 
@@ -71,10 +84,22 @@ class _AsciiJSONResponse(JSONResponse):
         return json.dumps(content, allow_nan=False, separators=(",", ":")).encode("ascii")
 
 
+def _finite(value: Any) -> Any:
+    """The 422 body echoes the input; JSON has no NaN or Infinity, so those become text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
 async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     if not _is_openai(request):
-        return _AsciiJSONResponse({"detail": jsonable_encoder(exc.errors())}, status_code=422)
+        detail = _finite(jsonable_encoder(exc.errors()))
+        return _AsciiJSONResponse({"detail": detail}, status_code=422)
     problems = exc.errors()
     first = problems[0] if problems else {}
     param = ".".join(str(part) for part in first.get("loc", ())[1:]) or None

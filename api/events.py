@@ -123,7 +123,13 @@ class JobEvents:
         return event
 
     async def _catch_up(self) -> None:
-        events = await protocol.read_events_async(self._connection, self._job_id)
+        """Re-read the job's stream. While Redis is briefly unreachable, try again at the
+        next silence: the job may well complete, and its events wait in the stream."""
+        try:
+            events = await protocol.read_events_async(self._connection, self._job_id)
+        except (ConnectionError, TimeoutError, RedisError) as exc:
+            log.warning("job %s: cannot re-read its events yet (%s)", self._job_id, exc)
+            return
         expected = self._next_seq + len(self._backlog)
         for event in events:
             if event.seq == expected:

@@ -18,12 +18,14 @@ from fastapi.staticfiles import StaticFiles
 
 from api.errors import install_error_handlers, is_openai_route
 from api.events import EventHub
+from api.http_edge import guarded_protocol, raise_open_file_limit
 from api.jobs import JobRunner
 from api.metrics import Metrics
-from api.middleware import ApiKey, BodyLimit, RequestLog
+from api.middleware import ApiKey, BodyLimit, HostGuard, RequestLog
 from api.reaper import REAP_INTERVAL_S, reap
 from api.routes import ask, chat, completions, fleet, health, metrics, models
 from api.submit import JobSubmitter
+from shared import protocol
 from shared.redis_clients import async_command_client, command_client
 from shared.settings import Settings, get_settings, without_password
 
@@ -33,9 +35,11 @@ STATIC_DIR = Path(__file__).parent / "static"
 """The web page at ``/`` (plain HTML, CSS and JavaScript; no build step)."""
 
 
-async def _reap_forever(connection: redis.Redis, event_ttl_s: int) -> None:
+async def _reap_forever(connection: redis.Redis, event_ttl_s: int, instance: str) -> None:
+    """Once a second: this process says it is alive, and dead workers' jobs are recovered."""
     while True:
         try:
+            await asyncio.to_thread(protocol.beat_api, connection, instance)
             await asyncio.to_thread(reap, connection, event_ttl_s)
         except redis.RedisError as exc:
             log.debug("reaper: Redis unavailable (%s)", exc)
@@ -52,7 +56,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await hub.start()
     submitter = JobSubmitter(connection, settings)
     app.state.runner = JobRunner(connection, hub, submitter, settings, app.state.metrics)
-    reaper = asyncio.create_task(_reap_forever(sync_connection, settings.event_ttl))
+    runner: JobRunner = app.state.runner
+    reaper = asyncio.create_task(
+        _reap_forever(sync_connection, settings.event_ttl, runner.instance)
+    )
     log.info("mlxq api: model %s, redis %s", settings.model, without_password(settings.redis_url))
     try:
         yield
@@ -78,12 +85,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(route_module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
     # Added innermost first: RequestLog -> CORS -> ApiKey -> BodyLimit -> routes.
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout
+    )
     if settings.api_key is not None:
         app.add_middleware(ApiKey, key=settings.api_key.get_secret_value())
     if settings.cors_origins:
@@ -94,6 +103,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             # Any header: the browser openai SDK sends a changing set of x-stainless-* headers
             # (client and retry info); the allowed origins are what keeps others out.
             allow_headers=["*"],
+        )
+    if settings.api_key is None:
+        app.add_middleware(
+            HostGuard, hosts=_own_names(settings), origins=frozenset(settings.cors_origins)
         )
     app.add_middleware(RequestLog, count=lambda route, status: _count(app, route, status))
     return app
@@ -115,6 +128,17 @@ def _document_v1_invalid_input_as_400(app: FastAPI) -> None:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
+
+
+def _own_names(settings: Settings) -> frozenset[str]:
+    """The Host names requests may carry when no API key is set."""
+    names = set(LOOPBACK_NAMES) | {h.lower() for h in settings.allowed_hosts}
+    if settings.host not in ("0.0.0.0", "::"):
+        names.add(f"[{settings.host}]" if ":" in settings.host else settings.host.lower())
+    return frozenset(names)
 
 
 def _count(app: FastAPI, route: str, status: str) -> None:
@@ -150,10 +174,14 @@ def run() -> int:
     if problem is not None:
         print(f"mlxq api: {problem}", file=sys.stderr)
         return 2
+    raise_open_file_limit()
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout),
+        timeout_keep_alive=int(max(1, settings.keepalive_timeout)),
+        limit_concurrency=settings.max_connections,
         log_level=settings.log_level.lower(),
         access_log=False,  # RequestLog logs each request with its id and timing
     )

@@ -7,7 +7,7 @@ workers publish with their heartbeats (busy slots, tokens/s).
 
 import redis
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shared.fleet import snapshot
@@ -42,6 +42,11 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        self.reroutes = Counter(
+            "mlxq_route_fallbacks",
+            "Requests routed to a worker's own queue that another worker took instead.",
+            registry=self.registry,
+        )
         self.registry.register(_FleetCollector(connection))
 
 
@@ -73,11 +78,27 @@ class _FleetCollector(Collector):
             "A worker's generation rate (10 s window).",
             labels=labels,
         )
+        cache_bytes = GaugeMetricFamily(
+            "mlxq_prefix_cache_bytes", "KV bytes a worker's prefix cache holds.", labels=labels
+        )
+        queried = CounterMetricFamily(
+            "mlxq_prefix_cache_queries_tokens",
+            "Prompt tokens looked up in a worker's prefix cache.",
+            labels=labels,
+        )
+        hits = CounterMetricFamily(
+            "mlxq_prefix_cache_hits_tokens",
+            "Prompt tokens whose KV came from a worker's prefix cache.",
+            labels=labels,
+        )
         for w in fleet["workers"]:
             key = [w["name"], w["host"] or "", w["model"] or ""]
             busy.add_metric(key, w["running"])
             slots.add_metric(key, w["slots"])
             rate.add_metric(key, w["tokens_per_s"])
+            cache_bytes.add_metric(key, w["prefix_cache_bytes"])
+            queried.add_metric(key, w["prefix_cache_queried_tokens"])
+            hits.add_metric(key, w["prefix_cache_hit_tokens"])
         live = GaugeMetricFamily("mlxq_live_workers", "Workers with a recent heartbeat.")
         live.add_metric([], len(fleet["workers"]))
-        yield from (queued, failed, busy, slots, rate, live)
+        yield from (queued, failed, busy, slots, rate, cache_bytes, queried, hits, live)

@@ -1,6 +1,7 @@
 """The API's edge, as plain ASGI middleware (no BaseHTTPMiddleware: it buffers and hides
 client disconnects): request ids and timings, the API key, and the body size limit."""
 
+import asyncio
 import hmac
 import json
 import logging
@@ -31,6 +32,15 @@ async def _send_error(send: Send, path: str, status: int, code: str, message: st
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+_CONTROL = {i: f"\\x{i:02x}" for i in (*range(32), 127)}
+
+
+def _printable(path: str) -> str:
+    """A path as it may go into a log line: control characters escaped, so that a request
+    cannot forge log lines (a decoded %0a in its path)."""
+    return path.translate(_CONTROL)
 
 
 class RequestLog:
@@ -71,7 +81,7 @@ class RequestLog:
                 "%s %s %s -> %s in %.1f ms",
                 request_id,
                 scope["method"],
-                scope["path"],
+                _printable(scope["path"]),
                 status or "disconnected",
                 (time.perf_counter() - started) * 1000,
             )
@@ -83,14 +93,13 @@ class ApiKey:
 
     def __init__(self, app: ASGIApp, key: str) -> None:
         self.app = app
-        self._expected = f"Bearer {key}".encode()
+        self._expected = key.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
-        given = dict(scope["headers"]).get(b"authorization", b"")
-        if hmac.compare_digest(given, self._expected):
+        if hmac.compare_digest(_given_key(scope["headers"]), self._expected):
             return await self.app(scope, receive, send)
         await _send_error(
             send,
@@ -102,14 +111,25 @@ class ApiKey:
         )
 
 
+def _given_key(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The key a client sent: ``Authorization: Bearer <key>`` (the scheme in any case, as
+    HTTP says) or Anthropic's ``x-api-key: <key>``."""
+    fields = dict(headers)
+    scheme, _, token = fields.get(b"authorization", b"").strip().partition(b" ")
+    if scheme.lower() == b"bearer":
+        return token.strip()
+    return fields.get(b"x-api-key", b"").strip()
+
+
 class BodyLimit:
     """Refuse bodies over ``max_bytes`` with a 413: by Content-Length before reading, or while
     reading when the length was not announced. The body is read here (FastAPI would read it
     whole anyway) and handed on; later receives reach the client, so disconnects still show."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self._max_bytes = max_bytes
+        self._timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
@@ -123,8 +143,15 @@ class BodyLimit:
                 send, scope["path"], 413, ErrorCode.PAYLOAD_TOO_LARGE, too_large
             )
         chunks, size = [], 0
+        give_up_at = time.monotonic() + self._timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), give_up_at - time.monotonic())
+            except TimeoutError:
+                too_slow = f"The request body did not arrive within {self._timeout_s:g} s."
+                return await _send_error(
+                    send, scope["path"], 408, ErrorCode.REQUEST_TIMEOUT, too_slow
+                )
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")
@@ -146,3 +173,41 @@ class BodyLimit:
             return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
 
         await self.app(scope, replay, send)
+
+
+class HostGuard:
+    """Without an API key, only requests addressed to this server's own names are served:
+    a web page cannot reach a loopback API through a name it rebinds to 127.0.0.1 (DNS
+    rebinding), as Ollama checks since its advisory. A browser's ``Origin`` must be one of
+    those names too, or a CORS origin that was allowed."""
+
+    def __init__(self, app: ASGIApp, hosts: frozenset[str], origins: frozenset[str]) -> None:
+        self.app = app
+        self._hosts = hosts
+        self._origins = origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = dict(scope["headers"])
+        host = _hostname(headers.get(b"host", b"").decode("latin-1"))
+        origin = headers.get(b"origin", b"").decode("latin-1")
+        if host not in self._hosts:
+            why = f"Host {host!r} is not one of this server's names (MLXQ_ALLOWED_HOSTS)."
+        elif origin and origin not in self._origins and _origin_host(origin) not in self._hosts:
+            why = f"Origin {origin!r} may not use this server (MLXQ_CORS_ORIGINS)."
+        else:
+            return await self.app(scope, receive, send)
+        await _send_error(send, scope["path"], 403, ErrorCode.FORBIDDEN, why)
+
+
+def _hostname(host: str) -> str:
+    """``host[:port]`` or ``[v6][:port]`` without the port, lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _origin_host(origin: str) -> str:
+    return _hostname(origin.split("://", 1)[-1].split("/", 1)[0])

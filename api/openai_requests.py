@@ -45,7 +45,8 @@ def field_policy(model: type[BaseModel]) -> dict[str, Policy]:
 class _Request(BaseModel):
     # strict: JSON types as the schema says them ("max_tokens": true or "5" is no integer);
     # forbid: a field mlxq does not know is refused, never silently dropped.
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # allow_inf_nan: NaN and Infinity (1e400 parses as Infinity) are no numbers to sample with.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class TextPart(_Request):

@@ -170,6 +170,9 @@ class OpenAIErrorDetail(BaseModel):
     type: str
     param: str | None
     code: str | None
+    partial_content: str | None = Field(
+        None, description="mlxq: text generated before a deadline cut the request off."
+    )
 
 
 class OpenAIError(BaseModel):

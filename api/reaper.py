@@ -20,6 +20,7 @@ from rq.queue import Queue
 from shared import protocol, rq_bridge
 from shared.errors import ErrorCode
 from shared.fleet import live_models
+from shared.keys import worker_queue_name
 from shared.schemas import ErrorEvent, GenerationRequest, JobEvent, TokenEvent
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ REAP_INTERVAL_S = 1.0
 """How often each API process looks for workers that stopped heartbeating."""
 MAX_ATTEMPTS = 2
 """A job runs at most twice: once, and once more after its worker died."""
+REAPED_MARK_TTL_S = 86400
+"""How long a reaped worker's mark waits for it to wake (a Mac may sleep overnight)."""
 ATTEMPTS_FIELD = "mlxq_attempts"
 """Field in RQ's job hash counting the retries mlxq made (RQ's own fields are untouched)."""
 
@@ -56,9 +59,14 @@ def reap(connection: redis.Redis, event_ttl_s: int) -> list[str]:
         if not protocol.claim_silent_worker(connection, name):
             continue  # another API process is reaping it
         log.warning("worker %s stopped heartbeating; recovering its jobs", name)
+        with connection.pipeline() as pipeline:  # if it only paused, it will learn it
+            protocol.add_reaped_mark(pipeline, name, REAPED_MARK_TTL_S)
+            pipeline.execute()
         for job_id in protocol.running_jobs(connection, name):
             _recover(connection, job_id, name, event_ttl_s)
         protocol.forget_running_jobs(connection, name)
+        for queue_name in _own_queues(connection, name):
+            rq_bridge.release_queue(connection, queue_name)
         rq_bridge.forget_worker(connection, name)
         reaped.append(name)
     return reaped
@@ -86,6 +94,7 @@ def _retry(connection: redis.Redis, job: Job, queue: Queue, attempt: int) -> Non
     log.warning("job %s: retrying on another worker", job.id)
     with connection.pipeline() as pipeline:
         pipeline.hset(job.key, ATTEMPTS_FIELD, attempt)
+        protocol.add_release_job(pipeline, job.id)  # the next worker to take it runs it
         rq_bridge.add_requeue_at_front(pipeline, job, queue)
         pipeline.execute()
 
@@ -99,3 +108,9 @@ def _fail(
         rq_bridge.add_failure(pipeline, job, queue, f"{ErrorCode.WORKER_LOST}: {message}")
         protocol.add_event(pipeline, job.id, event, event_ttl_s)
         pipeline.execute()
+
+
+def _own_queues(connection: redis.Redis, worker: str) -> list[str]:
+    """The dead worker's own queues (requests routed to it), found among RQ's queues."""
+    suffix = worker_queue_name("", worker)
+    return [q for q in rq_bridge.queue_names(connection) if q.endswith(suffix)]

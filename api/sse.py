@@ -1,13 +1,18 @@
 """Server-Sent Events: framing, keep-alive comments, and the response that carries them."""
 
+import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi.responses import StreamingResponse
+from starlette.types import Message, Send
 
 from api.jobs import KEEPALIVE, JobRunner, Keepalive
 from shared.schemas import GenerationRequest, JobEvent
+
+log = logging.getLogger(__name__)
 
 KEEPALIVE_FRAME = ": keep-alive\n\n"
 
@@ -53,12 +58,33 @@ class JobStream:
         await self._rest.aclose()  # type: ignore[attr-defined]
 
 
-def sse_response(frames: AsyncIterator[str]) -> StreamingResponse:
-    return StreamingResponse(
-        frames,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+class _EventStream(StreamingResponse):
+    """A stream whose client must keep reading: a write that waits longer than
+    ``write_timeout_s`` (the client stopped reading, its buffers are full) ends the response,
+    which closes the frames and so cancels the job."""
+
+    def __init__(self, frames: AsyncIterator[str], write_timeout_s: float) -> None:
+        super().__init__(
+            frames,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+        self._write_timeout_s = write_timeout_s
+        self._frames = frames
+
+    async def stream_response(self, send: Send) -> None:
+        async def send_in_time(message: Message) -> None:
+            await asyncio.wait_for(send(message), self._write_timeout_s)
+
+        try:
+            await super().stream_response(send_in_time)
+        except TimeoutError:
+            log.warning("a stream's client stopped reading for %gs; dropped", self._write_timeout_s)
+            await self._frames.aclose()  # type: ignore[attr-defined]
+
+
+def sse_response(frames: AsyncIterator[str], write_timeout_s: float) -> StreamingResponse:
+    return _EventStream(frames, write_timeout_s)
 
 
 __all__ = ["KEEPALIVE", "JobStream", "data_frame", "json_frame", "sse_response"]

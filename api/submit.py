@@ -13,8 +13,9 @@ from rq.queue import Queue
 from shared import protocol
 from shared.errors import QueueFull
 from shared.jobs import GENERATE_FUNCTION
-from shared.keys import queue_name_for_model
-from shared.rq_bridge import EnqueueRecorder, pushed_queue_length
+from shared.keys import queue_name_for_model, shared_queue_of, worker_queue_name
+from shared.routing import prefix_hashes
+from shared.rq_bridge import EnqueueRecorder, move_queued_job, pushed_queue_length, queue_key
 from shared.schemas import GenerationRequest
 from shared.settings import Settings
 
@@ -35,8 +36,10 @@ class JobSubmitter:
             return self._settings.queue_name
         return queue_name_for_model(model)
 
-    async def enqueue(self, request: GenerationRequest, job_id: str) -> None:
-        queue = await self._queue(request.model)
+    async def enqueue(self, request: GenerationRequest, job_id: str) -> str:
+        """Enqueue the job; returns the queue it waits in: the model's shared queue, or the
+        own queue of the worker that holds the longest prefix of its conversation."""
+        queue = await self._queue(await self._placement(request))
         job = queue.create_job(
             GENERATE_FUNCTION,
             kwargs={"request": request.model_dump(mode="json")},
@@ -51,38 +54,56 @@ class JobSubmitter:
             for args, options in commands:
                 pipeline.execute_command(*args, **options)
             results = await pipeline.execute()
-        await self._admit(request.model, job_id, pushed_queue_length(commands, results))
+        await self._admit(queue.name, job_id, pushed_queue_length(commands, results))
+        return queue.name
 
-    async def _admit(self, model: str, job_id: str, queued: int) -> None:
+    async def _placement(self, request: GenerationRequest) -> str:
+        """Cache-aware routing: the prefix owner's own queue when it is live with a free slot
+        (it serves that queue first), else the model's shared queue."""
+        shared = self.queue_name(request.model)
+        owner = await protocol.longest_prefix_owner(self._connection, prefix_hashes(request))
+        if owner is not None and await protocol.worker_has_room(self._connection, owner):
+            return worker_queue_name(shared, owner)
+        return shared
+
+    async def _admit(self, queue_name: str, job_id: str, queued: int) -> None:
         """Bound the queue fleet-wide: a job pushed past MLXQ_MAX_QUEUED is taken back out
         (unless a worker already took it) and refused, so memory stays bounded."""
         if queued <= self._settings.max_queued:
             return
-        if await self.withdraw(model, job_id):
+        if await self.withdraw(queue_name, job_id):
             raise QueueFull(
-                f"The queue for {model!r} is full ({self._settings.max_queued} requests waiting, "
-                "MLXQ_MAX_QUEUED); try again shortly.",
+                f"The queue {queue_name!r} is full ({self._settings.max_queued} requests "
+                "waiting, MLXQ_MAX_QUEUED); try again shortly.",
                 retry_after_s=QUEUE_FULL_RETRY_AFTER_S,
             )
 
-    async def cancel(self, model: str, job_id: str) -> None:
+    async def cancel(self, queue_name: str, job_id: str) -> None:
         """The client went away: drop the job if still queued, else stop its generation."""
-        if await self.withdraw(model, job_id):
+        if await self.withdraw(queue_name, job_id):
             return
         async with self._connection.pipeline(transaction=False) as pipeline:
             protocol.add_cancel_request(pipeline, job_id, self._settings.event_ttl)
             await pipeline.execute()
 
-    async def withdraw(self, model: str, job_id: str) -> bool:
-        """Take a job back out of the queue; False when a worker has already taken it."""
-        queue = await self._queue(model)
-        removed = await self._connection.lrem(queue.key, 1, job_id)
+    async def withdraw(self, queue_name: str, job_id: str) -> bool:
+        """Take a job back out of its queue; False when a worker has already taken it."""
+        removed = await self._connection.lrem(queue_key(queue_name), 1, job_id)
         if removed:
             await self._connection.delete(Job.key_for(job_id))
         return bool(removed)
 
-    async def _queue(self, model: str) -> Queue:
-        return self._recorder.queue(self.queue_name(model), await self._server_version())
+    async def to_shared_queue(self, queue_name: str, job_id: str) -> bool:
+        """A job that waited too long in a worker's own queue goes to the front of the
+        shared queue; False when it was taken meanwhile (or already is in the shared one)."""
+        shared = shared_queue_of(queue_name)
+        if shared == queue_name:
+            return False
+        moved = await self._connection.eval(*move_queued_job(job_id, queue_name, shared))
+        return bool(moved)
+
+    async def _queue(self, name: str) -> Queue:
+        return self._recorder.queue(name, await self._server_version())
 
     async def _server_version(self) -> tuple[int, int, int]:
         if self._redis_version is None:

@@ -1,6 +1,6 @@
 """What structured output costs: per-token decode time with and without a JSON constraint.
 
-    python -m bench.constrained                 # demo model, batch 1 and 8 (~3 min on 2 CPUs)
+    python -m bench.constrained                 # demo model, batch 1 and 8 (~8 min on 2 CPUs)
     python -m bench.constrained --tokens 32 --runs 3 --batch 1 8 --json out.json
     python -m bench.constrained engines         # grammar engines: mask cost + schema coverage
 
@@ -8,8 +8,10 @@
 on the CPU): batch 1 through mlx-lm's ``generate_step``, batch 8 through ``BatchGenerator``
 with per-sequence logits processors. Every sequence generates exactly ``--tokens`` tokens
 (EOS does not stop it), and the schema asks for at least 10 list items so the grammar is
-still live at the end. Per-token time is the median step time of each run; the table shows
-the median over ``--runs`` runs.
+still live at the end. Each run gives the median step's wall time, process CPU time and the
+constraints' own CPU time (main thread, after the sampled token is ready); the table shows
+medians over ``--runs`` runs, modes interleaved so that load from other processes hits them
+alike. On a shared, busy machine wall time is noisy: the CPU columns are the steadier ones.
 
 ``engines`` compares llguidance, xgrammar and outlines-core on the demo tokenizer without
 the model: engine time per decode step (mask for every sequence + advancing each matcher) at
@@ -67,11 +69,58 @@ def _load(model_dir: Path) -> tuple[Any, Any]:
     return model, tokenizer
 
 
-def _single(model: Any, prompt: list[int], tokens: int, processor: Any) -> float:
-    """Median seconds per token of one generate_step run (the first token, i.e. prefill, out)."""
+class _Timed:
+    """Wraps a constraint to time its own work: main-thread CPU time (``thread_time``, which
+    other processes on a busy machine do not inflate), after the token it needs is ready."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.cpu_s = 0.0
+
+    def __call__(self, tokens: Any, logits: Any) -> Any:
+        import mlx.core as mx
+
+        mx.eval(tokens)  # waiting for the previous step is not the constraint's cost,
+        mx.async_eval(logits)  # nor starting the forward pass (unconstrained runs do it too)
+        t = time.thread_time()
+        out = self.inner(tokens, logits)
+        self.cpu_s += time.thread_time() - t
+        return out
+
+
+class _Clock:
+    """Per decode step: wall time, process CPU time, and the constraints' own CPU time."""
+
+    def __init__(self, processors: list[Any]) -> None:
+        self.processors = [p for p in processors if p is not None]
+        self.rows: list[tuple[float, float, float]] = []
+        self._last = self._now()
+
+    def _now(self) -> tuple[float, float, float]:
+        own = sum(p.cpu_s for p in self.processors)
+        return time.perf_counter(), time.process_time(), own
+
+    def tick(self, keep: bool = True) -> None:
+        now = self._now()
+        if keep:
+            self.rows.append(tuple(b - a for a, b in zip(self._last, now, strict=True)))
+        self._last = now
+
+    def medians(self) -> dict[str, float]:
+        wall, cpu, own = zip(*self.rows[1:], strict=True)  # the first step holds prefill work
+        return {
+            "wall_ms": statistics.median(wall) * 1e3,
+            "cpu_ms": statistics.median(cpu) * 1e3,
+            "constraint_us": statistics.median(own) * 1e6,
+        }
+
+
+def _single(model: Any, prompt: list[int], tokens: int, processor: Any) -> dict[str, float]:
+    """One generate_step run (the worker's path for a lone request)."""
     import mlx.core as mx
     from mlx_lm.generate import generate_step
 
+    processor = processor and _Timed(processor)
     steps = generate_step(
         mx.array(prompt),
         model,
@@ -79,36 +128,28 @@ def _single(model: Any, prompt: list[int], tokens: int, processor: Any) -> float
         logits_processors=[processor] if processor else None,
     )
     next(steps)
-    times = []
-    t = time.perf_counter()
+    clock = _Clock([processor])
     for _ in steps:
-        now = time.perf_counter()
-        times.append(now - t)
-        t = now
-    return statistics.median(times)
+        clock.tick()
+    return clock.medians()
 
 
-def _batched(model: Any, prompt: list[int], tokens: int, batch: int, make: Any) -> float:
-    """Median seconds per decode step of a BatchGenerator holding ``batch`` sequences."""
+def _batched(model: Any, prompt: list[int], tokens: int, batch: int, make: Any) -> dict:
+    """One BatchGenerator run with ``batch`` sequences decoding together."""
     from mlx_lm.generate import BatchGenerator
 
     generator = BatchGenerator(model, completion_batch_size=batch, prefill_batch_size=batch)
-    processors = [make(i) for i in range(batch)]
+    processors = [(p := make(i)) and _Timed(p) for i in range(batch)]
     generator.insert(
         [prompt] * batch,
         max_tokens=[tokens] * batch,
         logits_processors=[[p] if p else [] for p in processors],
     )
-    times = []
-    while True:
-        t = time.perf_counter()
-        responses = generator.next_generated()
-        if not responses:
-            break
-        if len(responses) == batch and any(r.finish_reason is None for r in responses):
-            times.append(time.perf_counter() - t)
+    clock = _Clock(processors)
+    while responses := generator.next_generated():
+        clock.tick(len(responses) == batch and all(r.finish_reason is None for r in responses))
     generator.close()
-    return statistics.median(times[1:])  # the first holds the last prefill
+    return clock.medians()
 
 
 def generate_bench(args: argparse.Namespace) -> dict[str, Any]:
@@ -134,7 +175,7 @@ def generate_bench(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"tokens": args.tokens, "runs": args.runs, "settings": {}}
     for batch in args.batch:
         names = [m for m in modes if batch > 1 or not m.endswith("1 of n")]
-        runs: dict[str, list[float]] = {m: [] for m in names}
+        runs: dict[str, list[dict[str, float]]] = {m: [] for m in names}
         for _ in range(args.runs):  # modes interleaved, so load drift hits them alike
             for mode in names:
                 if batch == 1:
@@ -142,21 +183,38 @@ def generate_bench(args: argparse.Namespace) -> dict[str, Any]:
                 else:
                     runs[mode].append(_batched(model, prompt, args.tokens, batch, modes[mode]))
         for mode in names:
-            paired = [c / b - 1 for c, b in zip(runs[mode], runs["none"], strict=True)]
-            results["settings"][f"batch {batch} {mode}"] = {
-                "ms_per_step": statistics.median(runs[mode]) * 1e3,
-                "runs_ms": [round(r * 1e3, 2) for r in runs[mode]],
-                "overhead": statistics.median(paired),
-            }
-            print(f"batch {batch} {mode}: {[round(r * 1e3, 1) for r in runs[mode]]} ms", flush=True)
+            row = {k: statistics.median(r[k] for r in runs[mode]) for k in runs[mode][0]}
+            row["best_wall_ms"] = min(r["wall_ms"] for r in runs[mode])
+            for key in ("wall", "cpu"):
+                pairs = zip(runs[mode], runs["none"], strict=True)
+                ratios = [c[f"{key}_ms"] / b[f"{key}_ms"] - 1 for c, b in pairs]
+                row[f"{key}_overhead"] = statistics.median(ratios)
+            results["settings"][f"batch {batch} {mode}"] = row
+            walls = [round(r["wall_ms"], 1) for r in runs[mode]]
+            print(f"batch {batch} {mode}: wall {walls} ms", flush=True)
     return results
 
 
 def _table(results: dict[str, Any]) -> None:
-    print(f"\n{'setting':30s} {'ms/step':>8s} {'overhead':>9s}  (median of {results['runs']} runs)")
+    head = ("ms/step", "best", "overhead", "CPU ms", "overhead", "constraint")
+    print(
+        f"\n{'setting':28s} {head[0]:>8s} {head[1]:>6s} {head[2]:>9s} "
+        f"{head[3]:>7s} {head[4]:>9s} {head[5]:>11s}"
+    )
     for key, row in results["settings"].items():
-        over = "" if key.endswith(" none") else f"{row['overhead'] * 100:+.1f}%"
-        print(f"{key:30s} {row['ms_per_step']:8.1f} {over:>9s}")
+        none = key.endswith(" none")
+        wall = "" if none else f"{row['wall_overhead'] * 100:+.1f}%"
+        cpu = "" if none else f"{row['cpu_overhead'] * 100:+.1f}%"
+        own = "" if none else f"{row['constraint_us']:.0f} us"
+        print(
+            f"{key:28s} {row['wall_ms']:8.1f} {row['best_wall_ms']:6.1f} {wall:>9s} "
+            f"{row['cpu_ms']:7.1f} {cpu:>9s} {own:>11s}"
+        )
+    print(
+        f"(medians of {results['runs']} interleaved runs of {results['tokens']} tokens; best: "
+        "fastest run; overhead: median ratio to the 'none' run of the same round; CPU: process "
+        "CPU time per step; constraint: the constraints' own main-thread CPU time per step)"
+    )
 
 
 # -- engines ----------------------------------------------------------------------------------

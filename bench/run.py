@@ -2,18 +2,25 @@
 
     .venv/bin/python bench/run.py            # default: about 10 minutes on 2 cores
     .venv/bin/python bench/run.py --quick    # about 3 minutes, fewer rounds and tokens
-    .venv/bin/python bench/run.py --sections df   # some sections only (a-f)
+    .venv/bin/python bench/run.py --sections df   # some sections only (a-i)
+    .venv/bin/python bench/run.py --render-only   # rewrite the document from stored sections
 
 Everything runs on this machine and talks to 127.0.0.1 only: a private redis-server on a
 free port, mlxq's API and workers, a bare RQ worker, direct mlx-lm and mlx_lm.server. In each
 round the systems under comparison run back to back (their order alternating), so that noise
 on a busy machine hits both; tables report medians over rounds. Section (e) is not measured
 here: it renders a committed GPU run of bench/gpu_engine.py (bench/gpu.py).
+
+Each section's rendered text is stored in docs/data/bench_sections.json with the run it came
+from; the document is rendered from all stored sections, so a run of some sections keeps the
+others' last results. The sampling-cost section is rendered from docs/data/sampling_cost.json
+(bench/sampling_cost.py, run by hand).
 """
 
 import argparse
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -29,7 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/ru
 
 import redis  # noqa: E402
 
-from bench import first_token, generation, gpu, overhead, scaleout  # noqa: E402
+from bench import (  # noqa: E402
+    chat,
+    first_token,
+    generation,
+    gpu,
+    overhead,
+    sampling_cost,
+    scaleout,
+)
 from bench.clients import DirectMLX, TokenCounter  # noqa: E402
 from bench.generation import Pids  # noqa: E402
 from bench.machine import describe, openblas_path  # noqa: E402
@@ -39,6 +54,9 @@ from bench.stats import table  # noqa: E402
 
 BENCH_CACHE = Path.home() / ".cache" / "mlxq" / "bench"
 DOC = ROOT / "docs" / "benchmarks.md"
+SECTIONS_FILE = "bench_sections.json"  # in docs/data/, beside the document's folder
+SAMPLING_FILE = "sampling_cost.json"
+ALL_SECTIONS = "abcdefghi"
 
 
 @dataclass
@@ -55,6 +73,7 @@ class Plan:
     scale_requests: int
     scale_tokens: int
     first_token_repetitions: int
+    chat_rounds: int  # sections g, h and i (each round is long: prefill of long prompts)
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
@@ -62,7 +81,14 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     parser.add_argument("--quick", action="store_true", help="fewer rounds and tokens (~3 min)")
     parser.add_argument("--rounds", type=int, help="rounds per comparison (default 5, quick 2)")
     parser.add_argument(
-        "--sections", default="abcdef", help="which sections to run (default abcdef)"
+        "--sections",
+        default=ALL_SECTIONS,
+        help=f"which sections to run (default {ALL_SECTIONS})",
+    )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="measure nothing: rewrite the document from the stored sections",
     )
     parser.add_argument("--output", type=Path, default=DOC, help=f"default {DOC}")
     parser.add_argument(
@@ -73,10 +99,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     )
     args = parser.parse_args(argv)
     rounds = args.rounds or (2 if args.quick else 5)
+    chat_rounds = args.rounds or (2 if args.quick else 3)
     if args.quick:
-        plan = Plan(rounds, 100, 1000, 64, 64, 32, [1, 4, 8], False, False, 16, 16, 2)
+        plan = Plan(rounds, 100, 1000, 64, 64, 32, [1, 4, 8], False, False, 16, 16, 2, chat_rounds)
     else:
-        plan = Plan(rounds, 200, 1000, 64, 128, 64, [1, 4, 8], True, True, 16, 64, 3)
+        plan = Plan(rounds, 200, 1000, 64, 128, 64, [1, 4, 8], True, True, 16, 64, 3, chat_rounds)
     return args, plan
 
 
@@ -129,9 +156,9 @@ class Run:
         self.procs = procs
         self.redis_url = ""
         self.mlxq_env = {"MLXQ_LOG_LEVEL": "INFO"}
-        self.sections: list[tuple[str, str]] = []  # (section letter, its text)
+        # (section key "(x)", its text, its rows for the summary table)
+        self.sections: list[tuple[str, str, list[list[str]]]] = []
         self.mlxq_pids: list[int] = []
-        self.summary: list[list[str]] = []
 
     def start(self) -> None:
         self.redis_url = self.procs.redis_server(self.procs.log_dir)
@@ -142,14 +169,13 @@ class Run:
         print(f"== {title}", flush=True)
         try:
             text, summary = body()
-            self.summary += summary
         except Exception as exc:
             traceback.print_exc()
             text = f"## {title}\n\n**Failed**: `{type(exc).__name__}: {exc}`\n"
-            self.summary.append([title, "", "failed", f"`{type(exc).__name__}`"])
+            summary = [[title, "", "failed", f"`{type(exc).__name__}`"]]
         finally:
             redis.Redis.from_url(self.redis_url).flushdb()
-        self.sections.append((title[:3], text))
+        self.sections.append((title[:3], text, summary))
         print(text, flush=True)
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
 
@@ -206,6 +232,39 @@ class Run:
         finally:
             for process in (worker, api):
                 self.procs.stop(process)
+
+    def chat(self, model: Path, sections: str) -> None:
+        """Sections g and h, on a fresh API and worker (an empty prefix cache) and a fresh
+        mlx_lm.server (an empty prompt cache); all stopped afterwards."""
+        env = self._model_env(model)
+        mlxq_url, api = self.procs.mlxq_api(env)
+        worker = self.procs.mlxq_worker(env, timeout=300)
+        server_url, server = self.procs.mlx_lm_server(model, self.blas_env, concurrency=8)
+        counter = TokenCounter(model)
+        rounds = self.plan.chat_rounds
+        try:
+            if "g" in sections:
+                self.section(
+                    "(g) Multi-turn chat: mlxq against mlx_lm.server",
+                    lambda: chat.render_chat(
+                        chat.run_chat(mlxq_url, server_url, counter, rounds), rounds
+                    ),
+                )
+            if "h" in sections:
+                self.section(
+                    "(h) A long prompt sent twice",
+                    lambda: chat.render_repeat(
+                        chat.run_repeat(mlxq_url, server_url, counter, rounds), rounds
+                    ),
+                )
+        finally:
+            for process in (server, worker, api):
+                self.procs.stop(process)
+
+    def routing(self, model: Path) -> tuple[str, list[list[str]]]:
+        rounds = self.plan.chat_rounds
+        result = chat.run_routing(self.procs, self._model_env(model), TokenCounter(model), rounds)
+        return chat.render_routing(result, rounds)
 
     def scale_out(self, model: Path) -> tuple[str, list[list[str]]]:
         plan = self.plan
@@ -283,61 +342,219 @@ class Run:
         return generation.render_concurrent(result, plan.rounds)
 
 
-def render_document(
-    plan: Plan, machine: dict[str, str], model: Path | None, run: "Run", seconds: float
-) -> str:
-    command = " ".join(
-        ["make bench" if not sys.argv[1:] else ".venv/bin/python bench/run.py"] + sys.argv[1:]
+FAIRNESS = (
+    "MLX's Linux CPU wheel links a slow reference BLAS, and its CPU quantized kernels are "
+    "slow: mlxq's workers load OpenBLAS before importing MLX and expand quantized weights "
+    "to float32 at load (worker/cpu_backend.py). So that the comparisons measure the "
+    "serving paths and not those two choices, every system loads the same float32 copy of "
+    "the demo model (`{model}`: the demo model loaded with mlx-lm, expanded by "
+    "`worker.cpu_backend.dequantize_to_float32`, saved, and checked to give the same greedy "
+    "text; bench/model_copy.py), and the baselines run with `LD_PRELOAD` set to the same "
+    "OpenBLAS that mlxq's workers find. mlxq runs exactly as shipped (it loads OpenBLAS "
+    "itself)."
+)
+RUN_FIELDS = {"mlxq commit": "commit", "load average, start -> end": "load"}
+"""Machine rows that belong to one run, not to the machine: kept with the run."""
+
+
+# -- stored sections: each section's last text, and the run it came from ----------------------
+
+
+def stored_path(output: Path) -> Path:
+    return output.parent / "data" / SECTIONS_FILE
+
+
+def load_stored(output: Path) -> dict:
+    """The stored sections; the first time, those of the document already at ``output``."""
+    path = stored_path(output)
+    if path.exists():
+        return json.loads(path.read_text())
+    if output.exists():
+        return import_document(output.read_text())
+    return {"machine": {}, "model": None, "sections": {}, "runs": {}}
+
+
+def import_document(text: str) -> dict:
+    """Sections, summary rows, machine and run of a document written before sections were
+    stored (its text is kept as it is)."""
+    lines = text.splitlines()
+    found = re.search(r"^Run of (.+?), ([\d.]+) minutes, (\d+) rounds per comparison", text, re.M)
+    command = next(
+        (lines[i + 1] for i, line in enumerate(lines[:-1]) if line.strip() == "```sh"), ""
     )
+    machine = dict(_table_rows(_block(lines, "## Machine")))
+    model = re.search(r"float32 copy of the demo model \(`([^`]+)`", text)
+    run_id = found.group(1) if found else "unknown"
+    run = {
+        "date": run_id,
+        "minutes": float(found.group(2)) if found else None,
+        "rounds": found.group(3) if found else "",
+        "command": command.split("#")[0].strip(),
+    }
+    for name, key in RUN_FIELDS.items():
+        run[key] = machine.pop(name, "")
+    summary = [row for row in _table_rows(_block(lines, "## Summary")) if row[0][:1] == "("]
+    sections: dict[str, dict] = {}
+    starts = [i for i, line in enumerate(lines) if re.match(r"## \([a-z]\) ", line)]
+    for start, end in zip(starts, [*starts[1:], len(lines)], strict=True):
+        key = lines[start][3:6]
+        body = "\n".join(lines[start:end]).rstrip() + "\n"
+        rows = [row for row in summary if row[0].startswith(key)]
+        sections[key] = {"text": body, "summary": rows, "run": run_id}
+    return {
+        "machine": machine,
+        "model": model.group(1) if model else None,
+        "sections": sections,
+        "runs": {run_id: run},
+    }
+
+
+def _block(lines: list[str], heading: str) -> list[str]:
+    """The lines under a heading, up to the next heading of the same level."""
+    if heading not in lines:
+        return []
+    start = lines.index(heading) + 1
+    end = next((i for i in range(start, len(lines)) if lines[i].startswith("## ")), len(lines))
+    return lines[start:end]
+
+
+def _table_rows(lines: list[str]) -> list[list[str]]:
+    rows = [line.strip().strip("|").split("|") for line in lines if line.startswith("|")]
+    cells = [[cell.strip() for cell in row] for row in rows[2:]]  # past the header and rule
+    return cells
+
+
+def store_run(
+    stored: dict,
+    run: "Run",
+    machine: dict[str, str],
+    model: Path | None,
+    record: dict,
+) -> None:
+    """Put this run's sections over the stored ones; drop runs no section comes from."""
+    machine = dict(machine)
+    for name, key in RUN_FIELDS.items():
+        record[key] = machine.pop(name, "")
+    stored["machine"] = machine
+    if model is not None:
+        stored["model"] = str(model)
+    stored["runs"][record["date"]] = record
+    for key, text, summary in run.sections:
+        stored["sections"][key] = {"text": text, "summary": summary, "run": record["date"]}
+    used = {section["run"] for section in stored["sections"].values()}
+    stored["runs"] = {k: v for k, v in stored["runs"].items() if k in used}
+
+
+def render_document(stored: dict, output: Path, notes: list[str] | None = None) -> str:
+    sections = dict(sorted(stored["sections"].items()))
+    sampling = _sampling(output)
+    runs = sorted(stored["runs"].values(), key=lambda run: run["date"])
+    run_rows = []
+    for run in runs:
+        letters = ", ".join(k[1] for k, v in sections.items() if v["run"] == run["date"])
+        minutes = f"{run['minutes']:.1f} min" if run.get("minutes") is not None else ""
+        run_rows.append(
+            [
+                run["date"],
+                letters,
+                minutes,
+                run.get("rounds", ""),
+                f"`{run.get('command', '')}`",
+                run.get("commit", ""),
+                run.get("load", ""),
+            ]
+        )
     parts = [
         "# Benchmarks",
         "",
-        "Written by `bench/run.py`; do not edit by hand. Reproduce with:",
+        "Written by `bench/run.py`; do not edit by hand. Reproduce every section with:",
         "",
         "```sh",
-        command if command != "make bench" else "make bench   # = .venv/bin/python bench/run.py",
+        "make bench   # = .venv/bin/python bench/run.py",
         "```",
         "",
-        f"Run of {time.strftime('%Y-%m-%d %H:%M %Z')}, {seconds / 60:.1f} minutes, "
-        f"{plan.rounds} rounds per comparison; in each round the compared systems ran back to "
-        "back on the same machine, their order alternating between rounds. All traffic went to "
-        "127.0.0.1 (a private redis-server on a free port).",
+        "or some of them with `.venv/bin/python bench/run.py --sections <letters>`: each "
+        "section keeps the text of the last run that measured it (docs/data/bench_sections.json),"
+        " so the sections below may come from different runs, listed here. In each round the "
+        "compared systems ran back to back on the same machine, their order alternating between "
+        "rounds. All traffic went to 127.0.0.1 (a private redis-server on a free port).",
+        "",
+        "## Runs",
+        "",
+        table(
+            [
+                "run of",
+                "sections",
+                "length",
+                "rounds per comparison",
+                "command",
+                "mlxq commit",
+                "load average, start -> end",
+            ],
+            run_rows,
+        ),
         "",
         "## Machine",
         "",
-        table(["", ""], list(machine.items())),
+        table(["", ""], list(stored["machine"].items())),
         "",
         "## Fairness",
         "",
-        "MLX's Linux CPU wheel links a slow reference BLAS, and its CPU quantized kernels are "
-        "slow: mlxq's workers load OpenBLAS before importing MLX and expand quantized weights "
-        "to float32 at load (worker/cpu_backend.py). So that the comparisons measure the "
-        "serving paths and not those two choices, every system loads the same float32 copy of "
-        f"the demo model (`{model}`: the demo model loaded with mlx-lm, expanded by "
-        "`worker.cpu_backend.dequantize_to_float32`, saved, and checked to give the same greedy "
-        "text; bench/model_copy.py), and the baselines run with `LD_PRELOAD` set to the same "
-        "OpenBLAS that mlxq's workers find. mlxq runs exactly as shipped (it loads OpenBLAS "
-        "itself).",
+        FAIRNESS.format(model=stored.get("model")),
         "",
     ]
-    if run.summary:
-        rows = sorted(run.summary, key=lambda row: row[0][:3])  # "(a) ..." first
+    summary = [row for section in sections.values() for row in section["summary"]]
+    if sampling is not None:
+        summary += sampling[1]
+    if summary:
         parts += [
             "## Summary",
             "",
-            table(["what", "target", "measured", "verdict"], rows),
+            table(["what", "target", "measured", "verdict"], summary),
             "",
         ]
-    parts += [text for _, text in sorted(run.sections, key=lambda section: section[0])]
+    parts += [section["text"] for section in sections.values()]
+    if sampling is not None:
+        parts.append(sampling[0])
+    parts += notes or []
     return "\n".join(parts).rstrip() + "\n"
+
+
+def _sampling(output: Path) -> tuple[str, list[list[str]]] | None:
+    """The sampling-cost section (bench/sampling_cost.py, run by hand), if it has been run."""
+    path = output.parent / "data" / SAMPLING_FILE
+    if not path.exists():
+        return None
+    return sampling_cost.render(json.loads(path.read_text()))
+
+
+def write_document(stored: dict, output: Path, notes: list[str] | None = None) -> None:
+    path = stored_path(output)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(stored, indent=1) + "\n")
+    output.write_text(render_document(stored, output, notes))
 
 
 def _load() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg()) + " (1/5/15 min)"
 
 
+def _rounds(plan: Plan, sections: str) -> str:
+    """Rounds per comparison of the sections that ran (g, h and i have their own)."""
+    parts = []
+    if set("abcdf") & set(sections):
+        parts.append(str(plan.rounds))
+    if set("ghi") & set(sections):
+        parts.append(str(plan.chat_rounds) if not parts else f"g, h, i: {plan.chat_rounds}")
+    return "; ".join(parts)
+
+
 def main(argv: list[str] | None = None) -> int:
     args, plan = parse_args(argv)
+    if args.render_only:
+        write_document(load_stored(args.output), args.output)
+        print(f"wrote {args.output} from {stored_path(args.output)}")
+        return 0
     started = time.monotonic()
 
     def out_of_time(signum, frame):
@@ -351,36 +568,52 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: OpenBLAS not found; every system uses MLX's own BLAS", file=sys.stderr)
     machine = describe(blas)
     load_at_start = _load()
+    run_date = time.strftime("%Y-%m-%d %H:%M %Z")
     print(table(["", ""], list(machine.items())), flush=True)
-    model = float32_model(blas) if set("bcdf") & set(args.sections) else None
+    model = float32_model(blas) if set("bcdfghi") & set(args.sections) else None
     log_dir = BENCH_CACHE / "logs"  # the last run's process logs, kept for diagnosis
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
     procs = Processes(log_dir)
     run = Run(plan, blas, procs)
+    notes = []
     try:
         run.start()
-        # Run order a, e, b, c, f, d (d wants the cores without the others' processes);
-        # the document lists the sections in letter order.
+        # Run order a, e, b, c, f, g, h, i, d (d wants the cores without the others'
+        # processes); the document lists the sections in letter order.
         if "a" in args.sections:
             run.section("(a) Overhead per request", run.overhead)
         if "e" in args.sections:
             run.section("(e) GPU: mlxq's engine against mlx-lm", gpu.render)
         if model is not None and set("bcf") & set(args.sections):
             run.generation(model, args.sections)
+        if model is not None and set("gh") & set(args.sections):
+            run.chat(model, args.sections)
+        if model is not None and "i" in args.sections:
+            run.section("(i) Routing a conversation back to its worker", lambda: run.routing(model))
         if model is not None and "d" in args.sections:
             run.section("(d) Scale-out: 2 workers against 1", lambda: run.scale_out(model))
     except Exception:
         traceback.print_exc()
-        run.sections.append(("~", f"**Run aborted**: `{traceback.format_exc(limit=1)}`\n"))
+        notes.append(f"**Run of {run_date} aborted**: `{traceback.format_exc(limit=1)}`\n")
     finally:
         signal.alarm(0)
         procs.stop_all()
     # Other work on the machine during the run shows here (the spread in the tables too).
     machine["load average, start -> end"] = f"{load_at_start} -> {_load()}"
-    document = render_document(plan, machine, model, run, time.monotonic() - started)
+    command = " ".join(
+        ["make bench" if not sys.argv[1:] else ".venv/bin/python bench/run.py"] + sys.argv[1:]
+    )
+    record = {
+        "date": run_date,
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "rounds": _rounds(plan, args.sections),
+        "command": command,
+    }
+    stored = load_stored(args.output)
+    store_run(stored, run, machine, model, record)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(document)
+    write_document(stored, args.output, notes)
     print(f"process logs: {log_dir}")
     print(f"wrote {args.output} ({(time.monotonic() - started) / 60:.1f} min)")
     return 0

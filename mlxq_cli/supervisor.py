@@ -50,6 +50,12 @@ def _start_redis(settings: Settings) -> subprocess.Popen | None:
             str(data_dir),
             "--appendonly",
             "yes",
+            # A cap, and a policy that never evicts a queued job: when full, Redis refuses
+            # writes and the API answers 503 until memory frees up.
+            "--maxmemory",
+            settings.redis_maxmemory,
+            "--maxmemory-policy",
+            "noeviction",
             "--save",
             "",
         ]

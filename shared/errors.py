@@ -13,7 +13,9 @@ class ErrorCode(StrEnum):
     CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
     GENERATION_FAILED = "generation_failed"
     UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
     PAYLOAD_TOO_LARGE = "payload_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
     QUEUE_FULL = "queue_full"
     CANCELLED = "cancelled"
     NO_WORKER = "no_worker"
@@ -26,7 +28,9 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_REQUEST: 400,
     ErrorCode.CONTEXT_LENGTH_EXCEEDED: 400,
     ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
     ErrorCode.MODEL_NOT_FOUND: 404,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.QUEUE_FULL: 429,
     ErrorCode.CANCELLED: 499,
@@ -43,9 +47,13 @@ class MlxqError(Exception):
 
     code: ErrorCode = ErrorCode.GENERATION_FAILED
 
-    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+    def __init__(
+        self, message: str, code: ErrorCode | None = None, partial: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
+        self.partial = partial
+        """Text generated before the error (a deadline), returned with it."""
         if code is not None:
             self.code = code
 

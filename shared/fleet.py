@@ -46,5 +46,8 @@ def _worker_row(name: str, last_beat: float, stats: protocol.WorkerStats) -> dic
         "running": stats.running,
         "tokens_per_s": stats.tokens_per_s,
         "tokens_total": stats.tokens_total,
+        "prefix_cache_bytes": stats.prefix_cache_bytes,
+        "prefix_cache_queried_tokens": stats.prefix_cache_queried_tokens,
+        "prefix_cache_hit_tokens": stats.prefix_cache_hit_tokens,
         "seconds_since_heartbeat": round(max(0.0, time.time() - last_beat), 1),
     }

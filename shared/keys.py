@@ -14,3 +14,17 @@ def queue_name_for_model(model_id: str) -> str:
     slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", model_id.rsplit("/", 1)[-1]).strip("-").lower()
     digest = hashlib.sha256(model_id.encode()).hexdigest()[:8]
     return f"{QUEUE_PREFIX}-{slug[:40]}-{digest}"
+
+
+WORKER_QUEUE_INFIX = ":w:"
+
+
+def worker_queue_name(queue: str, worker_name: str) -> str:
+    """A worker's own queue beside a model's shared one: requests routed to it (they reuse
+    its prefix cache) wait here, and it serves this queue first."""
+    return f"{queue}{WORKER_QUEUE_INFIX}{worker_name}"
+
+
+def shared_queue_of(queue: str) -> str:
+    """The model's shared queue, for a worker's own queue (or the shared queue itself)."""
+    return queue.split(WORKER_QUEUE_INFIX, 1)[0]

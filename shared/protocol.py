@@ -60,6 +60,11 @@ def worker_jobs_key(worker_name: str) -> str:
     return f"{PREFIX}:worker:{worker_name}:jobs"
 
 
+def prefix_owner_key(prefix_hash: str) -> str:
+    """Which worker holds a conversation prefix in its cache (shared/routing.py)."""
+    return f"{PREFIX}:prefix:{prefix_hash}"
+
+
 def api_anchor_channel(instance: str) -> str:
     """A channel the API's event hub always holds, so its reader always waits on a socket."""
     return f"{PREFIX}:api:{instance}"
@@ -148,10 +153,18 @@ class WorkerStats(BaseModel):
     peak_batch: int = 0
     tokens_total: int = 0
     tokens_per_s: float = 0.0
+    suspended: bool = False
+    """``rq suspend`` is in force: the worker takes no job."""
+    prefix_cache_bytes: int = 0
+    prefix_cache_queried_tokens: int = 0
+    """Prompt tokens looked up in the prefix cache since the worker started."""
+    prefix_cache_hit_tokens: int = 0
+    """Of those, the tokens whose KV came from the cache."""
 
     def to_hash(self) -> dict[str, str | int | float]:
         fields = self.model_dump(exclude_none=True)
         fields["queues"] = ",".join(self.queues)
+        fields["suspended"] = int(self.suspended)
         return fields
 
     @classmethod
@@ -162,7 +175,9 @@ class WorkerStats(BaseModel):
 
 
 def add_heartbeat(pipeline: Any, name: str, stats: WorkerStats, ttl_s: int) -> None:
-    """Queue a worker's heartbeat: its stats (expiring after ``ttl_s``) and its beat time."""
+    """Queue a worker's heartbeat: its stats (expiring after ``ttl_s``) and its beat time.
+    Its first reply says whether the reaper declared the worker dead meanwhile (a pause)."""
+    pipeline.delete(worker_reaped_key(name))
     key = worker_stats_key(name)
     pipeline.hset(key, mapping=stats.to_hash())
     pipeline.expire(key, ttl_s + STATS_GRACE_S)
@@ -213,3 +228,153 @@ def running_jobs(connection: redis.Redis, worker: str) -> list[str]:
 
 def forget_running_jobs(connection: redis.Redis, worker: str) -> None:
     connection.delete(worker_jobs_key(worker))
+
+
+# -- prefix ownership (cache-aware routing) ------------------------------------------------
+
+
+def add_prefix_claims(pipeline: Any, worker: str, hashes: list[str], ttl_s: int) -> None:
+    """Queue a worker's claim on conversation prefixes it holds (the last claim wins)."""
+    for prefix_hash in hashes:
+        pipeline.set(prefix_owner_key(prefix_hash), worker, ex=ttl_s)
+
+
+async def longest_prefix_owner(connection: aioredis.Redis, hashes: list[str]) -> str | None:
+    """The worker that claimed the longest of these prefixes, if any claimed one."""
+    if not hashes:
+        return None
+    owners = await connection.mget([prefix_owner_key(h) for h in hashes])
+    for owner in reversed(owners):
+        if owner is not None:
+            return _text(owner)
+    return None
+
+
+async def live_workers_serve(connection: aioredis.Redis, model: str) -> bool:
+    """Whether a worker that heartbeated within WORKER_LIVENESS_S serves ``model``."""
+    names = await connection.zrangebyscore(LIVE_WORKERS, time.time() - WORKER_LIVENESS_S, "+inf")
+    if not names:
+        return False
+    async with connection.pipeline(transaction=False) as pipeline:
+        for name in names:
+            pipeline.hmget(worker_stats_key(_text(name)), ["model", "suspended"])
+        found = await pipeline.execute()
+    return any(m is not None and _text(m) == model and s != b"1" for m, s in found)
+
+
+async def worker_has_room(connection: aioredis.Redis, worker: str) -> bool:
+    """The worker heartbeated within WORKER_LIVENESS_S and reported a free slot."""
+    async with connection.pipeline(transaction=False) as pipeline:
+        pipeline.zscore(LIVE_WORKERS, worker)
+        pipeline.hmget(worker_stats_key(worker), ["running", "slots", "suspended"])
+        beat, (running, slots, suspended) = await pipeline.execute()
+    if beat is None or time.time() - float(beat) > WORKER_LIVENESS_S or suspended == b"1":
+        return False
+    return running is not None and slots is not None and int(running) < int(slots)
+
+
+# -- job ownership: one worker runs a job, and only while it still owns it -----------------
+
+PUBLISH_IF_RUNNING = """
+local jobs_key = KEYS[1]
+local ttl = tonumber(ARGV[1])
+local maxlen = ARGV[2]
+local refused = {}
+for i = 3, #ARGV, 5 do
+  local job, stream, channel, data = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
+  if redis.call('SISMEMBER', jobs_key, job) == 1 then
+    redis.call('XADD', stream, 'MAXLEN', '~', maxlen, '*', 'event', data)
+    redis.call('EXPIRE', stream, ttl)
+    redis.call('PUBLISH', channel, data)
+    if ARGV[i + 4] == '1' then redis.call('SREM', jobs_key, job) end
+  else
+    refused[#refused + 1] = job
+  end
+end
+return refused
+"""
+"""Publish events only for jobs still in the worker's running set. The reaper empties that
+set when it declares the worker dead, so a worker that wakes from a pause can no longer
+answer for jobs that were retried or failed meanwhile."""
+
+
+def job_owner_key(job_id: str) -> str:
+    """Which worker started a job: set once (NX), so a job taken twice runs once."""
+    return f"{PREFIX}:job:{job_id}:owner"
+
+
+def claim_job(connection: redis.Redis, job_id: str, worker: str, ttl_s: int) -> bool:
+    """Become the job's one runner; False when another worker started it already."""
+    key = job_owner_key(job_id)
+    if connection.set(key, worker, nx=True, ex=ttl_s):
+        return True
+    return _text(connection.get(key) or b"") == worker
+
+
+def job_suspect_key(job_id: str) -> str:
+    """Set when a job was seen taken from its queue but not started (see rq_bridge)."""
+    return f"{PREFIX}:job:{job_id}:suspect"
+
+
+def add_release_job(pipeline: Any, job_id: str) -> None:
+    """The job goes back to a queue: whoever takes it next may run it."""
+    pipeline.delete(job_owner_key(job_id))
+
+
+def publish_if_running(
+    connection: redis.Redis, worker: str, events: list[tuple[str, JobEvent]], ttl_s: int
+) -> set[str]:
+    """Publish each job's events if the worker still runs the job (a job's last event also
+    takes it off the running set); returns the jobs it no longer runs (events dropped)."""
+    if not events:
+        return set()
+    args: list[Any] = [ttl_s, STREAM_MAXLEN]
+    for job_id, event in events:
+        data = event.model_dump_json()
+        final = "1" if event.type in ("done", "error") else "0"
+        args += [job_id, job_events_stream(job_id), job_events_channel(job_id), data, final]
+    refused: Any = connection.eval(PUBLISH_IF_RUNNING, 1, worker_jobs_key(worker), *args)
+    return {_text(job_id) for job_id in refused}
+
+
+def worker_reaped_key(worker_name: str) -> str:
+    """Set by the reaper when it declares a worker dead; the worker, if it wakes, sees it."""
+    return f"{PREFIX}:worker:{worker_name}:reaped"
+
+
+def add_reaped_mark(pipeline: Any, worker: str, ttl_s: int) -> None:
+    pipeline.set(worker_reaped_key(worker), 1, ex=ttl_s)
+
+
+# -- API processes: a job stops when the API process waiting for it is gone ----------------
+
+API_ALIVE_TTL_S = 5
+"""An API process beats once a second; silent this long, it is gone."""
+WAITER_GRACE_S = 3.0
+"""A worker stops a job only after its API process has been missing this long (a Redis
+restart loses the beats for a moment)."""
+
+
+def api_alive_key(instance: str) -> str:
+    return f"{PREFIX}:api:{instance}:alive"
+
+
+def beat_api(connection: redis.Redis, instance: str) -> None:
+    connection.set(api_alive_key(instance), 1, ex=API_ALIVE_TTL_S)
+
+
+def add_waiter_check(pipeline: Any, instance: str) -> None:
+    """Queue a check whose reply (an int) says whether that API process is alive."""
+    pipeline.exists(api_alive_key(instance))
+
+
+def missing_waiters(connection: redis.Redis, instances: set[str]) -> set[str]:
+    """The API processes, among these, that stopped beating."""
+    ordered = sorted(instances)
+    if not ordered:
+        return set()
+    with connection.pipeline(transaction=False) as pipeline:
+        for instance in ordered:
+            add_waiter_check(pipeline, instance)
+        alive = pipeline.execute()
+    return {instance for instance, up in zip(ordered, alive, strict=True) if not up}

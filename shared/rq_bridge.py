@@ -11,9 +11,10 @@ in pyproject.toml for this file: an RQ upgrade is this file's work.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import redis
+from rq import worker_registration
 from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
 from rq.job import Job, JobStatus
@@ -88,6 +89,23 @@ class ConcurrentWorkerBase(SimpleWorker):
     def on_stop_signal(self) -> None:
         """Called in the signal handler after a stop was requested (SIGINT, SIGTERM)."""
 
+    def serve_first(self, queue: Queue) -> None:
+        """Take jobs from ``queue`` ahead of the others (a worker's own queue)."""
+        self.queues.insert(0, queue)
+        self._ordered_queues = self.queues[:]
+
+    def rejoin(self) -> None:
+        """Register again after the reaper forgot this worker (it was silent, then woke):
+        RQ's ``register_birth`` without its check, since heartbeats already wrote the key."""
+        self.executions.clear()  # the jobs they tracked were given to other workers
+        with self.connection.pipeline() as pipeline:
+            pipeline.delete(self.key, self.executions_key)
+            self.birth_date = self.last_heartbeat = datetime.now(UTC)
+            pipeline.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipeline)
+            pipeline.expire(self.key, self.worker_ttl + 60)
+            pipeline.execute()
+
     def is_suspended(self) -> bool:
         """``rq suspend`` is in force: take no new job."""
         return bool(is_suspended(self.connection, self))
@@ -135,15 +153,26 @@ class ConcurrentWorkerBase(SimpleWorker):
         job._status = JobStatus.FINISHED
         self.handle_job_success(job, queue, queue.started_job_registry, execution)
 
-    def end_failed(self, job: Job, queue: Queue, execution: Execution, why: str) -> None:
+    def end_failed(
+        self, job: Job, queue: Queue, execution: Execution, why: str, keep_s: int | None = None
+    ) -> None:
+        """End a job that failed; its record keeps no prompt, and only ``keep_s`` seconds
+        when given (a refused request needs no day of diagnosis)."""
         job.ended_at = datetime.now(UTC)
         job._status = JobStatus.FAILED
+        if keep_s is not None:
+            job.failure_ttl = keep_s
         self.handle_job_failure(job, queue, exc_string=why, execution=execution)
+        with self.connection.pipeline() as pipeline:
+            add_strip_payload(pipeline, job)
+            pipeline.execute()
 
-    def end_cancelled(self, job: Job, queue: Queue, execution: Execution) -> None:
+    def end_cancelled(self, job: Job, queue: Queue, execution: Execution, keep_s: int) -> None:
         """A job whose client went away is RQ's "canceled", not "failed": it did not break."""
         job.ended_at = datetime.now(UTC)
+        job.failure_ttl = keep_s
         with self.connection.pipeline() as pipeline:
+            add_strip_payload(pipeline, job)
             job.set_status(JobStatus.CANCELED, pipeline=pipeline)
             pipeline.hset(job.key, "ended_at", utcformat(job.ended_at))
             queue.canceled_job_registry.add(job, ttl=job.failure_ttl or 0, pipeline=pipeline)
@@ -189,6 +218,18 @@ def add_failure(pipeline: Any, job: Job, queue: Queue, why: str) -> None:
     """Fail a started job whose worker is gone, the way RQ fails abandoned jobs."""
     _add_remove_from_started(pipeline, queue, job.id)
     record_job_failure(job, why, pipeline)
+    add_strip_payload(pipeline, job)
+
+
+def add_strip_payload(pipeline: Any, job: Job) -> None:
+    """Keep no prompt in an ended job's record: only what diagnosis needs (the request's
+    id and model). A stream of large refused prompts must not grow Redis."""
+    request = job.kwargs.get("request") if isinstance(job.kwargs, dict) else None
+    kept = {
+        k: request[k] for k in ("request_id", "model") if isinstance(request, dict) and k in request
+    }
+    job.kwargs = {"request": {**kept, "redacted": True}}
+    pipeline.hset(job.key, "data", job.data)
 
 
 def _add_remove_from_started(pipeline: Any, queue: Queue, job_id: str) -> None:
@@ -234,3 +275,75 @@ def queue_depths(connection: redis.Redis) -> list[tuple[str, int, int]]:
 def queue_key(name: str) -> str:
     """The Redis list of an RQ queue."""
     return Queue.redis_queue_namespace_prefix + name
+
+
+# -- moving a queued job between queues (cache-aware routing) -----------------------------
+
+_MOVE_QUEUED_JOB = """
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[3], 'origin', ARGV[2])
+redis.call('LPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+"""Atomically: if the job still waits in one queue, put it at the front of another and make
+that its origin (RQ's registries follow ``origin``); else (a worker took it) do nothing."""
+
+
+def move_queued_job(job_id: str, from_queue: str, to_queue: str) -> tuple[Any, ...]:
+    """Arguments for ``connection.eval(*...)``, sync or async: returns 1 when moved."""
+    keys = (queue_key(from_queue), queue_key(to_queue), Job.key_for(job_id))
+    return (_MOVE_QUEUED_JOB, 3, *keys, job_id, to_queue)
+
+
+def queued_job_ids(connection: redis.Redis, queue_name: str) -> list[str]:
+    ids: Any = connection.lrange(queue_key(queue_name), 0, -1)
+    return [i.decode() for i in ids]
+
+
+def forget_queue(connection: redis.Redis, queue_name: str) -> None:
+    """Drop an empty queue from RQ's set of queues (a dead worker's own queue)."""
+    connection.srem(Queue.redis_queues_keys, queue_key(queue_name))
+
+
+def release_queue(connection: redis.Redis, queue_name: str) -> int:
+    """Move every job waiting in a worker's own queue to the front of the shared queue
+    (the worker stops or died), then forget the own queue; returns how many moved."""
+    from shared.keys import shared_queue_of
+
+    shared = shared_queue_of(queue_name)
+    moved = 0
+    for job_id in reversed(queued_job_ids(connection, queue_name)):  # keep their order
+        moved += int(cast(int, connection.eval(*move_queued_job(job_id, queue_name, shared))))
+    forget_queue(connection, queue_name)
+    return moved
+
+
+# -- a job taken from its queue that nobody started ---------------------------------------
+
+_RECOVER_TAKEN_JOB = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
+if redis.call('LPOS', KEYS[2], ARGV[1]) then
+  redis.call('DEL', KEYS[4])
+  return 0
+end
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('SET', KEYS[4], 1, 'EX', ARGV[2])
+  return 0
+end
+redis.call('DEL', KEYS[4])
+redis.call('LPUSH', KEYS[2], ARGV[1])
+return 1
+"""
+"""A job out of its queue that no worker has started (no owner) on two checks in a row was
+taken by a worker that then stalled (a paused Mac holds what its blocking dequeue got): put it
+back at the front, and whichever worker starts it first runs it (the owner key decides).
+Returns 1 when put back, -1 when the job itself is gone (Redis lost it), else 0."""
+
+
+def recover_taken_job(
+    job_id: str, queue_name: str, owner_key: str, suspect_key: str, suspect_ttl_s: int
+) -> tuple[Any, ...]:
+    """Arguments for ``connection.eval(*...)``."""
+    keys = (owner_key, queue_key(queue_name), Job.key_for(job_id), suspect_key)
+    return (_RECOVER_TAKEN_JOB, 4, *keys, job_id, suspect_ttl_s)

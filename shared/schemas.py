@@ -110,6 +110,8 @@ class GenerationRequest(_Strict):
     """Extra template variables, e.g. {"enable_thinking": false}."""
     stream: bool = False
     deadline: float = Field(description="Unix time after which the job must not start.")
+    waiter: str | None = None
+    """The API process waiting for the answer: when it dies, the job stops."""
 
 
 class TokenLogprob(_Strict):
@@ -161,6 +163,8 @@ class DoneEvent(_Strict):
     prompt_tokens: int
     cached_tokens: int = 0
     """Prompt tokens whose KV came from the worker's prefix cache."""
+    worker: str | None = None
+    """The worker that answered (for the ``x-mlxq-worker`` header)."""
 
     @property
     def text(self) -> str:
@@ -180,6 +184,8 @@ class ErrorEvent(_Strict):
     seq: int
     code: ErrorCode
     message: str
+    partial_text: str | None = None
+    """What was generated before the error (a deadline), so that it is not lost."""
 
 
 JobEvent = Annotated[

@@ -29,11 +29,22 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         8, ge=1, le=256, description="Jobs one worker process generates for at once (batch size)."
     )
+    redis_maxmemory: str = Field(
+        "1gb",
+        description="Memory cap of the Redis that 'mlxq up' starts (noeviction: when full, "
+        "writes are refused with a 503, queued jobs are never evicted).",
+    )
     queue: str | None = Field(
         None, description="RQ queue name; default: derived from the model id (one queue per model)."
     )
     queue_timeout: float = Field(
         30.0, gt=0, description="Seconds a request may wait for a worker to take it before a 503."
+    )
+    route_wait: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds a request routed to the worker holding its conversation's cache "
+        "may wait for it; then any worker may take it.",
     )
     request_timeout: float = Field(
         600.0,
@@ -46,6 +57,23 @@ class Settings(BaseSettings):
         ge=1,
         description="Most jobs waiting in a model's queue, fleet-wide; beyond it a 429.",
     )
+    max_header_bytes: int = Field(
+        65_536, ge=1024, description="Largest request head (request line and headers); a 431."
+    )
+    header_timeout: float = Field(
+        10.0, gt=0, description="Seconds a connection may take to send a request's head; a 408."
+    )
+    body_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send a request's body; a 408."
+    )
+    keepalive_timeout: float = Field(
+        5.0, gt=0, description="Seconds an idle kept-alive connection stays open."
+    )
+    max_connections: int = Field(
+        1024,
+        ge=1,
+        description="Open connections (and requests) at once; beyond it the API answers 503.",
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted; larger ones get a 413."
     )
@@ -56,7 +84,15 @@ class Settings(BaseSettings):
         600, ge=1, description="Seconds a job may generate before it is stopped (RQ job_timeout)."
     )
     result_ttl: int = Field(300, ge=1, description="Seconds RQ keeps a finished job's result.")
-    failure_ttl: int = Field(86400, ge=1, description="Seconds RQ keeps a failed job.")
+    failure_ttl: int = Field(
+        86400, ge=1, description="Seconds RQ keeps a failed job (without its prompt)."
+    )
+    refused_ttl: int = Field(
+        300,
+        ge=1,
+        description="Seconds RQ keeps a refused or cancelled request's job (invalid, too "
+        "long for the context, past its deadline, client gone).",
+    )
     event_ttl: int = Field(
         600, ge=1, description="Seconds a job's event stream (tokens, result) is kept in Redis."
     )
@@ -64,6 +100,12 @@ class Settings(BaseSettings):
         10.0,
         gt=0,
         description="Seconds of silence after which a stream sends an SSE comment (keep-alive).",
+    )
+    stream_write_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a stream waits for a client that stopped reading; then it is "
+        "dropped and its job cancelled.",
     )
     max_tokens_cap: int = Field(
         4096,
@@ -104,6 +146,11 @@ class Settings(BaseSettings):
     )
     log_content: bool = Field(
         False, description="Log prompts and answers (for debugging; off: only ids and timings)."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Without an API key, the names (Host header) the API answers to besides "
+        "localhost, 127.0.0.1, ::1 and MLXQ_HOST (JSON list); guards against DNS rebinding.",
     )
     cors_origins: list[str] = Field(
         default_factory=list, description="Origins allowed by CORS (JSON list); empty: CORS off."

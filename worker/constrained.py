@@ -19,16 +19,19 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping
 from copy import copy
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance
 import llguidance.numpy as llg_numpy
 import mlx.core as mx
 import numpy as np
 
+if TYPE_CHECKING:  # only in llguidance's type stubs
+    from llguidance._lib import JsonCompileOptions
+
 # Compact JSON, no free whitespace: small models otherwise loop on spaces and newlines until
 # max_tokens. Overrides (not defaults) so a schema's "x-guidance" cannot turn them back on.
-JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "lenient": False}
+JSON_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False, "lenient": False}
 
 # Any JSON object: what OpenAI's {"type": "json_object"} promises.
 JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
@@ -129,8 +132,7 @@ class GrammarCompiler:
         matcher = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
         if matcher.is_error():
             raise SchemaError(
-                "the JSON schema is not supported: "
-                + _first_line(matcher.get_error())
+                "the JSON schema is not supported: " + _first_line(matcher.get_error())
             )
         return matcher
 
@@ -166,20 +168,23 @@ class JsonConstraint:
         self._seen = 0
 
     def __call__(self, tokens: mx.array, logits: mx.array) -> mx.array:
-        # Start the forward pass now: the mask below is computed on the CPU meanwhile.
-        mx.async_eval(logits)
+        # Read the new token first: its sampling was queued a step ago, while any MLX work
+        # asked for after the forward pass is queued (a stream runs in order) would wait for
+        # it. Then start the forward pass, which runs while the mask is computed here.
         self._sync(tokens)
+        mx.async_eval(logits)
         llg_numpy.fill_next_token_bitmask(self._matcher, self._bitmask, 0)
         return _apply_mask(self._bitmask, logits)
 
     def _sync(self, tokens: mx.array) -> None:
         """Bring the matcher to the end of ``tokens`` (one new token in the usual case)."""
-        n = int(tokens.size)
+        ids = np.asarray(tokens).reshape(-1)  # numpy view: no new MLX op to wait for
+        n = int(ids.size)
         if self._prompt_len is None or n < self._prompt_len:
             self._matcher.reset()  # first call (or rewound into the prompt): nothing generated
             self._prompt_len = self._seen = n
         elif n > self._seen:
-            for token in tokens.reshape(-1)[self._seen :].tolist():
+            for token in ids[self._seen :].tolist():
                 # One by one: consume_tokens([EOS]) errs once the JSON is complete, while
                 # consume_token(EOS) is accepted. A disallowed token puts the matcher in
                 # its error state, where the mask allows only EOS.

@@ -114,5 +114,14 @@ class Engine(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PrefixCacheReport:
+    """An engine with a prefix cache may report it (``prefix_cache_report()``)."""
+
+    queried_tokens: int
+    hit_tokens: int
+    bytes: int
+
+
 EngineFactory = Callable[[Settings, Emit], Engine]
 """What MLXQ_ENGINE names: a class (or function) taking the settings and the emit callback."""

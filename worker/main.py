@@ -69,6 +69,7 @@ def build_worker(settings: Settings) -> BatchingWorker:
         event_ttl_s=settings.event_ttl,
         job_timeout_s=settings.job_timeout,
         drain_timeout_s=settings.drain_timeout,
+        refused_ttl_s=settings.refused_ttl,
         log_content=settings.log_content,
     )
 

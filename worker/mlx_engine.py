@@ -25,7 +25,14 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 from shared.errors import Cancelled, GenerationFailed, JobTimedOut, MlxqError
 from shared.schemas import Choice, GenerationRequest, SamplingParams, TokenLogprob, TopLogprob
 from shared.settings import Settings
-from worker.engine_api import Emit, EngineRequest, Failed, Finished, TokenOutput
+from worker.engine_api import (
+    Emit,
+    EngineRequest,
+    Failed,
+    Finished,
+    PrefixCacheReport,
+    TokenOutput,
+)
 from worker.model import LoadedModel, load_model
 from worker.prefix_cache import PrefixCache, default_cache_bytes, kv_bytes_per_token
 from worker.request_checks import RequestPreparer
@@ -69,11 +76,14 @@ class _SingleStream:
 
 
 @dataclass
-class _Followers:
-    """Choices waiting for their leader's prompt to be prefilled, to start from its cache."""
+class _Follower:
+    """A sequence waiting for a leader's prompt to be prefilled, to start from a copy of its
+    cache: another choice of the same prompt, or a request that shares a long prefix with a
+    prompt being prefilled right now."""
 
-    prompt: list[int]
-    sequences: list[Sequence]
+    sequence: Sequence
+    shared: int
+    """Leading prompt tokens it shares with the leader."""
 
 
 class MLXEngine:
@@ -106,7 +116,9 @@ class MLXEngine:
         self._single: _SingleStream | None = None
         self._batch: BatchGenerator | None = None
         self._in_batch: dict[int, Sequence] = {}
-        self._followers: dict[int, _Followers] = {}
+        self._followers: dict[int, list[_Follower]] = {}
+        self._prefilling: dict[int, list[int]] = {}
+        """Leaders being prefilled (uid -> prompt), for later arrivals to follow."""
         self._peak = 0
         self._generated = 0
         self._single_ok = can_trim_prompt_cache(make_prompt_cache(self._model))
@@ -140,6 +152,10 @@ class MLXEngine:
     @property
     def peak_batch_size(self) -> int:
         return self._peak
+
+    def prefix_cache_report(self) -> PrefixCacheReport:
+        stats = self.prefix_cache.stats  # counters: a slightly stale read is fine
+        return PrefixCacheReport(stats.queried_tokens, stats.hit_tokens, self.prefix_cache.nbytes)
 
     @property
     def generated_tokens(self) -> int:
@@ -266,7 +282,8 @@ class MLXEngine:
     def _expire_timed_out(self) -> None:
         now = time.monotonic()
         for job in [j for j in self._jobs.values() if now >= j.request.timeout_at]:
-            self._drop(job, JobTimedOut("The request's time limit passed while generating."))
+            message = "The request's time limit passed while generating."
+            self._drop(job, JobTimedOut(message, partial=job.sequences[0].text_so_far()))
 
     # single stream
 
@@ -326,20 +343,41 @@ class MLXEngine:
         return self._batch
 
     def _insert_job(self, job: _Job) -> None:
-        """Each prompt's first choice starts from the prefix cache; its other choices wait
-        for its prefill (followers) unless the whole prompt was cached already."""
+        """Each prompt's first choice starts from the prefix cache, or follows a prompt being
+        prefilled that shares more of it; its other choices follow it (one prefill)."""
         n = job.request.request.n
         for start in range(0, len(job.sequences), n):
             group = job.sequences[start : start + n]
             leader, others = group[0], group[1:]
             cache, cached = self.prefix_cache.fetch(leader.prompt)
-            job.cached_tokens += cached
-            if others and len(leader.prompt) - cached > 1:
+            followed = self._follow_prefill(leader, cached)
+            if followed is None:
+                job.cached_tokens += cached
+            else:
+                shared = self._followers[followed][-1].shared
+                self._followers[followed] += [_Follower(other, shared) for other in others]
+                continue
+            if len(leader.prompt) - cached > 1 and (
+                others or len(leader.prompt) - cached >= STORE_PROMPT_MIN_TOKENS
+            ):
                 self._insert([leader], cache, cached)
                 assert leader.uid is not None
-                self._followers[leader.uid] = _Followers(leader.prompt, others)
+                self._prefilling[leader.uid] = leader.prompt
+                self._followers[leader.uid] = [_Follower(o, len(o.prompt) - 1) for o in others]
             else:
                 self._insert(group, cache, cached)
+
+    def _follow_prefill(self, sequence: Sequence, cached: int) -> int | None:
+        """The uid of a prompt being prefilled that shares a longer prefix with this one than
+        the prefix cache gave (by STORE_PROMPT_MIN_TOKENS or more); the sequence then waits."""
+        best_uid, best = None, cached + STORE_PROMPT_MIN_TOKENS - 1
+        for uid, prompt in self._prefilling.items():
+            shared = min(_common_prefix(prompt, sequence.prompt), len(sequence.prompt) - 1)
+            if shared > best:
+                best_uid, best = uid, shared
+        if best_uid is not None:
+            self._followers[best_uid].append(_Follower(sequence, best))
+        return best_uid
 
     def _insert(self, sequences: list[Sequence], cache: list[Any] | None, cached: int) -> None:
         """Insert sequences that share one prompt, each from its own copy of ``cache``."""
@@ -377,21 +415,37 @@ class MLXEngine:
                     self.prefix_cache.store(tokens, response.prompt_cache)
 
     def _prompt_prefilled(self, uid: int) -> None:
-        """A prompt (all but its last token) is in the KV cache: start the choices that wait
-        for it from copies, and keep a copy for later requests with the same prefix."""
+        """A leader's prompt (all but its last token) is in the KV cache: start the sequences
+        that wait for it from copies, and keep one for later requests with the same prefix."""
+        self._prefilling.pop(uid, None)
         followers = self._followers.pop(uid, None)
-        sequence = self._in_batch.get(uid)
-        if followers is None and (
-            sequence is None or len(sequence.prompt) < STORE_PROMPT_MIN_TOKENS
-        ):
+        if followers is None:
             return
         extracted = self._batch_generator().extract_cache([uid]).get(uid)
-        if extracted is None:
+        if extracted is None:  # the leader is gone: its followers start on their own
+            self._start_followers(followers, None)
             return
         cache, tokens = extracted[0], list(extracted[1])
-        if followers is not None:
-            self._insert(followers.sequences, copy.deepcopy(cache), len(tokens))
+        self._start_followers(followers, (cache, tokens))
         self.prefix_cache.store(tokens, cache)
+
+    def _start_followers(
+        self, followers: list[_Follower], prefilled: tuple[list[Any], list[int]] | None
+    ) -> None:
+        for follower in followers:
+            sequence = follower.sequence
+            if self._jobs.get(sequence.job_id) is None:
+                continue  # its job ended meanwhile
+            if prefilled is None:
+                cache, cached = self.prefix_cache.fetch(sequence.prompt)
+            else:
+                cached = min(follower.shared, len(prefilled[1]))
+                cache = copy.deepcopy(prefilled[0])
+                trim_prompt_cache(cache, len(prefilled[1]) - cached)
+                job = self._jobs[sequence.job_id]
+                if sequence.index % job.request.request.n == 0:  # a leader of its own prompt
+                    job.cached_tokens += cached
+            self._insert([sequence], cache, cached)
 
     # shared by both paths
 
@@ -495,11 +549,14 @@ class MLXEngine:
                 self._single = None
             elif sequence.uid is not None and sequence.uid in self._in_batch:
                 del self._in_batch[sequence.uid]
-                self._followers.pop(sequence.uid, None)
                 if self._batch is not None:
                     self._batch.remove([sequence.uid])
         del self._jobs[job.job_id]
         self._emit(Failed(job.job_id, error))
+        for sequence in job.sequences:  # sequences of other jobs that waited on this one
+            if sequence.uid is not None and sequence.uid in self._followers:
+                self._prefilling.pop(sequence.uid, None)
+                self._start_followers(self._followers.pop(sequence.uid), None)
 
     def _fail_all(self, error: MlxqError) -> None:
         for job in list(self._jobs.values()):
@@ -508,7 +565,16 @@ class MLXEngine:
         self._single = None
         self._in_batch.clear()
         self._followers.clear()
+        self._prefilling.clear()
         self._batch = None
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def _choice_sampling(request: EngineRequest, choice: int) -> SamplingParams:

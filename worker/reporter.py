@@ -11,7 +11,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis
 from rq.executions import Execution
@@ -21,7 +21,8 @@ from rq.queue import Queue
 from shared import protocol
 from shared.backoff import Backoff
 from shared.errors import ErrorCode, GenerationFailed, MlxqError
-from shared.schemas import DoneEvent, ErrorEvent, JobEvent, TokenEvent
+from shared.routing import ROUTE_TTL_S, answered_prefix_hashes
+from shared.schemas import DoneEvent, ErrorEvent, GenerationRequest, JobEvent, TokenEvent
 from worker.engine_api import EngineOutput, Failed, Finished, TokenOutput
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,10 @@ MAX_OUTPUTS_PER_PIPELINE = 256
 REDIS_RETRY_S = 120.0
 """How long the reporter keeps retrying a write while Redis is down (a restart with AOF)."""
 JOIN_GRACE_S = 30.0
+REFUSALS = frozenset(
+    {ErrorCode.INVALID_REQUEST, ErrorCode.CONTEXT_LENGTH_EXCEEDED, ErrorCode.TIMEOUT}
+)
+"""Errors that say what was wrong with a request, not with mlxq: kept briefly."""
 
 
 @dataclass
@@ -40,6 +45,8 @@ class RunningJob:
     job: Job
     queue: Queue
     execution: Execution | None
+    request: GenerationRequest | None = None
+    """The job's request, once read (None for a job refused before it could be read)."""
     next_seq: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -55,16 +62,22 @@ class JobEnder(Protocol):
 
     def end_finished(self, job: Job, queue: Queue, execution: Execution, result: dict) -> None: ...
 
-    def end_failed(self, job: Job, queue: Queue, execution: Execution, why: str) -> None: ...
+    def end_failed(
+        self, job: Job, queue: Queue, execution: Execution, why: str, keep_s: int | None = None
+    ) -> None: ...
 
-    def end_cancelled(self, job: Job, queue: Queue, execution: Execution) -> None: ...
+    def end_cancelled(self, job: Job, queue: Queue, execution: Execution, keep_s: int) -> None: ...
 
 
 class _Stop:
     """Posted last, by ``Reporter.stop``."""
 
 
-OutboxItem = EngineOutput | _Stop
+class _Reaped:
+    """Posted by the main thread when the reaper declared this worker dead during a pause."""
+
+
+OutboxItem = EngineOutput | _Stop | _Reaped
 
 
 class Outbox:
@@ -80,6 +93,11 @@ class Outbox:
     def refuse(self, job_id: str, error: MlxqError) -> None:
         """The main thread: a job that ends before reaching the engine."""
         self._items.put(Failed(job_id, error))
+
+    def reaped(self) -> None:
+        """The main thread: the worker was declared dead while it paused; its running jobs
+        went to other workers (or failed), so it must drop them all."""
+        self._items.put(_Reaped())
 
     def _close(self) -> None:
         self._items.put(_Stop())
@@ -102,18 +120,26 @@ class Reporter:
         worker_name: str,
         ender: JobEnder,
         on_job_done: Callable[[], None],
+        on_abandon: Callable[[str], None],
         *,
         outbox: Outbox,
         event_ttl_s: int,
         log_content: bool = False,
+        claims_prefixes: bool = False,
+        refused_ttl_s: int = 300,
     ) -> None:
+        """``claims_prefixes``: the engine keeps a prefix cache, so the conversations this
+        worker answers are routed back to it (shared/routing.py)."""
         self.outbox = outbox
         self._connection = connection
         self._worker_name = worker_name
         self._ender = ender
         self._on_job_done = on_job_done
+        self._on_abandon = on_abandon
         self._event_ttl_s = event_ttl_s
         self._log_content = log_content
+        self._claims_prefixes = claims_prefixes
+        self._refused_ttl_s = refused_ttl_s
         self._jobs: dict[str, RunningJob] = {}
         self._thread = threading.Thread(target=self._run, name="mlxq-reporter", daemon=True)
 
@@ -123,6 +149,10 @@ class Reporter:
 
     def is_running(self, job_id: str) -> bool:
         return job_id in self._jobs
+
+    def running_jobs(self) -> list[RunningJob]:
+        """A snapshot, for the main thread (dict.copy is one step under the GIL)."""
+        return list(self._jobs.copy().values())
 
     @property
     def running_count(self) -> int:
@@ -138,12 +168,15 @@ class Reporter:
     def _run(self) -> None:
         while True:
             items = self.outbox._take(MAX_OUTPUTS_PER_PIPELINE)
-            outputs = [item for item in items if not isinstance(item, _Stop)]
+            if any(isinstance(item, _Reaped) for item in items):
+                for job_id in list(self._jobs):
+                    self._abandon(job_id)
+            outputs = [item for item in items if not isinstance(item, _Stop | _Reaped)]
             try:
                 self._report(outputs)
             except Exception:
                 log.exception("could not report job outputs")
-            if len(outputs) < len(items):
+            if any(isinstance(item, _Stop) for item in items):
                 return
 
     def _report(self, outputs: list[EngineOutput]) -> None:
@@ -153,29 +186,56 @@ class Reporter:
             running = self._jobs.get(output.job_id)
             if running is None:
                 continue
-            events.append((output.job_id, _event(output, running.take_seq())))
+            events.append((output.job_id, _event(output, running.take_seq(), self._worker_name)))
             if not isinstance(output, TokenOutput):
                 finals.append((running, output))
 
+        abandoned: set[str] = set()
+
         def publish() -> None:
-            with self._connection.pipeline(transaction=False) as pipeline:
-                for job_id, event in events:
-                    protocol.add_event(pipeline, job_id, event, self._event_ttl_s)
-                for running, _ in finals:
-                    protocol.remove_running_job(pipeline, self._worker_name, running.job.id)
-                pipeline.execute()
+            nonlocal abandoned
+            abandoned = protocol.publish_if_running(
+                self._connection, self._worker_name, events, self._event_ttl_s
+            )
+            claims = [(r, o) for r, o in finals if r.job.id not in abandoned]
+            if self._claims_prefixes and claims:
+                with self._connection.pipeline(transaction=False) as pipeline:
+                    for running, output in claims:
+                        self._claim(pipeline, running, output)
+                    pipeline.execute()
 
         try:
             _retrying(publish)
         except Exception as exc:  # not Redis: an output it cannot carry (never skip ending)
             log.exception("could not send job events")
             finals = [(r, self._undeliverable(r, exc)) for r, _ in finals]
+        for job_id in abandoned:
+            self._abandon(job_id)
         for running, output in finals:
+            if running.job.id in abandoned:
+                continue
             try:
                 _retrying(lambda: self._end(running, output))  # noqa: B023 (called at once)
             finally:
                 del self._jobs[running.job.id]
                 self._on_job_done()
+
+    def _abandon(self, job_id: str) -> None:
+        """The worker no longer runs this job (the reaper retried or failed it while the
+        worker paused): stop it and free its slot, publishing nothing and ending nothing."""
+        if self._jobs.pop(job_id, None) is None:
+            return
+        log.warning("job %s: given to another worker while this one paused; dropped", job_id)
+        self._on_abandon(job_id)
+        self._on_job_done()
+
+    def _claim(self, pipeline: Any, running: RunningJob, output: Finished | Failed) -> None:
+        """This worker now holds the answered conversation's KV: route its next turn here."""
+        if not self._claims_prefixes or running.request is None:
+            return
+        if isinstance(output, Finished) and len(output.choices) == 1:
+            hashes = answered_prefix_hashes(running.request, output.choices[0].text)
+            protocol.add_prefix_claims(pipeline, self._worker_name, hashes, ROUTE_TTL_S)
 
     def _undeliverable(self, running: RunningJob, exc: Exception) -> Failed:
         """Fail a job whose answer could not be sent, and tell its client so if possible."""
@@ -199,10 +259,12 @@ class Reporter:
                 log.info("job %s: answer %r", job.id, [c.text for c in output.choices])
             self._ender.end_finished(job, job_queue, execution, _result(output))
         elif output.error.code == ErrorCode.CANCELLED:
-            self._ender.end_cancelled(job, job_queue, execution)
+            self._ender.end_cancelled(job, job_queue, execution, self._refused_ttl_s)
         else:
             why = f"{output.error.code}: {output.error.message}"
-            self._ender.end_failed(job, job_queue, execution, why)
+            refused = output.error.code in REFUSALS
+            keep_s = self._refused_ttl_s if refused else None
+            self._ender.end_failed(job, job_queue, execution, why, keep_s)
 
 
 def _retrying(write: Callable[[], None]) -> None:
@@ -222,7 +284,7 @@ def _retrying(write: Callable[[], None]) -> None:
             waited += backoff.sleep()
 
 
-def _event(output: EngineOutput, seq: int) -> JobEvent:
+def _event(output: EngineOutput, seq: int, worker: str) -> JobEvent:
     if isinstance(output, TokenOutput):
         return TokenEvent(
             seq=seq,
@@ -233,8 +295,11 @@ def _event(output: EngineOutput, seq: int) -> JobEvent:
             tool_calls=output.tool_calls,
         )
     if isinstance(output, Finished):
-        return DoneEvent(seq=seq, **_result(output))
-    return ErrorEvent(seq=seq, code=ErrorCode(output.error.code), message=output.error.message)
+        return DoneEvent(seq=seq, worker=worker, **_result(output))
+    error = output.error
+    return ErrorEvent(
+        seq=seq, code=ErrorCode(error.code), message=error.message, partial_text=error.partial
+    )
 
 
 def _result(output: Finished) -> dict:

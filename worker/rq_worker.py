@@ -33,9 +33,10 @@ from shared import protocol
 from shared.backoff import Backoff
 from shared.errors import Cancelled, GenerationFailed, InvalidRequest, JobTimedOut, MlxqError
 from shared.jobs import ALLOWED_FUNCTIONS
-from shared.rq_bridge import ConcurrentWorkerBase
+from shared.keys import worker_queue_name
+from shared.rq_bridge import ConcurrentWorkerBase, release_queue
 from shared.schemas import GenerationRequest, StartedEvent
-from worker.engine_api import Engine, EngineRequest
+from worker.engine_api import Engine, EngineRequest, PrefixCacheReport
 from worker.reporter import Outbox, Reporter, RunningJob
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,18 @@ class BatchingWorker(ConcurrentWorkerBase):
         event_ttl_s: int,
         job_timeout_s: int,
         drain_timeout_s: float,
+        refused_ttl_s: int = 300,
         log_content: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(queues, **kwargs)
+        shared_queue = queues[0]
+        self.own_queue = Queue(
+            worker_queue_name(shared_queue.name, self.name),
+            connection=self.connection,
+            serializer=shared_queue.serializer,
+        )
+        self.serve_first(self.own_queue)  # requests routed here reuse this worker's cache
         self.engine = engine
         self._slots = threading.Semaphore(concurrency)
         self._state_lock = threading.Lock()
@@ -79,12 +88,16 @@ class BatchingWorker(ConcurrentWorkerBase):
             self.name,
             self,
             self._job_done,
+            engine.cancel,
             outbox=outbox,
             event_ttl_s=event_ttl_s,
             log_content=log_content,
+            claims_prefixes=hasattr(engine, "prefix_cache_report"),
+            refused_ttl_s=refused_ttl_s,
         )
         self._last_heartbeat = 0.0
         self._suspended = False
+        self._missing_since: dict[str, float] = {}
         self._token_samples: collections.deque[tuple[float, int]] = collections.deque()
         self._backoff = Backoff(first_s=0.5, cap_s=10.0)
         self._cancel_listener: Any = None
@@ -138,14 +151,45 @@ class BatchingWorker(ConcurrentWorkerBase):
         self._last_heartbeat = time.monotonic()
         try:
             with self.connection.pipeline() as pipeline:
-                self.heartbeat(pipeline=pipeline)
                 protocol.add_heartbeat(pipeline, self.name, self._stats(), self.worker_ttl)
-                pipeline.execute()
+                self.heartbeat(pipeline=pipeline)
+                reaped = pipeline.execute()[0]
+            if reaped:
+                self._rejoin()
+            self._stop_orphans()
             self._note_suspension(self.is_suspended())
             if self.should_run_maintenance_tasks:
                 self.run_maintenance_tasks()
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("worker %s: Redis unreachable (%s)", self.name, exc)
+
+    def _stop_orphans(self) -> None:
+        """Stop the jobs whose API process is gone (it crashed or was killed): nobody waits
+        for their answers. A waiter must be missing for WAITER_GRACE_S first, since a Redis
+        restart loses the API processes' beats for a moment."""
+        by_waiter: dict[str, list[str]] = {}
+        for running in self.reporter.running_jobs():
+            if running.request is not None and running.request.waiter:
+                by_waiter.setdefault(running.request.waiter, []).append(running.job.id)
+        now = time.monotonic()
+        missing = protocol.missing_waiters(self.connection, set(by_waiter))
+        self._missing_since = {w: self._missing_since.get(w, now) for w in missing}
+        for waiter, since in self._missing_since.items():
+            if now - since >= protocol.WAITER_GRACE_S:
+                for job_id in by_waiter[waiter]:
+                    log.info("job %s: its API process is gone; stopping it", job_id)
+                    self.engine.cancel(job_id)
+
+    def _rejoin(self) -> None:
+        """This worker paused (a sleeping Mac, a stopped VM) long enough to be declared dead:
+        its jobs went to other workers or failed. Drop them all without a word, and register
+        again with RQ, which forgot it; every slot is free again once they are dropped."""
+        log.warning(
+            "worker %s: declared dead during a pause; dropping its jobs, rejoining", self.name
+        )
+        self.reporter.outbox.reaped()
+        self.rejoin()
+        self.show_state(suspended=self._suspended, running=0)
 
     def _note_suspension(self, suspended: bool) -> None:
         if suspended == self._suspended:
@@ -160,7 +204,12 @@ class BatchingWorker(ConcurrentWorkerBase):
             self.show_state(suspended=suspended, running=self.reporter.running_count)
 
     def _stats(self) -> protocol.WorkerStats:
+        report = getattr(self.engine, "prefix_cache_report", None)
+        cache = report() if report is not None else PrefixCacheReport(0, 0, 0)
         return protocol.WorkerStats(
+            prefix_cache_bytes=cache.bytes,
+            prefix_cache_queried_tokens=cache.queried_tokens,
+            prefix_cache_hit_tokens=cache.hit_tokens,
             model=self.engine.model_id,
             queues=self.queue_names(),
             host=socket.gethostname(),
@@ -170,6 +219,7 @@ class BatchingWorker(ConcurrentWorkerBase):
             peak_batch=self.engine.peak_batch_size,
             tokens_total=self.engine.generated_tokens,
             tokens_per_s=round(self._tokens_per_s(), 2),
+            suspended=self._suspended,
         )
 
     def _tokens_per_s(self) -> float:
@@ -219,10 +269,13 @@ class BatchingWorker(ConcurrentWorkerBase):
     # -- one job ---------------------------------------------------------------------------
 
     def _start_job(self, job: Job, job_queue: Queue) -> None:
-        # Read and check the request before any Redis write, so that one round trip records
-        # the start in RQ, checks for a cancellation and tells the API, all at once.
+        if not self._claim(job):
+            return
+        # Read and check the request before any other Redis write, so that one round trip
+        # records the start in RQ, checks for a cancellation and tells the API, all at once.
         prepared: EngineRequest | None = None
         refusal: MlxqError | None = None
+        request: GenerationRequest | None = None
         try:
             request = self._read_request(job)
             timeout_s = min(
@@ -234,7 +287,7 @@ class BatchingWorker(ConcurrentWorkerBase):
         except Exception as exc:
             log.exception("job %s: could not prepare the request", job.id)
             refusal = GenerationFailed(f"Could not prepare the request: {exc}")
-        running = RunningJob(job, job_queue, execution=None)
+        running = RunningJob(job, job_queue, execution=None, request=request)
         try:
             cancelled = self._record_start(running, announce=prepared is not None)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
@@ -253,6 +306,20 @@ class BatchingWorker(ConcurrentWorkerBase):
             log.info("job %s: request %s", job.id, prepared.request.model_dump_json())
         self.engine.submit(prepared)
 
+    def _claim(self, job: Job) -> bool:
+        """Become the job's one runner. A job can be taken twice: the API puts a job back in
+        its queue when the worker that took it does not start it (a worker that paused with
+        the job in its hands); whichever worker starts it first runs it, the other drops it."""
+        try:
+            claimed = protocol.claim_job(self.connection, job.id, self.name, self._event_ttl_s)
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            log.error("job %s: Redis lost while taking it (%s)", job.id, exc)
+            claimed = False
+        if not claimed:
+            log.info("job %s: another worker runs it; dropped", job.id)
+            self._slots.release()
+        return claimed
+
     def _record_start(self, running: RunningJob, announce: bool) -> bool:
         """RQ's start of a job and mlxq's own writes, in one round trip; returns whether the
         job's client has already gone away."""
@@ -261,10 +328,10 @@ class BatchingWorker(ConcurrentWorkerBase):
             running.execution = self.add_start(pipeline, job, running.queue)
             protocol.add_cancel_check(pipeline, job.id)
             cancelled_at = len(pipeline) - 1
+            protocol.add_running_job(pipeline, self.name, job.id)  # its events may be sent
             if announce:  # "started" means accepted: a refused job's first event is its error
                 started = StartedEvent(seq=running.take_seq(), worker=self.name)
                 protocol.add_event(pipeline, job.id, started, self._event_ttl_s)
-                protocol.add_running_job(pipeline, self.name, job.id)
             # RQ's BUSY and the reporter's IDLE (when the last job ends) must not cross: the
             # start and the count it changes happen together, under the state lock.
             with self._state_lock:
@@ -304,7 +371,11 @@ class BatchingWorker(ConcurrentWorkerBase):
             )
 
     def _deregister(self) -> None:
+        """Leave the live set, and hand requests still routed to this worker to the others."""
         try:
             protocol.deregister_worker(self.connection, self.name)
+            moved = release_queue(self.connection, self.own_queue.name)
+            if moved:
+                log.info("worker %s: %d routed request(s) go to the shared queue", self.name, moved)
         except redis.RedisError as exc:
             log.warning("worker %s: could not deregister (%s)", self.name, exc)

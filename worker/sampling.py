@@ -12,6 +12,8 @@ from shared.schemas import SamplingParams
 
 GREEDY_BELOW_TEMPERATURE = 1e-3
 """Temperatures this small are greedy in effect; dividing by them overflows to NaN."""
+SMALLEST_TOP_P = 1e-6
+"""Below this, 1 - top_p is 1 in float32 (its epsilon is about 1.2e-7)."""
 PENALTY_CONTEXT_TOKENS = 20
 """Tokens the penalties look back over (mlx-lm's and mlx_lm.server's default)."""
 
@@ -53,8 +55,10 @@ class RequestSampler:
 
 
 def make_request_sampler(params: SamplingParams) -> RequestSampler | None:
-    """None means greedy (the batch's shared argmax)."""
-    if params.temperature < GREEDY_BELOW_TEMPERATURE:
+    """None means greedy (the batch's shared argmax). A top_p too small for float32 keeps only
+    the likeliest token, which is greedy too; computed in float32 it would round to 1 - top_p
+    = 1 and switch nucleus sampling off instead."""
+    if params.temperature < GREEDY_BELOW_TEMPERATURE or params.top_p < SMALLEST_TOP_P:
         return None
     return RequestSampler(params)
 

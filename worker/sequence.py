@@ -96,6 +96,10 @@ class Sequence:
             tail = _merge(tail, self._sort(self._channels.flush()))
         return _merge(released, tail)
 
+    def text_so_far(self) -> str:
+        """The answer's text released until now (for a request cut off by its deadline)."""
+        return "".join(self._content) or "".join(self._raw)
+
     def choice(self, finish_reason: Literal["stop", "length"]) -> Choice:
         tool_calls = self._tool_calls
         content = "".join(self._content)

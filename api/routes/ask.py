@@ -25,7 +25,9 @@ router = APIRouter(tags=["ask"])
 
 class AskRequest(BaseModel):
     # strict: JSON types as the schema says them ("max_tokens": true or "5" is no integer)
-    model_config = ConfigDict(extra="forbid", strict=True)
+    # allow_inf_nan: NaN and Infinity (and 1e400, which JSON parsers read as Infinity) are
+    # no numbers a request can mean.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     question: str = Field(min_length=1, description="The question; must not be blank.")
     max_tokens: int | None = Field(
@@ -106,7 +108,7 @@ async def ask(
         http_request,
         runner,
         request,
-        settings.stream_keepalive,
+        settings,
         answer=lambda done: AskResponse(answer=done.text),
         frames=_frames,
     )

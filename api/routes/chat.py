@@ -80,9 +80,7 @@ async def chat_completions(
     def frames(stream: JobStream) -> AsyncIterator[str]:
         return openai_frames(stream, header, renderer, body.include_usage)
 
-    return await respond(
-        http_request, runner, request, settings.stream_keepalive, answer=whole, frames=frames
-    )
+    return await respond(http_request, runner, request, settings, answer=whole, frames=frames)
 
 
 def _message(message: MessageIn) -> ChatMessage:

@@ -62,6 +62,4 @@ async def completions(
     def frames(stream: JobStream) -> AsyncIterator[str]:
         return openai_frames(stream, header, renderer, body.include_usage)
 
-    return await respond(
-        http_request, runner, request, settings.stream_keepalive, answer=whole, frames=frames
-    )
+    return await respond(http_request, runner, request, settings, answer=whole, frames=frames)

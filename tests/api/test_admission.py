@@ -13,6 +13,7 @@ from rq.job import Job
 from api.submit import QUEUE_FULL_RETRY_AFTER_S, JobSubmitter
 from shared import protocol
 from shared.errors import QueueFull
+from shared.keys import queue_name_for_model
 from shared.redis_clients import async_command_client
 from shared.rq_bridge import queue_key
 from shared.schemas import ChatMessage, GenerationRequest
@@ -21,6 +22,7 @@ from shared.settings import DEMO_MODEL_ID, Settings
 pytestmark = pytest.mark.anyio
 
 MAX_QUEUED = 3
+QUEUE = queue_name_for_model(DEMO_MODEL_ID)
 EVENT_TTL_S = 77
 
 
@@ -56,7 +58,8 @@ async def queued_ids(connection: aioredis.Redis, settings: Settings) -> list[str
 
 async def enqueue(submitter: JobSubmitter) -> str:
     job_id = uuid.uuid4().hex
-    await submitter.enqueue(request(), job_id)
+    # A first conversation has no prefix any worker holds: it waits in the model's queue.
+    assert await submitter.enqueue(request(), job_id) == submitter.queue_name(DEMO_MODEL_ID)
     return job_id
 
 
@@ -98,12 +101,12 @@ async def test_withdraw_is_false_once_the_job_left_the_queue(
 ) -> None:
     taken, waiting = await enqueue(submitter), await enqueue(submitter)
     await take(connection, settings, taken)
-    assert await submitter.withdraw(DEMO_MODEL_ID, taken) is False
+    assert await submitter.withdraw(QUEUE, taken) is False
     assert await connection.exists(Job.key_for(taken))  # its worker still has it
 
-    assert await submitter.withdraw(DEMO_MODEL_ID, waiting) is True
+    assert await submitter.withdraw(QUEUE, waiting) is True
     assert not await connection.exists(Job.key_for(waiting))
-    assert await submitter.withdraw(DEMO_MODEL_ID, waiting) is False  # already gone
+    assert await submitter.withdraw(QUEUE, waiting) is False  # already gone
     assert await queued_ids(connection, settings) == []
 
 
@@ -111,7 +114,7 @@ async def test_cancelling_a_queued_job_removes_it(
     submitter: JobSubmitter, connection: aioredis.Redis, settings: Settings
 ) -> None:
     kept, cancelled = await enqueue(submitter), await enqueue(submitter)
-    await submitter.cancel(DEMO_MODEL_ID, cancelled)
+    await submitter.cancel(QUEUE, cancelled)
     assert await queued_ids(connection, settings) == [kept]
     assert not await connection.exists(Job.key_for(cancelled))
     assert not await connection.exists(protocol.job_cancel_key(cancelled))  # nothing to stop
@@ -126,7 +129,7 @@ async def test_cancelling_a_taken_job_marks_it_and_tells_the_workers(
     pubsub = listener.pubsub(ignore_subscribe_messages=True)
     try:
         await pubsub.subscribe(protocol.CANCEL_CHANNEL)
-        await submitter.cancel(DEMO_MODEL_ID, job_id)
+        await submitter.cancel(QUEUE, job_id)
         received, give_up_at = None, time.monotonic() + 5
         while received is None and time.monotonic() < give_up_at:  # skips the confirmation
             received = await pubsub.get_message(timeout=1)

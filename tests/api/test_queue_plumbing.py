@@ -35,7 +35,7 @@ def test_answer_goes_through_rq_and_is_recorded(
     (job_id,) = FinishedJobRegistry(queue=queue).get_job_ids()
     job = Job.fetch(job_id, connection=client, serializer=JSONSerializer)
     assert job.func_name == "worker.jobs.generate"
-    assert job.return_value()["text"] == "one two"
+    assert job.return_value()["choices"][0]["text"] == "one two"
     assert job.timeout == 600 and job.result_ttl == 300 and job.failure_ttl == 86400
     assert json.loads(zlib.decompress(client.hget(job.key, "data")))  # JSON serializer, not pickle
 

@@ -46,6 +46,9 @@ def test_generation_stops_at_the_deadline(processes: Processes, mlxq_env: dict[s
     assert response.status_code == 504
     assert response.json()["detail"] == "The request's time limit passed while generating."
     assert time.monotonic() - started < 2.5
+    # what was generated comes with the 504 (about 1.5 s of 0.1 s words), not thrown away
+    partial = response.json()["partial_answer"].split()
+    assert partial[:3] == ["w0", "w1", "w2"] and 8 <= len(partial) <= 16
 
 
 def test_server_default_deadline_applies(processes: Processes, mlxq_env: dict[str, str]) -> None:
@@ -69,3 +72,4 @@ def test_openai_routes_take_a_timeout_too(processes: Processes, mlxq_env: dict[s
     response = httpx.post(f"{api}/v1/chat/completions", json=body, timeout=10)
     assert response.status_code == 504
     assert response.json()["error"]["code"] == "timeout"
+    assert response.json()["error"]["partial_content"].startswith("w0 w1")

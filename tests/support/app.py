@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from api.main import create_app
 from shared.settings import Settings
 
-BASE_URL = "http://mlxq.test"
+BASE_URL = "http://127.0.0.1"  # a name the API answers to without a key (HostGuard)
 
 
 @dataclass

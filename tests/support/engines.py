@@ -11,7 +11,7 @@ import time
 from shared.errors import Cancelled, GenerationFailed, JobTimedOut
 from shared.schemas import GenerationRequest
 from shared.settings import Settings
-from worker.engine_api import EngineRequest, Failed, Finished, TokenOutput
+from worker.engine_api import EngineRequest, Failed, Finished, PrefixCacheReport, TokenOutput
 
 
 class FailingEngine:
@@ -80,6 +80,11 @@ class SlowEngine:
         self._stopping.set()
         self._thread.join(5)
 
+    def prefix_cache_report(self) -> PrefixCacheReport:
+        """It keeps no cache, but says it does, so that workers claim the conversations they
+        answer and the routing tests can run without MLX."""
+        return PrefixCacheReport(0, 0, 0)
+
     def _run(self) -> None:
         while not self._stopping.is_set():
             time.sleep(self._step_s)
@@ -95,7 +100,13 @@ class SlowEngine:
         elif time.monotonic() >= request.timeout_at:
             self._end(
                 job_id,
-                Failed(job_id, JobTimedOut("The request's time limit passed while generating.")),
+                Failed(
+                    job_id,
+                    JobTimedOut(
+                        "The request's time limit passed while generating.",
+                        partial=" ".join(words),
+                    ),
+                ),
             )
         else:
             word = f"w{len(words)}"

@@ -1,0 +1,105 @@
+"""The HTTP edge has limits: head size (431), head and body read time (408), idle
+keep-alive time, and open connections; real requests are answered during an attack."""
+
+import contextlib
+import socket
+import time
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from tests.support.processes import Processes
+
+LIMITS = {
+    "MLXQ_MAX_HEADER_BYTES": "16384",
+    "MLXQ_HEADER_TIMEOUT": "1",
+    "MLXQ_BODY_TIMEOUT": "1",
+    "MLXQ_KEEPALIVE_TIMEOUT": "1",
+    "MLXQ_ENGINE": "echo",
+}
+
+
+@pytest.fixture
+def api(processes: Processes, mlxq_env: dict[str, str]) -> str:
+    env = {**mlxq_env, **LIMITS}
+    processes.worker(env)
+    return processes.api(env)
+
+
+def _connect(api: str) -> socket.socket:
+    url = urlsplit(api)
+    sock = socket.create_connection((url.hostname, url.port))
+    sock.settimeout(5)
+    return sock
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_a_huge_header_is_a_431_and_the_api_stays_responsive(api: str) -> None:
+    sock = _connect(api)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 100_000)
+    try:
+        reply = _read_all(sock)
+    except ConnectionResetError:  # closed while we were still sending: also refused
+        reply = b"HTTP/1.1 431"
+    assert reply.startswith(b"HTTP/1.1 431")
+    assert httpx.get(f"{api}/health").status_code == 200
+
+
+def test_a_head_sent_too_slowly_is_a_408(api: str) -> None:
+    sock = _connect(api)
+    sock.sendall(b"POST /ask HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # ... and then nothing
+    started = time.monotonic()
+    reply = _read_all(sock)
+    assert reply.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 3
+
+
+def test_a_connection_that_sends_nothing_is_closed(api: str) -> None:
+    sock = _connect(api)
+    started = time.monotonic()
+    assert _read_all(sock).startswith(b"HTTP/1.1 408") and time.monotonic() - started < 3
+
+
+def test_a_body_sent_too_slowly_is_a_408(api: str) -> None:
+    sock = _connect(api)
+    sock.sendall(
+        b"POST /ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b'Content-Length: 100\r\n\r\n{"question": '
+    )
+    reply = _read_all(sock)
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+
+
+def test_an_idle_kept_alive_connection_is_closed(api: str) -> None:
+    sock = _connect(api)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    first = sock.recv(65536)
+    assert first.startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    assert _read_all(sock) == b""  # closed by the server after MLXQ_KEEPALIVE_TIMEOUT
+    assert time.monotonic() - started < 3
+
+
+def test_real_requests_are_answered_while_many_connections_idle(api: str) -> None:
+    idle = [_connect(api) for _ in range(300)]
+    try:
+        started = time.monotonic()
+        response = httpx.post(f"{api}/ask", json={"question": "one two"}, timeout=10)
+        assert response.status_code == 200 and response.json()["answer"] == "one two"
+        assert time.monotonic() - started < 2
+        time.sleep(2.5)  # past MLXQ_HEADER_TIMEOUT: the idle ones were closed
+        closed = 0
+        for sock in idle:
+            sock.settimeout(0.5)
+            with contextlib.suppress(TimeoutError, ConnectionResetError):
+                closed += _read_all(sock).startswith(b"HTTP/1.1 408")
+        assert closed == len(idle)
+    finally:
+        for sock in idle:
+            sock.close()
