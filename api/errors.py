@@ -23,11 +23,32 @@ log = logging.getLogger(__name__)
 
 
 OPENAI_PREFIX = "/v1/"
+ANTHROPIC_PREFIX = "/v1/messages"
+OLLAMA_PREFIX = "/api/"
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
+}
 
 
 def is_openai_route(path: str) -> bool:
-    """Routes under /v1 answer errors in OpenAI's shape; the others in mlxq's own."""
-    return path.startswith(OPENAI_PREFIX)
+    """Routes under /v1 answer errors in OpenAI's shape (but Anthropic's /v1/messages)."""
+    return path.startswith(OPENAI_PREFIX) and not is_anthropic_route(path)
+
+
+def is_anthropic_route(path: str) -> bool:
+    return path == ANTHROPIC_PREFIX or path.startswith(ANTHROPIC_PREFIX + "/")
+
+
+def is_ollama_route(path: str) -> bool:
+    return path.startswith(OLLAMA_PREFIX)
 
 
 def _is_openai(request: Request) -> bool:
@@ -41,8 +62,14 @@ def openai_error(message: str, status: int, code: str, param: str | None = None)
 
 
 def error_body(path: str, status: int, code: str, message: str, partial: str | None = None) -> dict:
-    """The one error body of a route: OpenAI's under /v1, ``{"detail", "code"}`` elsewhere.
-    Text generated before a deadline comes with the error (``partial_answer``)."""
+    """The one error body of a route, in its dialect: OpenAI's under /v1, Anthropic's on
+    /v1/messages, Ollama's under /api, ``{"detail", "code"}`` elsewhere. Text generated
+    before a deadline comes with the error."""
+    if is_anthropic_route(path):
+        kind = _ANTHROPIC_TYPES.get(status, "api_error")
+        return {"type": "error", "error": {"type": kind, "message": message}}
+    if is_ollama_route(path):
+        return {"error": message}
     if is_openai_route(path):
         body = openai_error(message, status, code)
         if partial is not None:
@@ -97,6 +124,9 @@ def _finite(value: Any) -> Any:
 
 async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    path = request.url.path
+    if is_anthropic_route(path) or is_ollama_route(path):
+        return JSONResponse(error_body(path, 400, "invalid_request", _summary(exc)), 400)
     if not _is_openai(request):
         detail = _finite(jsonable_encoder(exc.errors()))
         return _AsciiJSONResponse({"detail": detail}, status_code=422)
@@ -110,6 +140,14 @@ async def _invalid_input(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse(openai_error(message, 400, "invalid_request", param), status_code=400)
 
 
+def _summary(exc: RequestValidationError) -> str:
+    """Every problem of an invalid body, as ``field: message``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'body'}: {e.get('msg')}"
+        for e in exc.errors()
+    )
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     """FastAPI's own 400 (a body it cannot parse, e.g. not UTF-8) in mlxq's error shapes, and
     any HTTP error under /v1 (an unknown route, a wrong method) in OpenAI's; other HTTP
@@ -121,10 +159,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
             message = f"The request body is not valid UTF-8 ({exc.__cause__})."
         body = error_body(request.url.path, 400, ErrorCode.INVALID_REQUEST, message)
         return JSONResponse(body, status_code=400, headers=exc.headers)
-    if _is_openai(request):
+    path = request.url.path
+    if is_openai_route(path) or is_anthropic_route(path) or is_ollama_route(path):
         code = _HTTP_ERROR_CODES.get(exc.status_code, "http_error")
-        message = f"{request.method} {request.url.path}: {exc.detail}"
-        body = openai_error(message, exc.status_code, code)
+        message = f"{request.method} {path}: {exc.detail}"
+        body = error_body(path, exc.status_code, code, message)
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
     return await http_exception_handler(request, exc)
 

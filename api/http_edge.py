@@ -44,12 +44,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if not self._in_head and self.cycle is not None and self.cycle.response_complete:
             self._start_head()  # the next request on a kept-alive connection
-        if self._in_head:
+        counting = self._in_head
+        super().data_received(data)
+        # Still in the head after this chunk (a chunk that completes it may carry the body's
+        # first bytes too, which do not count): past the bound, refuse before buffering more.
+        if counting and self._in_head and not self.transport.is_closing():
             self._head_bytes += len(data)
             if self._head_bytes > self.max_head_bytes:
                 self._refuse(431, f"Request head over {self.max_head_bytes} bytes.")
-                return
-        super().data_received(data)
 
     def on_headers_complete(self) -> None:
         self._in_head = False

@@ -16,14 +16,30 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.errors import install_error_handlers, is_openai_route
+from api.errors import (
+    install_error_handlers,
+    is_anthropic_route,
+    is_ollama_route,
+    is_openai_route,
+)
 from api.events import EventHub
 from api.http_edge import guarded_protocol, raise_open_file_limit
 from api.jobs import JobRunner
 from api.metrics import Metrics
 from api.middleware import ApiKey, BodyLimit, HostGuard, RequestLog
 from api.reaper import REAP_INTERVAL_S, reap
-from api.routes import ask, chat, completions, fleet, health, metrics, models
+from api.routes import (
+    anthropic,
+    ask,
+    chat,
+    completions,
+    fleet,
+    health,
+    metrics,
+    models,
+    ollama,
+    responses,
+)
 from api.submit import JobSubmitter
 from shared import protocol
 from shared.redis_clients import async_command_client, command_client
@@ -81,7 +97,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = Metrics(app.state.redis)
     install_error_handlers(app)
     _document_v1_invalid_input_as_400(app)
-    for route_module in (ask, chat, completions, models, fleet, metrics, health):
+    dialects = (anthropic, ollama, responses)
+    for route_module in (ask, chat, completions, models, fleet, metrics, health, *dialects):
         app.include_router(route_module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
@@ -121,7 +138,7 @@ def _document_v1_invalid_input_as_400(app: FastAPI) -> None:
         if app.openapi_schema is None:
             schema = build()
             for path, operations in schema["paths"].items():
-                if is_openai_route(path):
+                if is_openai_route(path) or is_anthropic_route(path) or is_ollama_route(path):
                     for operation in operations.values():
                         operation["responses"].pop("422", None)
             return schema

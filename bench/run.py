@@ -163,8 +163,12 @@ class Run:
     def start(self) -> None:
         self.redis_url = self.procs.redis_server(self.procs.log_dir)
 
-    def section(self, title: str, body: Callable[[], tuple[str, list[list[str]]]]) -> None:
-        """A failing section is reported in the document; the others still run."""
+    def section(
+        self, title: str, body: Callable[[], tuple[str, list[list[str]]]], flush: bool = True
+    ) -> None:
+        """A failing section is reported in the document; the others still run. ``flush``:
+        empty Redis afterwards (not when the next section uses the same workers: their
+        registration, which the OpenAI routes look up, would be gone)."""
         started = time.monotonic()
         print(f"== {title}", flush=True)
         try:
@@ -174,7 +178,8 @@ class Run:
             text = f"## {title}\n\n**Failed**: `{type(exc).__name__}: {exc}`\n"
             summary = [[title, "", "failed", f"`{type(exc).__name__}`"]]
         finally:
-            redis.Redis.from_url(self.redis_url).flushdb()
+            if flush:
+                redis.Redis.from_url(self.redis_url).flushdb()
         self.sections.append((title[:3], text, summary))
         print(text, flush=True)
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
@@ -249,6 +254,7 @@ class Run:
                     lambda: chat.render_chat(
                         chat.run_chat(mlxq_url, server_url, counter, rounds), rounds
                     ),
+                    flush="h" not in sections,
                 )
             if "h" in sections:
                 self.section(

@@ -174,10 +174,23 @@ class WorkerStats(BaseModel):
         return cls.model_validate({**decoded, "queues": queues})
 
 
-def add_heartbeat(pipeline: Any, name: str, stats: WorkerStats, ttl_s: int) -> None:
+_CHECK_IN = """
+if redis.call('DEL', KEYS[1]) == 1 then return 1 end
+redis.call('DEL', KEYS[2])
+if #ARGV > 0 then redis.call('SADD', KEYS[2], unpack(ARGV)) end
+return 0
+"""
+"""Reaped (the mark is set): 1, and nothing else. Else the worker's running set becomes
+exactly the jobs it runs: a Redis restart without persistence lost them (and without them
+the worker could not publish its answers), and a job that ended meanwhile drops out."""
+
+
+def add_heartbeat(
+    pipeline: Any, name: str, stats: WorkerStats, ttl_s: int, running: list[str]
+) -> None:
     """Queue a worker's heartbeat: its stats (expiring after ``ttl_s``) and its beat time.
     Its first reply says whether the reaper declared the worker dead meanwhile (a pause)."""
-    pipeline.delete(worker_reaped_key(name))
+    pipeline.eval(_CHECK_IN, 2, worker_reaped_key(name), worker_jobs_key(name), *running)
     key = worker_stats_key(name)
     pipeline.hset(key, mapping=stats.to_hash())
     pipeline.expire(key, ttl_s + STATS_GRACE_S)
@@ -304,11 +317,9 @@ def job_owner_key(job_id: str) -> str:
 
 
 def claim_job(connection: redis.Redis, job_id: str, worker: str, ttl_s: int) -> bool:
-    """Become the job's one runner; False when another worker started it already."""
-    key = job_owner_key(job_id)
-    if connection.set(key, worker, nx=True, ex=ttl_s):
-        return True
-    return _text(connection.get(key) or b"") == worker
+    """Become the job's one runner; False when it was started already (by another worker, or
+    by this one: a copy put back in a queue must not run twice)."""
+    return bool(connection.set(job_owner_key(job_id), worker, nx=True, ex=ttl_s))
 
 
 def job_suspect_key(job_id: str) -> str:
@@ -378,3 +389,9 @@ def missing_waiters(connection: redis.Redis, instances: set[str]) -> set[str]:
             add_waiter_check(pipeline, instance)
         alive = pipeline.execute()
     return {instance for instance, up in zip(ordered, alive, strict=True) if not up}
+
+
+def tell_waiter(connection: redis.Redis, job_id: str, event: JobEvent) -> None:
+    """Only the pub/sub message of an event, for when Redis refuses writes (full): PUBLISH
+    stores nothing, so it still goes through, and the waiting client hears why."""
+    connection.publish(job_events_channel(job_id), event.model_dump_json())

@@ -10,6 +10,7 @@ in pyproject.toml for this file: an RQ upgrade is this file's work.
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ from rq.job import Job, JobStatus
 from rq.job_lifecycle import record_job_failure
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry
+from rq.results import Result
 from rq.serializers import JSONSerializer
 from rq.suspension import is_suspended
 from rq.utils import utcformat
@@ -181,6 +183,21 @@ class ConcurrentWorkerBase(SimpleWorker):
                 pipeline.expire(job.key, job.failure_ttl)
             pipeline.execute()
 
+    def fail_foreign(self, job: Job, queue: Queue, why: str, keep_s: int) -> None:
+        """Fail a job that is not mlxq's own without RQ's failure handling, which would run
+        the callbacks, webhooks, retries and repeats the job names: only its status, the
+        failed registry (for ``keep_s`` seconds) and a record without its payload."""
+        with self.connection.pipeline() as pipeline:
+            pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+            job.set_status(JobStatus.FAILED, pipeline=pipeline)
+            queue.failed_job_registry.add(job, ttl=keep_s, exc_string=why, pipeline=pipeline)
+            Result.create_failure(
+                job, keep_s, exc_string=why, worker_name=self.name, pipeline=pipeline
+            )
+            add_strip_payload(pipeline, job)
+            pipeline.expire(job.key, keep_s)
+            pipeline.execute()
+
     def show_state(self, *, suspended: bool, running: int) -> None:
         """RQ's worker state, as ``rq info`` and dashboards show it."""
         if suspended:
@@ -223,13 +240,18 @@ def add_failure(pipeline: Any, job: Job, queue: Queue, why: str) -> None:
 
 def add_strip_payload(pipeline: Any, job: Job) -> None:
     """Keep no prompt in an ended job's record: only what diagnosis needs (the request's
-    id and model). A stream of large refused prompts must not grow Redis."""
-    request = job.kwargs.get("request") if isinstance(job.kwargs, dict) else None
-    kept = {
-        k: request[k] for k in ("request_id", "model") if isinstance(request, dict) and k in request
-    }
-    job.kwargs = {"request": {**kept, "redacted": True}}
-    pipeline.hset(job.key, "data", job.data)
+    id and model). A stream of large refused prompts must not grow Redis. A payload that
+    does not even deserialize (a planted pickle) is replaced whole."""
+    try:
+        func_name, kwargs = job.func_name, job.kwargs
+    except Exception:
+        func_name, kwargs = "<unreadable>", {}
+    request = kwargs.get("request") if isinstance(kwargs, dict) else None
+    if not isinstance(request, dict):
+        request = {}
+    kept = {k: request[k] for k in ("request_id", "model") if k in request}
+    data = JSONSerializer.dumps((func_name, None, [], {"request": {**kept, "redacted": True}}))
+    pipeline.hset(job.key, "data", zlib.compress(data))  # as RQ's Job.save stores it
 
 
 def _add_remove_from_started(pipeline: Any, queue: Queue, job_id: str) -> None:
@@ -321,7 +343,10 @@ def release_queue(connection: redis.Redis, queue_name: str) -> int:
 # -- a job taken from its queue that nobody started ---------------------------------------
 
 _RECOVER_TAKEN_JOB = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('DEL', KEYS[4])
+  return 0
+end
 if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 if redis.call('LPOS', KEYS[2], ARGV[1]) then
   redis.call('DEL', KEYS[4])

@@ -48,5 +48,7 @@ def test_procfile_runs_redis_api_and_worker_through_the_console_script() -> None
     assert entries["api"].strip() == "mlxq api"
     assert entries["worker"].strip() == "mlxq worker"
     assert "--appendonly yes" in entries["redis"]
+    assert "--bind 127.0.0.1" in entries["redis"]  # not reachable from the network
+    assert "--maxmemory 1gb --maxmemory-policy noeviction" in entries["redis"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["mlxq"] == "mlxq_cli:main"

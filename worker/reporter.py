@@ -20,7 +20,7 @@ from rq.queue import Queue
 
 from shared import protocol
 from shared.backoff import Backoff
-from shared.errors import ErrorCode, GenerationFailed, MlxqError
+from shared.errors import ErrorCode, GenerationFailed, MlxqError, RedisUnavailable
 from shared.routing import ROUTE_TTL_S, answered_prefix_hashes
 from shared.schemas import DoneEvent, ErrorEvent, GenerationRequest, JobEvent, TokenEvent
 from worker.engine_api import EngineOutput, Failed, Finished, TokenOutput
@@ -182,11 +182,14 @@ class Reporter:
     def _report(self, outputs: list[EngineOutput]) -> None:
         events: list[tuple[str, JobEvent]] = []
         finals: list[tuple[RunningJob, Finished | Failed]] = []
+        first_seq: dict[str, int] = {}  # per job, the first event number in this batch
         for output in outputs:
             running = self._jobs.get(output.job_id)
             if running is None:
                 continue
-            events.append((output.job_id, _event(output, running.take_seq(), self._worker_name)))
+            seq = running.take_seq()
+            first_seq.setdefault(output.job_id, seq)
+            events.append((output.job_id, _event(output, seq, self._worker_name)))
             if not isinstance(output, TokenOutput):
                 finals.append((running, output))
 
@@ -208,7 +211,7 @@ class Reporter:
             _retrying(publish)
         except Exception as exc:  # not Redis: an output it cannot carry (never skip ending)
             log.exception("could not send job events")
-            finals = [(r, self._undeliverable(r, exc)) for r, _ in finals]
+            finals = [(r, self._undeliverable(r, exc, first_seq[r.job.id])) for r, _ in finals]
         for job_id in abandoned:
             self._abandon(job_id)
         for running, output in finals:
@@ -216,6 +219,8 @@ class Reporter:
                 continue
             try:
                 _retrying(lambda: self._end(running, output))  # noqa: B023 (called at once)
+            except Exception:  # e.g. Redis full: RQ's record of the job is left as it is
+                log.exception("job %s: could not end it in RQ", running.job.id)
             finally:
                 del self._jobs[running.job.id]
                 self._on_job_done()
@@ -237,17 +242,23 @@ class Reporter:
             hashes = answered_prefix_hashes(running.request, output.choices[0].text)
             protocol.add_prefix_claims(pipeline, self._worker_name, hashes, ROUTE_TTL_S)
 
-    def _undeliverable(self, running: RunningJob, exc: Exception) -> Failed:
-        """Fail a job whose answer could not be sent, and tell its client so if possible."""
-        error = GenerationFailed(f"The answer could not be sent: {type(exc).__name__}")
+    def _undeliverable(self, running: RunningJob, exc: Exception, seq: int) -> Failed:
+        """Fail a job whose answer could not be sent, and tell its client so if possible. The
+        error takes the number of the first event that was lost, which the client waits for."""
+        error: MlxqError = GenerationFailed(f"The answer could not be sent: {type(exc).__name__}")
+        if isinstance(exc, redis.exceptions.OutOfMemoryError):
+            error = RedisUnavailable("Redis is full (maxmemory): the answer could not be kept.")
+        event = ErrorEvent(seq=seq, code=error.code, message=error.message)
         try:
-            event = ErrorEvent(seq=running.take_seq(), code=error.code, message=error.message)
             with self._connection.pipeline(transaction=False) as pipeline:
                 protocol.add_event(pipeline, running.job.id, event, self._event_ttl_s)
                 protocol.remove_running_job(pipeline, self._worker_name, running.job.id)
                 pipeline.execute()
         except Exception:
-            log.exception("job %s: could not report its failure either", running.job.id)
+            try:  # a full Redis still carries pub/sub: the client hears why, at once
+                protocol.tell_waiter(self._connection, running.job.id, event)
+            except Exception:
+                log.exception("job %s: could not report its failure either", running.job.id)
         return Failed(running.job.id, error)
 
     def _end(self, running: RunningJob, output: Finished | Failed) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from shared.errors import InvalidRequest
+from shared.errors import ContextLengthExceeded, InvalidRequest
 from shared.schemas import GenerationRequest
 from worker.channels import channels_for, ends_in_reasoning
 from worker.engine_api import EngineRequest, LogitsProcessor
@@ -28,9 +28,11 @@ class RequestPreparer:
         self._cap = max_tokens_cap
         self.vocab_size = _vocab_size(loaded)
         self._compiler: Any = None
+        self._longest_token: int | None = None
 
     def prepare(self, job_id: str, request: GenerationRequest, timeout_at: float) -> EngineRequest:
         check_logit_bias(request.sampling, self.vocab_size)
+        self._refuse_what_cannot_fit(request)
         prompts = prompt_token_lists(self._tokenizer, request)
         self._check_token_ids(prompts)
         max_tokens = [
@@ -62,6 +64,31 @@ class RequestPreparer:
             parallel_tool_calls=body.parallel_tool_calls,
             logprobs=body.logprobs,
         )
+
+    def _refuse_what_cannot_fit(self, request: GenerationRequest) -> None:
+        """Refuse a prompt too long for the context before tokenizing it (a megabyte takes
+        seconds): no token is longer than the longest in the vocabulary, so its byte length
+        divided by that gives a lower bound on its token count."""
+        if self._context_length is None:
+            return
+        texts = [m.content for m in request.messages or []]
+        texts += [p for p in request.prompts or [] if isinstance(p, str)]
+        least = sum(len(t.encode()) for t in texts) // self._max_token_bytes()
+        if least > self._context_length:
+            raise ContextLengthExceeded(
+                f"The prompt has at least {least} tokens, more than the model's context "
+                f"window of {self._context_length} tokens; shorten the prompt."
+            )
+
+    def _max_token_bytes(self) -> int:
+        """The most bytes of text one token stands for (every token decoded once, about half
+        a second for 50,000 tokens, the first time a request is checked)."""
+        if self._longest_token is None:
+            hf_tokenizer = getattr(self._tokenizer, "_tokenizer", self._tokenizer)
+            decode = hf_tokenizer.batch_decode
+            texts = decode([[i] for i in range(self.vocab_size)])
+            self._longest_token = max((len(t.encode()) for t in texts), default=1) or 1
+        return self._longest_token
 
     def _check_token_ids(self, prompts: list[list[int]]) -> None:
         for tokens in prompts:

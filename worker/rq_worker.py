@@ -18,11 +18,13 @@ to ``engine.cancel``. The worker never forks, so a loaded MLX model is safe.
 """
 
 import collections
+import contextlib
 import logging
 import os
 import socket
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import redis
@@ -31,11 +33,18 @@ from rq.queue import Queue
 
 from shared import protocol
 from shared.backoff import Backoff
-from shared.errors import Cancelled, GenerationFailed, InvalidRequest, JobTimedOut, MlxqError
+from shared.errors import (
+    Cancelled,
+    ErrorCode,
+    GenerationFailed,
+    InvalidRequest,
+    JobTimedOut,
+    MlxqError,
+)
 from shared.jobs import ALLOWED_FUNCTIONS
 from shared.keys import worker_queue_name
 from shared.rq_bridge import ConcurrentWorkerBase, release_queue
-from shared.schemas import GenerationRequest, StartedEvent
+from shared.schemas import ErrorEvent, GenerationRequest, StartedEvent
 from worker.engine_api import Engine, EngineRequest, PrefixCacheReport
 from worker.reporter import Outbox, Reporter, RunningJob
 
@@ -45,6 +54,9 @@ DEQUEUE_TIMEOUT_S = 1
 """How long one blocking dequeue waits: bounds how late a stop request is noticed."""
 TOKEN_RATE_WINDOW_S = 10.0
 """Window over which the worker's reported tokens/s is averaged."""
+PREPARERS = 2
+"""Threads that read, check and tokenize taken jobs; two, so one long prompt never holds up
+the next job (and prompts are tokenized in parallel where the tokenizer releases the GIL)."""
 DRAIN_POLL_S = 0.05
 """While draining, how often the worker looks whether its last jobs have ended."""
 IDLE_POLL_S = 1.0
@@ -76,12 +88,16 @@ class BatchingWorker(ConcurrentWorkerBase):
         self.serve_first(self.own_queue)  # requests routed here reuse this worker's cache
         self.engine = engine
         self._slots = threading.Semaphore(concurrency)
+        self._preparers = ThreadPoolExecutor(PREPARERS, thread_name_prefix="mlxq-prepare")
+        self._preparing = 0
+        self._preparing_lock = threading.Lock()
         self._state_lock = threading.Lock()
         """Held while the running count and RQ's worker state change together."""
         self._concurrency = concurrency
         self._event_ttl_s = event_ttl_s
         self._job_timeout_s = job_timeout_s
         self._drain_timeout_s = drain_timeout_s
+        self._refused_ttl_s = refused_ttl_s
         self._log_content = log_content
         self.reporter = Reporter(
             self.connection,
@@ -150,8 +166,11 @@ class BatchingWorker(ConcurrentWorkerBase):
             return
         self._last_heartbeat = time.monotonic()
         try:
-            with self.connection.pipeline() as pipeline:
-                protocol.add_heartbeat(pipeline, self.name, self._stats(), self.worker_ttl)
+            # The beat rewrites the running set from this worker's own list: under the state
+            # lock, so that no job starts (on a preparer thread) between the two.
+            with self._state_lock, self.connection.pipeline() as pipeline:
+                running = [r.job.id for r in self.reporter.running_jobs()]
+                protocol.add_heartbeat(pipeline, self.name, self._stats(), self.worker_ttl, running)
                 self.heartbeat(pipeline=pipeline)
                 reaped = pipeline.execute()[0]
             if reaped:
@@ -269,6 +288,27 @@ class BatchingWorker(ConcurrentWorkerBase):
     # -- one job ---------------------------------------------------------------------------
 
     def _start_job(self, job: Job, job_queue: Queue) -> None:
+        """Hand the job to a preparer thread: tokenizing a long prompt takes seconds, and the
+        main thread must go on taking jobs (and heartbeating) meanwhile."""
+        with self._preparing_lock:
+            self._preparing += 1
+        future = self._preparers.submit(self._prepare_and_start, job, job_queue)
+        future.add_done_callback(self._prepared)
+
+    def _prepared(self, future: Any) -> None:
+        with self._preparing_lock:
+            self._preparing -= 1
+        if future.exception() is not None:
+            log.error("could not start a job", exc_info=future.exception())
+
+    def _prepare_and_start(self, job: Job, job_queue: Queue) -> None:
+        try:
+            foreign = job.func_name not in ALLOWED_FUNCTIONS
+        except Exception:  # a payload that does not even deserialize (say, a pickle)
+            foreign = True
+        if foreign:
+            self._refuse_foreign(job, job_queue)
+            return
         if not self._claim(job):
             return
         # Read and check the request before any other Redis write, so that one round trip
@@ -290,11 +330,11 @@ class BatchingWorker(ConcurrentWorkerBase):
         running = RunningJob(job, job_queue, execution=None, request=request)
         try:
             cancelled = self._record_start(running, announce=prepared is not None)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            # RQ's maintenance fails jobs left in its intermediate queue.
-            log.error("job %s: Redis lost while starting it (%s)", job.id, exc)
+        except redis.RedisError as exc:  # down, or full and refusing writes
+            log.error("job %s: Redis failed while starting it (%s)", job.id, exc)
             if running.execution is not None:
                 self.executions.pop(running.execution.id, None)
+            self._tell_redis_failed(job.id, exc)
             self._slots.release()
             return
         if cancelled:
@@ -312,13 +352,26 @@ class BatchingWorker(ConcurrentWorkerBase):
         the job in its hands); whichever worker starts it first runs it, the other drops it."""
         try:
             claimed = protocol.claim_job(self.connection, job.id, self.name, self._event_ttl_s)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.error("job %s: Redis lost while taking it (%s)", job.id, exc)
-            claimed = False
+        except redis.RedisError as exc:  # down, or full and refusing writes
+            log.error("job %s: Redis failed while taking it (%s)", job.id, exc)
+            self._tell_redis_failed(job.id, exc)
+            self._slots.release()
+            return False
         if not claimed:
             log.info("job %s: another worker runs it; dropped", job.id)
             self._slots.release()
         return claimed
+
+    def _tell_redis_failed(self, job_id: str, exc: Exception) -> None:
+        """The job cannot start; its client hears why at once, not at its deadline."""
+        message = (
+            "Redis is full (maxmemory) and refuses new work; try again shortly."
+            if isinstance(exc, redis.exceptions.OutOfMemoryError)
+            else f"Redis failed while the request was starting: {exc}"
+        )
+        event = ErrorEvent(seq=0, code=ErrorCode.REDIS_UNAVAILABLE, message=message)
+        with contextlib.suppress(redis.RedisError):
+            protocol.tell_waiter(self.connection, job_id, event)
 
     def _record_start(self, running: RunningJob, announce: bool) -> bool:
         """RQ's start of a job and mlxq's own writes, in one round trip; returns whether the
@@ -339,11 +392,18 @@ class BatchingWorker(ConcurrentWorkerBase):
                 self.reporter.track(running)
         return bool(results[cancelled_at])
 
+    def _refuse_foreign(self, job: Job, job_queue: Queue) -> None:
+        """Only mlxq's own job function runs here: RQ would import any dotted path it is given.
+        A job planted by someone with access to Redis is failed before RQ does anything else
+        with it: no callbacks, no webhooks, no retries or repeats it may carry."""
+        log.warning("job %s: refused, not an mlxq job", job.id)
+        why = f"Refused: an mlxq worker runs only {sorted(ALLOWED_FUNCTIONS)}."
+        try:
+            self.fail_foreign(job, job_queue, why, self._refused_ttl_s)
+        finally:
+            self._slots.release()
+
     def _read_request(self, job: Job) -> GenerationRequest:
-        """Only mlxq's own job function runs here: RQ would import any dotted path it is given."""
-        if job.func_name not in ALLOWED_FUNCTIONS:
-            log.warning("job %s: refused, it names %r", job.id, job.func_name)
-            raise InvalidRequest(f"Refused: an mlxq worker runs only {sorted(ALLOWED_FUNCTIONS)}.")
         try:
             request = GenerationRequest.model_validate(job.kwargs["request"])
         except Exception as exc:
@@ -361,6 +421,7 @@ class BatchingWorker(ConcurrentWorkerBase):
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self._drain_timeout_s
+        self._preparers.shutdown(wait=True)  # jobs being prepared start, then drain
         while self.reporter.running_count and time.monotonic() < deadline:
             time.sleep(DRAIN_POLL_S)
         if self.reporter.running_count:

@@ -13,7 +13,8 @@ from shared.fleet import live_models
 router = APIRouter(tags=["health"])
 
 
-@router.api_route("/health", methods=["GET", "HEAD"])
+@router.head("/health", include_in_schema=False)  # load balancers probe with HEAD
+@router.get("/health")
 async def health() -> dict[str, str]:
     return {"status": "ok"}
 

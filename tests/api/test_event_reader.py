@@ -119,3 +119,17 @@ async def test_events_after_a_catch_up_are_not_repeated(
     for late in (sent[1], sent[2], sent[3]):
         inbox.put_nowait(message(late))
     assert await read_all(reader) == [sent[3]]
+
+
+async def test_a_redis_blip_during_a_catch_up_is_waited_out(redis_url: str) -> None:
+    """The catch-up read fails while Redis is briefly unreachable: the reader keeps waiting
+    (the job may well complete) instead of failing its request."""
+    unreachable = async_command_client("redis://127.0.0.1:1/0")  # nothing listens there
+    inbox: asyncio.Queue[bytes] = asyncio.Queue()
+    reader = JobEvents(JOB, inbox, unreachable)
+    try:
+        assert await reader.next(0.2) is None  # a catch-up failed inside, and was retried
+        inbox.put_nowait(message(StartedEvent(seq=0, worker="w")))
+        assert (await reader.next(1.0)) == StartedEvent(seq=0, worker="w")
+    finally:
+        await unreachable.aclose()

@@ -238,7 +238,7 @@ async def test_models_lists_what_heartbeating_workers_serve(
     with client.pipeline() as pipeline:
         for name in ("fake-1", "fake-2"):
             stats = protocol.WorkerStats(model="model-h", queues=["q"], slots=2)
-            protocol.add_heartbeat(pipeline, name, stats, ttl_s=60)
+            protocol.add_heartbeat(pipeline, name, stats, ttl_s=60, running=[])
         pipeline.execute()
     response = await api_client.get("/v1/models")
     (model,) = response.json()["data"]

@@ -81,7 +81,7 @@ def heartbeat(connection: redis.Redis, name: str, seconds_ago: float = 0) -> Non
     """A worker as the fleet sees it: its stats and its last beat, ``seconds_ago``."""
     stats = protocol.WorkerStats(model=DEMO_MODEL_ID, queues=[queue_name_for_model(DEMO_MODEL_ID)])
     with connection.pipeline() as pipeline:
-        protocol.add_heartbeat(pipeline, name, stats, ttl_s=EVENT_TTL_S)
+        protocol.add_heartbeat(pipeline, name, stats, ttl_s=EVENT_TTL_S, running=[])
         pipeline.execute()
     connection.zadd(protocol.LIVE_WORKERS, {name: time.time() - seconds_ago})
 

@@ -91,3 +91,12 @@ def test_an_empty_prompt_is_refused() -> None:
     request = GenerationRequest(request_id="r", model="m", prompts=[""], deadline=0)
     with pytest.raises(InvalidRequest, match="The prompt is empty"):
         prompt_token_lists(FakeTokenizer(), request)[0]
+
+
+def test_a_top_p_too_small_for_float32_samples_greedily() -> None:
+    """1 - 1e-50 is 1 in float32: computed as is, nucleus sampling would keep every token."""
+    from shared.schemas import SamplingParams
+    from worker.sampling import make_request_sampler
+
+    assert make_request_sampler(SamplingParams(temperature=1.0, top_p=1e-50)) is None
+    assert make_request_sampler(SamplingParams(temperature=1.0, top_p=0.5)) is not None

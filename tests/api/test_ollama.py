@@ -1,0 +1,324 @@
+"""Ollama's API (/api/*): the translation onto mlxq's requests, in this process, and the
+official ``ollama`` client against a real API and worker with the demo model (e2e)."""
+
+import json
+import time
+from typing import Literal
+
+import httpx
+import ollama
+import pytest
+from ollama import _types as ollama_types
+from pydantic import BaseModel
+
+from api.ollama_schemas import (
+    HONOURED_OPTIONS,
+    NO_OP_OPTIONS,
+    OLLAMA_DEFAULTS,
+    OllamaChatRequest,
+    OllamaGenerateRequest,
+    OllamaMessageIn,
+    OllamaOptions,
+)
+from api.routes.ollama import ChatShape, Clock, chat_messages, model_id, renamed, sampling
+from shared.errors import ContextLengthExceeded
+from shared.schemas import Choice, DoneEvent, FunctionCall, ToolCall
+from shared.settings import DEMO_MODEL_ID
+from tests.support.processes import Service
+
+QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
+GREEDY = {"temperature": 0, "num_predict": 12}
+
+
+# -- every field the official client sends is known --------------------------------------------
+
+
+def test_every_option_of_the_ollama_client_is_honoured_or_a_documented_no_op() -> None:
+    client_options = set(ollama.Options.model_fields)
+    assert client_options <= set(HONOURED_OPTIONS) | set(NO_OP_OPTIONS)
+    assert not set(HONOURED_OPTIONS) & set(NO_OP_OPTIONS)
+    assert all(reason for reason in NO_OP_OPTIONS.values())
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (OllamaChatRequest, ollama_types.ChatRequest),
+        (OllamaGenerateRequest, ollama_types.GenerateRequest),
+        (OllamaMessageIn, ollama_types.Message),
+    ],
+)
+def test_every_request_field_of_the_ollama_client_is_known(ours, theirs) -> None:
+    assert set(theirs.model_fields) <= set(ours.model_fields)
+
+
+# -- the translation -------------------------------------------------------------------------
+
+
+def test_options_map_onto_sampling_with_ollamas_defaults() -> None:
+    defaults = sampling(OllamaOptions())
+    assert defaults.temperature == OLLAMA_DEFAULTS["temperature"]
+    assert (defaults.top_k, defaults.top_p) == (OLLAMA_DEFAULTS["top_k"], OLLAMA_DEFAULTS["top_p"])
+    assert defaults.repetition_penalty == OLLAMA_DEFAULTS["repeat_penalty"]
+    assert defaults.seed is None
+    options = OllamaOptions.model_validate(
+        {
+            "temperature": 0,
+            "top_k": 5,
+            "min_p": 0.1,
+            "seed": 7,
+            "repeat_penalty": 1.0,
+            "presence_penalty": 0.5,
+            "frequency_penalty": -0.5,
+            "stop": "\n",
+            "num_ctx": 8192,  # a no-op: accepted, dropped
+            "mirostat": 2,
+        }
+    )
+    params = sampling(options)
+    assert (params.temperature, params.top_k, params.min_p, params.seed) == (0, 5, 0.1, 7)
+    assert (params.repetition_penalty, params.presence_penalty) == (1.0, 0.5)
+    assert params.frequency_penalty == -0.5 and options.stops == ["\n"]
+    assert sampling(OllamaOptions(top_p=0.0, temperature=1.0)).temperature == 0.0  # greedy
+    assert sampling(OllamaOptions(seed=-1)).seed is None  # Ollama's "random"
+    for unlimited in (None, -1, -2):
+        assert OllamaOptions(num_predict=unlimited).max_tokens is None
+    assert OllamaOptions(num_predict=12).max_tokens == 12
+
+
+def test_history_tool_calls_get_stable_ids_that_tool_messages_answer() -> None:
+    history = [
+        OllamaMessageIn.model_validate(m)
+        for m in [
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"function": {"name": "get_weather", "arguments": {"city": "Paris"}}},
+                    {"function": {"name": "get_time", "arguments": {}}},
+                ],
+            },
+            {"role": "tool", "tool_name": "get_time", "content": "noon"},
+            {"role": "tool", "content": "21 C"},  # no name: the next open call
+            {
+                "role": "assistant",
+                "tool_calls": [
+                    {"function": {"name": "get_weather", "arguments": {"city": "Rome"}}}
+                ],
+            },
+            {"role": "tool", "tool_name": "get_weather", "content": "25 C"},
+        ]
+    ]
+    messages = chat_messages(history)
+    calls = messages[1].tool_calls
+    assert calls is not None and [c.id for c in calls] == ["call_0", "call_1"]
+    assert json.loads(calls[0].function.arguments) == {"city": "Paris"}
+    assert messages[1].content == ""
+    assert [m.tool_call_id for m in messages[2:4]] == ["call_1", "call_0"]
+    assert messages[4].tool_calls is not None and messages[4].tool_calls[0].id == "call_2"
+    assert messages[5].tool_call_id == "call_2"
+    assert chat_messages(history) == messages  # stable: the same ids every turn
+
+
+def test_tool_calls_come_back_with_arguments_as_objects() -> None:
+    call = ToolCall(id="x", function=FunctionCall(name="get_weather", arguments='{"city": "Oslo"}'))
+    choice = Choice(
+        index=0, text="", finish_reason="tool_calls", completion_tokens=9, tool_calls=[call]
+    )
+    done = DoneEvent(seq=3, choices=[choice], prompt_tokens=20)
+    answer = ChatShape("m:latest").final(done, Clock(time.perf_counter_ns()), whole=True)
+    assert answer["message"]["tool_calls"] == [
+        {"function": {"name": "get_weather", "arguments": {"city": "Oslo"}}}
+    ]
+    assert answer["done"] is True and answer["done_reason"] == "stop"
+    assert (answer["prompt_eval_count"], answer["eval_count"]) == (20, 9)
+    assert answer["total_duration"] >= answer["eval_duration"] >= 0
+
+
+def test_worker_refusals_name_fields_in_ollamas_words() -> None:
+    refusal = ContextLengthExceeded("max_tokens=9000 does not fit, so max_tokens can be at most 8")
+    ollama_words = renamed(refusal)
+    assert ollama_words.message == "num_predict=9000 does not fit, so num_predict can be at most 8"
+    assert type(ollama_words) is ContextLengthExceeded and ollama_words.http_status == 400
+    untouched = ContextLengthExceeded("The prompt fills the context window.")
+    assert renamed(untouched) is untouched
+
+
+def test_model_names_may_carry_the_latest_tag() -> None:
+    assert model_id(f"{DEMO_MODEL_ID}:latest") == DEMO_MODEL_ID
+    assert model_id(DEMO_MODEL_ID) == DEMO_MODEL_ID
+
+
+# -- the edge, in this process (no worker) ---------------------------------------------------
+
+
+def ollama_error(response: httpx.Response, status: int) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    return body["error"]
+
+
+@pytest.mark.anyio
+async def test_version_tags_and_show_describe_the_default_model(api_client) -> None:
+    assert (await api_client.get("/api/version")).json() == {"version": "0.14.0"}
+    (entry,) = (await api_client.get("/api/tags")).json()["models"]
+    assert entry["name"] == entry["model"] == f"{DEMO_MODEL_ID}:latest"
+    assert entry["details"]["format"] == "mlx" and entry["size"] == 0
+    assert entry["details"]["parameter_size"] == "135M"
+    assert entry["details"]["quantization_level"] == "Q4_1"
+    assert (await api_client.get("/api/ps")).json() == {"models": []}  # no live worker
+    shown = await api_client.post("/api/show", json={"model": entry["name"]})
+    assert shown.status_code == 200 and "tools" in shown.json()["capabilities"]
+    missing = await api_client.post("/api/show", json={"model": "nope:latest"})
+    assert "nope" in ollama_error(missing, 404)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("path", "fields", "named"),
+    [
+        ("/api/chat", {"options": {"num_gqa": 8}}, "num_gqa"),
+        ("/api/chat", {"options": {"num_predict": 0}}, "num_predict"),
+        ("/api/chat", {"options": {"temperature": 3}}, "temperature"),
+        ("/api/chat", {"options": {"stop": ["a", "b", "c", "d", "e"]}}, "stop"),
+        ("/api/chat", {"think": True}, "think"),
+        ("/api/chat", {"format": "yaml"}, "format"),
+        ("/api/chat", {"top_logprobs": 3}, "logprobs"),
+        ("/api/chat", {"unknown_field": 1}, "unknown_field"),
+        ("/api/generate", {"suffix": "}"}, "suffix"),
+        ("/api/generate", {"images": ["aGk="]}, "images"),
+        ("/api/generate", {"context": [1, 2, 3]}, "context"),
+        ("/api/generate", {"template": "{{ .Prompt }}"}, "template"),
+        ("/api/generate", {"raw": True, "system": "Be brief."}, "system"),
+        ("/api/generate", {"options": {"num_predict": 10**9}}, "num_predict"),
+    ],
+)
+async def test_what_cannot_be_honoured_is_a_400_naming_it(api_client, path, fields, named) -> None:
+    body = {"model": DEMO_MODEL_ID, **fields}
+    body.update({"messages": QUESTION} if path == "/api/chat" else {"prompt": "Hi"})
+    assert named in ollama_error(await api_client.post(path, json=body), 400)
+
+
+@pytest.mark.anyio
+async def test_requests_with_nothing_to_answer_load_the_model(api_client) -> None:
+    for path in ("/api/chat", "/api/generate"):
+        response = await api_client.post(path, json={"model": DEMO_MODEL_ID, "keep_alive": 0})
+        assert response.status_code == 200
+        assert response.json()["done"] is True and response.json()["done_reason"] == "load"
+
+
+@pytest.mark.anyio
+async def test_embeddings_and_model_management_are_not_served(api_client) -> None:
+    for path in ("/api/embed", "/api/embeddings", "/api/pull"):
+        response = await api_client.post(path, json={"model": DEMO_MODEL_ID, "input": "x"})
+        assert ollama_error(response, 501)
+
+
+# -- the official client, against the real demo model ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client(model_service: Service) -> ollama.Client:
+    return ollama.Client(host=model_service.base_url)
+
+
+@pytest.mark.e2e
+def test_list_show_and_ps_name_the_served_model(client: ollama.Client) -> None:
+    names = [m.model for m in client.list().models]
+    assert f"{DEMO_MODEL_ID}:latest" in names
+    assert f"{DEMO_MODEL_ID}:latest" in [m.model for m in client.ps().models]
+    shown = client.show(DEMO_MODEL_ID)
+    assert shown.details is not None and shown.details.format == "mlx"
+    assert shown.capabilities is not None and "completion" in shown.capabilities
+
+
+@pytest.mark.e2e
+def test_chat_streamed_pieces_make_the_whole_answer(client: ollama.Client) -> None:
+    whole = client.chat(model=f"{DEMO_MODEL_ID}:latest", messages=QUESTION, options=GREEDY)
+    assert whole.done and whole.done_reason in ("stop", "length")
+    assert whole.message.role == "assistant" and whole.message.content
+    assert whole.eval_count and whole.prompt_eval_count and whole.total_duration
+    parts = list(client.chat(model=DEMO_MODEL_ID, messages=QUESTION, options=GREEDY, stream=True))
+    assert [p.done for p in parts] == [False] * (len(parts) - 1) + [True]
+    assert "".join(p.message.content or "" for p in parts) == whole.message.content
+    assert parts[-1].eval_count == whole.eval_count and parts[-1].eval_duration
+
+
+@pytest.mark.e2e
+def test_generate_with_the_template_and_raw(client: ollama.Client) -> None:
+    templated = client.generate(
+        model=DEMO_MODEL_ID, prompt="What is the capital of France?", options=GREEDY, think=False
+    )
+    chatted = client.chat(model=DEMO_MODEL_ID, messages=QUESTION, options=GREEDY)
+    assert templated.response == chatted.message.content  # the same prompt, templated
+    raw = client.generate(
+        model=DEMO_MODEL_ID, prompt="The capital of France is", raw=True, options=GREEDY
+    )
+    assert raw.done and raw.response and raw.response != templated.response
+
+
+class Verdict(BaseModel):
+    answer: Literal["yes", "no"]
+    sure: bool
+
+
+@pytest.mark.e2e
+def test_format_with_a_json_schema_gives_a_valid_answer(client: ollama.Client) -> None:
+    response = client.chat(
+        model=DEMO_MODEL_ID,
+        messages=[{"role": "user", "content": "Is Paris in France? Answer in JSON."}],
+        format=Verdict.model_json_schema(),
+        options={"temperature": 0, "num_predict": 24},
+    )
+    assert response.done_reason == "stop"
+    Verdict.model_validate_json(response.message.content or "")
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The current weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+
+
+@pytest.mark.e2e
+def test_a_tool_conversation_is_accepted_and_answered(client: ollama.Client) -> None:
+    history = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"function": {"name": "get_weather", "arguments": {"city": "Paris"}}}],
+        },
+        {"role": "tool", "tool_name": "get_weather", "content": '{"temperature": 21}'},
+    ]
+    response = client.chat(model=DEMO_MODEL_ID, messages=history, tools=[WEATHER], options=GREEDY)
+    assert response.done and response.done_reason in ("stop", "length")
+    for call in response.message.tool_calls or []:  # the demo model rarely calls again
+        assert call.function.name == "get_weather" and isinstance(call.function.arguments, dict)
+    assert response.message.content or response.message.tool_calls
+
+
+@pytest.mark.e2e
+def test_errors_come_back_as_ollama_response_errors(client: ollama.Client) -> None:
+    with pytest.raises(ollama.ResponseError) as embed:
+        client.embed(model=DEMO_MODEL_ID, input="hello")
+    assert embed.value.status_code == 501 and "mbeddings" in embed.value.error
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.chat(model="no-such-model:latest", messages=QUESTION)
+    assert missing.value.status_code == 404
+    with pytest.raises(ollama.ResponseError) as unknown:
+        client.chat(model=DEMO_MODEL_ID, messages=QUESTION, options={"num_gqa": 8})
+    assert unknown.value.status_code == 400 and "num_gqa" in unknown.value.error
+    with pytest.raises(ollama.ResponseError) as unenforceable:  # refused by the worker
+        client.chat(model=DEMO_MODEL_ID, messages=QUESTION, format={"type": "nonsense"})
+    assert unenforceable.value.status_code == 400
+    assert unenforceable.value.error.startswith("format:")

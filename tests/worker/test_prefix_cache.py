@@ -1,0 +1,109 @@
+"""The prefix cache changes how much is prefilled, never what is generated: greedy answers with
+a cache hit equal those without, single-stream and batched, also under a small byte bound."""
+
+import queue
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from shared.schemas import ChatMessage, GenerationRequest
+from shared.settings import Settings
+from worker.engine_api import Failed, Finished, TokenOutput
+from worker.mlx_engine import MLXEngine
+
+SYSTEM = "You are a terse assistant. " + " ".join(f"Fact {i}: the sky is blue." for i in range(40))
+QUESTIONS = ["What is 2 + 2?", "Name a colour.", "What is the capital of Italy?"]
+
+
+class Engine:
+    """An MLX engine on the demo model, driven synchronously for tests."""
+
+    def __init__(self, cache_bytes: int, start: bool = True) -> None:
+        self.outputs: queue.Queue = queue.Queue()
+        settings = Settings(worker_concurrency=8, prefix_cache_bytes=cache_bytes)
+        self.engine = MLXEngine(settings, self.outputs.put)
+        if start:
+            self.engine.start()
+        self._next = 0
+
+    def submit(self, question: str) -> str:
+        self._next += 1
+        job_id = f"j{self._next}"
+        request = GenerationRequest(
+            request_id=job_id,
+            model=self.engine.model_id,
+            messages=[
+                ChatMessage(role="system", content=SYSTEM),
+                ChatMessage(role="user", content=question),
+            ],
+            max_tokens=12,
+            deadline=time.time() + 300,
+        )
+        self.engine.submit(self.engine.prepare(job_id, request, 300))
+        return job_id
+
+    def results(self, job_ids: list[str]) -> dict[str, Finished]:
+        done: dict[str, Finished] = {}
+        while len(done) < len(job_ids):
+            output = self.outputs.get(timeout=120)
+            if isinstance(output, TokenOutput):
+                continue
+            assert not isinstance(output, Failed), output.error
+            done[output.job_id] = output
+        return done
+
+    def ask(self, question: str) -> Finished:
+        job_id = self.submit(question)
+        return self.results([job_id])[job_id]
+
+
+@pytest.fixture(scope="module")
+def reference() -> Iterator[dict[str, str]]:
+    """Answers with no prefix cache at all."""
+    engine = Engine(cache_bytes=0)
+    answers = {q: engine.ask(q).choices[0].text for q in QUESTIONS}
+    engine.engine.stop()
+    yield answers
+
+
+def test_single_stream_hits_give_the_same_answers(reference: dict[str, str]) -> None:
+    engine = Engine(cache_bytes=1 << 30)
+    first = engine.ask(QUESTIONS[0])
+    assert first.cached_tokens == 0
+    for question in QUESTIONS:
+        answer = engine.ask(question)
+        assert answer.choices[0].text == reference[question]
+        assert answer.cached_tokens > 300  # the shared system prompt came from the cache
+    assert engine.engine.prefix_cache_report().hit_tokens > 0
+    engine.engine.stop()
+
+
+def test_batched_hits_give_the_same_answers(reference: dict[str, str]) -> None:
+    engine = Engine(cache_bytes=1 << 30)
+    engine.ask("Say hello.")  # caches the system prompt
+    job_ids = [engine.submit(q) for q in QUESTIONS]  # together: the batched path
+    results = engine.results(job_ids)
+    for job_id, question in zip(job_ids, QUESTIONS, strict=True):
+        assert results[job_id].choices[0].text == reference[question]
+        assert results[job_id].cached_tokens > 300
+    engine.engine.stop()
+
+
+def test_arrivals_together_share_one_prefill_and_answer_the_same(reference) -> None:
+    engine = Engine(cache_bytes=1 << 30, start=False)
+    job_ids = [engine.submit(q) for q in QUESTIONS]  # nothing cached yet; all in one arrival
+    engine.engine.start()
+    results = engine.results(job_ids)
+    assert [results[j].choices[0].text for j in job_ids] == [reference[q] for q in QUESTIONS]
+    assert sum(results[j].cached_tokens > 300 for j in job_ids) >= 2  # followed the first
+    engine.engine.stop()
+
+
+def test_a_small_byte_bound_evicts_and_answers_stay_right(reference: dict[str, str]) -> None:
+    bound = 3 << 20  # about two prompts' KV of the demo model in float32
+    engine = Engine(cache_bytes=bound)
+    for question in QUESTIONS * 2:
+        assert engine.ask(question).choices[0].text == reference[question]
+        assert engine.engine.prefix_cache.nbytes <= bound
+    engine.engine.stop()
