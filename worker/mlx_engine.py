@@ -16,14 +16,14 @@ import queue
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
 from shared.errors import Cancelled, GenerationFailed, JobTimedOut, MlxqError
-from shared.schemas import Choice, GenerationRequest, SamplingParams, TokenLogprob, TopLogprob
+from shared.schemas import Choice, GenerationRequest, SamplingParams
 from shared.settings import Settings
 from worker.engine_api import (
     Emit,
@@ -33,6 +33,7 @@ from worker.engine_api import (
     PrefixCacheReport,
     TokenOutput,
 )
+from worker.logprobs import LogprobReader
 from worker.model import LoadedModel, load_model
 from worker.prefix_cache import PrefixCache, default_cache_bytes, kv_bytes_per_token
 from worker.request_checks import RequestPreparer
@@ -126,7 +127,7 @@ class MLXEngine:
         if cache_bytes is None:
             cache_bytes = default_cache_bytes(kv_bytes_per_token(self._model), self.context_length)
         self.prefix_cache = PrefixCache(self._model, cache_bytes)
-        self._token_texts: dict[int, str] = {}
+        self._logprobs = LogprobReader(loaded.tokenizer)
         self._thread = threading.Thread(target=self._run, name="mlx-engine", daemon=True)
 
     # -- called from the RQ side -------------------------------------------------------------
@@ -463,7 +464,7 @@ class MLXEngine:
             return True
         logprob = None
         if sequence.spec.logprobs is not None:
-            logprob = self._token_logprob(token, logprobs, sequence.spec.logprobs)
+            logprob = self._logprobs.entry(token, logprobs, sequence.spec.logprobs)
         released, stopped = sequence.add(token, logprob)
         if stopped:
             self._finish(sequence, "stop", released)
@@ -514,33 +515,6 @@ class MLXEngine:
             del self._jobs[job.job_id]
             choices = [job.choices[i] for i in sorted(job.choices)]
             self._emit(Finished(job.job_id, choices, job.request.prompt_tokens, job.cached_tokens))
-
-    def _token_logprob(self, token: int, logprobs: Any, top: int) -> TokenLogprob:
-        vector = logprobs.reshape(-1)
-        alternatives: list[TopLogprob] = []
-        if top > 0:
-            ids = mx.argpartition(-vector, kth=top - 1)[:top]
-            values = vector[ids]
-            order = mx.argsort(-values)
-            top_ids = cast(list[int], ids[order].tolist())
-            top_values = cast(list[float], values[order].tolist())
-            for i, value in zip(top_ids, top_values, strict=True):
-                text = self._token_text(i)
-                alternatives.append(
-                    TopLogprob(token=text, logprob=value, bytes=list(text.encode()))
-                )
-        text = self._token_text(token)
-        return TokenLogprob(
-            token=text,
-            logprob=vector[token].item(),
-            bytes=list(text.encode()),
-            top_logprobs=alternatives,
-        )
-
-    def _token_text(self, token: int) -> str:
-        if token not in self._token_texts:
-            self._token_texts[token] = self._tokenizer.decode([token])
-        return self._token_texts[token]
 
     def _drop(self, job: _Job, error: MlxqError) -> None:
         """End a job early: take its sequences out of wherever they are."""
