@@ -26,8 +26,8 @@ from shared.rq_bridge import recover_taken_job
 from shared.schemas import (
     DoneEvent,
     ErrorEvent,
-    GenerationRequest,
     JobEvent,
+    JobRequest,
     StartedEvent,
     TokenEvent,
 )
@@ -82,7 +82,7 @@ class JobRunner:
         API process stops beating: see ``beat``)."""
 
     async def events(
-        self, request: GenerationRequest, keepalive_s: float | None = None
+        self, request: JobRequest, keepalive_s: float | None = None
     ) -> AsyncIterator[JobEvent | Keepalive]:
         """The job's events up to and including its DoneEvent; raises MlxqError on failure."""
         job_id = uuid.uuid4().hex
@@ -113,7 +113,7 @@ class JobRunner:
             if not finished:
                 self._cancel_later(placed, job_id, enqueue)
 
-    async def run(self, request: GenerationRequest) -> DoneEvent:
+    async def run(self, request: JobRequest) -> DoneEvent:
         """The job's final answer, for callers that do not stream."""
         async for event in self.events(request):
             if isinstance(event, DoneEvent):
@@ -144,7 +144,7 @@ class JobRunner:
     async def _follow(
         self,
         job_id: str,
-        request: GenerationRequest,
+        request: JobRequest,
         events: JobEvents,
         keepalive_s: float | None,
         placed: "_Placement",
@@ -234,7 +234,7 @@ class JobRunner:
             self._metrics.reroutes.inc()
         placed.queue = shared_queue_of(placed.queue)
 
-    def _queue_timeout_error(self, request: GenerationRequest, deadline_passed: bool) -> MlxqError:
+    def _queue_timeout_error(self, request: JobRequest, deadline_passed: bool) -> MlxqError:
         if deadline_passed:
             return JobTimedOut("The request's deadline passed while it waited in the queue.")
         return NoWorkerAvailable(

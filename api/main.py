@@ -33,6 +33,7 @@ from api.routes import (
     ask,
     chat,
     completions,
+    embeddings,
     fleet,
     health,
     metrics,
@@ -98,7 +99,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     _document_v1_invalid_input_as_400(app)
     dialects = (anthropic, ollama, responses)
-    for route_module in (ask, chat, completions, models, fleet, metrics, health, *dialects):
+    for route_module in (
+        ask,
+        chat,
+        completions,
+        embeddings,
+        models,
+        fleet,
+        metrics,
+        health,
+        *dialects,
+    ):
         app.include_router(route_module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

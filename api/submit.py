@@ -12,11 +12,11 @@ from rq.queue import Queue
 
 from shared import protocol
 from shared.errors import QueueFull
-from shared.jobs import GENERATE_FUNCTION
+from shared.jobs import EMBED_FUNCTION, GENERATE_FUNCTION
 from shared.keys import queue_name_for_model, shared_queue_of, worker_queue_name
 from shared.routing import prefix_hashes
 from shared.rq_bridge import EnqueueRecorder, move_queued_job, pushed_queue_length, queue_key
-from shared.schemas import GenerationRequest
+from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
 from shared.settings import Settings
 
 QUEUE_FULL_RETRY_AFTER_S = 2
@@ -36,18 +36,23 @@ class JobSubmitter:
             return self._settings.queue_name
         return queue_name_for_model(model)
 
-    async def enqueue(self, request: GenerationRequest, job_id: str) -> str:
+    async def enqueue(self, request: JobRequest, job_id: str) -> str:
         """Enqueue the job; returns the queue it waits in: the model's shared queue, or the
-        own queue of the worker that holds the longest prefix of its conversation."""
-        queue = await self._queue(await self._placement(request))
+        own queue of the worker that holds the longest prefix of its conversation. An
+        embedding job has no conversation to route by: it goes to the shared queue."""
+        if isinstance(request, EmbeddingRequest):
+            function, placement = EMBED_FUNCTION, self.queue_name(request.model)
+        else:
+            function, placement = GENERATE_FUNCTION, await self._placement(request)
+        queue = await self._queue(placement)
         job = queue.create_job(
-            GENERATE_FUNCTION,
+            function,
             kwargs={"request": request.model_dump(mode="json")},
             job_id=job_id,
             timeout=self._settings.job_timeout,
             result_ttl=self._settings.result_ttl,
             failure_ttl=self._settings.failure_ttl,
-            description=f"generate {request.request_id}",
+            description=f"{function.rsplit('.', 1)[-1]} {request.request_id}",
         )
         commands = self._recorder.enqueue_commands(queue, job)
         async with self._connection.pipeline(transaction=True) as pipeline:

@@ -15,6 +15,12 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     up = commands.add_parser("up", help="start Redis (if not running), the API and workers")
     up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    up.add_argument(
+        "--embedding-workers",
+        type=int,
+        default=0,
+        help="embedding worker processes for MLXQ_EMBEDDING_MODEL (default 0)",
+    )
     commands.add_parser("status", help="live workers, queue depths and failed jobs")
     ask = commands.add_parser("ask", help="ask a question; the answer streams to the terminal")
     ask.add_argument("question")
@@ -39,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "up":
         from mlxq_cli.supervisor import up
 
-        return up(workers=args.workers)
+        return up(workers=args.workers, embedding_workers=args.embedding_workers)
     if args.command == "status":
         from mlxq_cli.commands import status
 

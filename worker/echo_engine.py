@@ -7,9 +7,9 @@ queue plumbing without MLX; select it with MLXQ_ENGINE=echo.
 import time
 from typing import Literal
 
-from shared.schemas import GenerationRequest
+from shared.schemas import GenerationRequest, JobRequest
 from shared.settings import Settings
-from worker.engine_api import Emit, EngineRequest, Finished, TokenOutput
+from worker.engine_api import Emit, EngineRequest, Finished, TokenOutput, refuse_other_kind
 
 
 class EchoEngine:
@@ -21,7 +21,8 @@ class EchoEngine:
         self._emit = emit
         self.generated_tokens = 0
 
-    def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
+    def prepare(self, job_id: str, request: JobRequest, timeout_s: float) -> EngineRequest:
+        request = refuse_other_kind(request, self.model_id)
         words = _last_text(request).split()
         max_tokens = request.max_tokens or len(words)
         deadline = time.monotonic() + timeout_s

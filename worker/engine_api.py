@@ -8,24 +8,30 @@ client goes away, ``cancel``.
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol
 
-from shared.errors import MlxqError
-from shared.schemas import Choice, GenerationRequest, TokenLogprob, ToolCall
+from typing_extensions import TypeVar
+
+from shared.errors import InvalidRequest, MlxqError
+from shared.schemas import Choice, GenerationRequest, JobRequest, TokenLogprob, ToolCall
 from shared.settings import Settings
+
+RequestT = TypeVar("RequestT", bound=JobRequest, default=GenerationRequest)
+"""The kind of job an engine runs: a plain ``EngineRequest`` is a generation's."""
 
 LogitsProcessor = Callable[[Any, Any], Any]
 """mlx-lm's logits processor: (tokens so far, logits) -> logits."""
 
 
 @dataclass(frozen=True)
-class EngineRequest:
+class EngineRequest(Generic[RequestT]):
     """A job, checked and tokenized on the main thread, ready for the engine thread."""
 
     job_id: str
-    request: GenerationRequest
+    request: RequestT
     prompts: list[list[int]]
-    """The prompt tokens, one list per prompt (a chat has one)."""
+    """The prompt tokens, one list per prompt (a chat has one; an embedding job, one per
+    input)."""
     max_tokens: list[int]
     """Tokens each prompt's choices may generate (fitted into the context)."""
     timeout_at: float
@@ -60,6 +66,8 @@ class Finished:
     choices: list[Choice]
     prompt_tokens: int
     cached_tokens: int = 0
+    embeddings: list[list[float]] | None = None
+    """An embedding job's answer (``choices`` is then empty): one vector per input."""
 
     @classmethod
     def single(
@@ -91,11 +99,12 @@ class Engine(Protocol):
     model_id: str
     context_length: int | None
 
-    def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
-        """Validate and tokenize; raises MlxqError for requests that cannot run."""
+    def prepare(self, job_id: str, request: JobRequest, timeout_s: float) -> EngineRequest[Any]:
+        """Validate and tokenize; raises MlxqError for requests that cannot run (among them
+        a job of the other kind: an embedding job on a chat model, or the reverse)."""
         ...
 
-    def submit(self, request: EngineRequest) -> None: ...
+    def submit(self, request: EngineRequest[Any]) -> None: ...
 
     def cancel(self, job_id: str) -> None:
         """Stop generating for a job (its client went away); it ends as Failed(Cancelled)."""
@@ -121,6 +130,16 @@ class PrefixCacheReport:
     queried_tokens: int
     hit_tokens: int
     bytes: int
+
+
+def refuse_other_kind(request: JobRequest, model_id: str) -> GenerationRequest:
+    """A generation engine's check: an embedding job is refused with a 400 that says why."""
+    if not isinstance(request, GenerationRequest):
+        raise InvalidRequest(
+            f"The model {model_id!r} generates text; it does not compute embeddings. Use an "
+            "embedding model (a worker started with MLXQ_MODEL set to one)."
+        )
+    return request
 
 
 EngineFactory = Callable[[Settings, Emit], Engine]

@@ -11,3 +11,10 @@ def generate(request: dict) -> dict:
         "mlxq generation jobs must run on an mlxq worker ('mlxq worker'), which loads the "
         "model once and batches jobs; a stock RQ worker cannot run them."
     )
+
+
+def embed(request: dict) -> dict:
+    raise RuntimeError(
+        "mlxq embedding jobs must run on an mlxq worker ('mlxq worker' with an embedding "
+        "model), which loads the model once and batches inputs; a stock RQ worker cannot."
+    )

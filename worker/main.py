@@ -2,17 +2,20 @@
 
 import importlib
 import logging
+import os
 import sys
+from pathlib import Path
 
 import redis
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from shared.redis_clients import worker_client
-from shared.settings import Settings, get_settings, without_password
+from shared.settings import DEMO_EMBEDDING_MODEL_ID, Settings, get_settings, without_password
 from worker.cpu_backend import load_fast_blas
 from worker.engine_api import Emit, Engine, EngineFactory
 from worker.errors import ModelLoadError
+from worker.model import is_bert_folder
 from worker.reporter import Outbox
 from worker.rq_worker import BatchingWorker
 
@@ -20,7 +23,11 @@ log = logging.getLogger("mlxq.worker")
 
 
 def engine_factory(name: str) -> EngineFactory:
-    """The engine MLXQ_ENGINE names: 'mlx', 'echo', or 'module:Class'."""
+    """The engine MLXQ_ENGINE names: 'mlx', 'embedding', 'echo', or 'module:Class'."""
+    if name == "embedding":
+        from worker.embedding_engine import EmbeddingEngine
+
+        return EmbeddingEngine
     if name == "mlx":
         from worker.mlx_engine import MLXEngine
 
@@ -37,8 +44,18 @@ def engine_factory(name: str) -> EngineFactory:
     return factory
 
 
+def engine_name(settings: Settings) -> str:
+    """MLXQ_ENGINE, except that an embedding model (the demo one, or a folder whose
+    config.json names BertModel) is served by the embedding engine without being told."""
+    if settings.engine != "mlx":
+        return settings.engine
+    if settings.model == DEMO_EMBEDDING_MODEL_ID or is_bert_folder(Path(settings.model)):
+        return "embedding"
+    return settings.engine
+
+
 def build_engine(settings: Settings, emit: Emit) -> Engine:
-    return engine_factory(settings.engine)(settings, emit)
+    return engine_factory(engine_name(settings))(settings, emit)
 
 
 def connect(settings: Settings) -> redis.Redis:
@@ -91,7 +108,19 @@ def run(burst: bool = False) -> int:
         return 1
     log.info("worker %s serving %s on queue %s", worker.name, settings.model, settings.queue_name)
     worker.work(burst=burst, logging_level=settings.log_level)
+    exit_now(0)
     return 0
+
+
+def exit_now(code: int) -> None:
+    """Leave without running C++ static destructors: MLX's per-thread CPU streams are
+    destroyed at exit while their scheduler thread may still be joinable, which aborts the
+    process now and then (exit 134) after a clean shutdown. Everything is stopped and
+    flushed here already: the jobs ended, the worker deregistered."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def prepare_model() -> int:

@@ -23,7 +23,7 @@ from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
 from shared.errors import Cancelled, GenerationFailed, JobTimedOut, MlxqError
-from shared.schemas import Choice, GenerationRequest, SamplingParams
+from shared.schemas import Choice, JobRequest, SamplingParams
 from shared.settings import Settings
 from worker.engine_api import (
     Emit,
@@ -32,6 +32,7 @@ from worker.engine_api import (
     Finished,
     PrefixCacheReport,
     TokenOutput,
+    refuse_other_kind,
 )
 from worker.logprobs import LogprobReader
 from worker.model import LoadedModel, load_model
@@ -132,8 +133,9 @@ class MLXEngine:
 
     # -- called from the RQ side -------------------------------------------------------------
 
-    def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
-        return self._preparer.prepare(job_id, request, time.monotonic() + timeout_s)
+    def prepare(self, job_id: str, request: JobRequest, timeout_s: float) -> EngineRequest:
+        generation = refuse_other_kind(request, self.model_id)
+        return self._preparer.prepare(job_id, generation, time.monotonic() + timeout_s)
 
     def submit(self, request: EngineRequest) -> None:
         self._inbox.put(request)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shared.settings import DEMO_MODEL_ID
+from shared.settings import DEMO_EMBEDDING_MODEL_ID, DEMO_MODEL_ID
 from worker.errors import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -26,11 +26,15 @@ class LoadedModel:
 
 
 def resolve_model_path(model_id: str, cache_dir: Path) -> Path:
-    """The local folder holding ``model_id``: the demo model, a folder, or a hub download."""
+    """The local folder holding ``model_id``: a demo model, a folder, or a hub download."""
     if model_id == DEMO_MODEL_ID:
         from worker.demo_model import prepare_demo_model
 
         return prepare_demo_model(cache_dir)
+    if model_id == DEMO_EMBEDDING_MODEL_ID:
+        from worker.demo_embedding_model import prepare_demo_embedding_model
+
+        return prepare_demo_embedding_model(cache_dir)
     path = Path(model_id).expanduser()
     if path.is_dir():
         check_model_folder(path)
@@ -84,6 +88,15 @@ def context_length(path: Path) -> int | None:
             if isinstance(section.get(key), int):
                 return section[key]
     return None
+
+
+def is_bert_folder(path: Path) -> bool:
+    """A folder whose config.json names BertModel: an embedding model (worker/bert.py)."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return "BertModel" in config.get("architectures", []) or config.get("model_type") == "bert"
 
 
 def load_model(model_id: str, cache_dir: Path, *, cpu_dequantize: bool = True) -> LoadedModel:

@@ -22,7 +22,14 @@ from shared import protocol
 from shared.backoff import Backoff
 from shared.errors import ErrorCode, GenerationFailed, MlxqError, RedisUnavailable
 from shared.routing import ROUTE_TTL_S, answered_prefix_hashes
-from shared.schemas import DoneEvent, ErrorEvent, GenerationRequest, JobEvent, TokenEvent
+from shared.schemas import (
+    DoneEvent,
+    ErrorEvent,
+    GenerationRequest,
+    JobEvent,
+    JobRequest,
+    TokenEvent,
+)
 from worker.engine_api import EngineOutput, Failed, Finished, TokenOutput
 
 log = logging.getLogger(__name__)
@@ -45,7 +52,7 @@ class RunningJob:
     job: Job
     queue: Queue
     execution: Execution | None
-    request: GenerationRequest | None = None
+    request: JobRequest | None = None
     """The job's request, once read (None for a job refused before it could be read)."""
     next_seq: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -236,7 +243,7 @@ class Reporter:
 
     def _claim(self, pipeline: Any, running: RunningJob, output: Finished | Failed) -> None:
         """This worker now holds the answered conversation's KV: route its next turn here."""
-        if not self._claims_prefixes or running.request is None:
+        if not self._claims_prefixes or not isinstance(running.request, GenerationRequest):
             return
         if isinstance(output, Finished) and len(output.choices) == 1:
             hashes = answered_prefix_hashes(running.request, output.choices[0].text)
@@ -319,4 +326,5 @@ def _result(output: Finished) -> dict:
         "choices": [choice.model_dump(mode="json") for choice in output.choices],
         "prompt_tokens": output.prompt_tokens,
         "cached_tokens": output.cached_tokens,
+        **({"embeddings": output.embeddings} if output.embeddings is not None else {}),
     }

@@ -41,10 +41,16 @@ from shared.errors import (
     JobTimedOut,
     MlxqError,
 )
-from shared.jobs import ALLOWED_FUNCTIONS
+from shared.jobs import ALLOWED_FUNCTIONS, EMBED_FUNCTION
 from shared.keys import worker_queue_name
 from shared.rq_bridge import ConcurrentWorkerBase, release_queue
-from shared.schemas import ErrorEvent, GenerationRequest, StartedEvent
+from shared.schemas import (
+    EmbeddingRequest,
+    ErrorEvent,
+    GenerationRequest,
+    JobRequest,
+    StartedEvent,
+)
 from worker.engine_api import Engine, EngineRequest, PrefixCacheReport
 from worker.reporter import Outbox, Reporter, RunningJob
 
@@ -315,7 +321,7 @@ class BatchingWorker(ConcurrentWorkerBase):
         # records the start in RQ, checks for a cancellation and tells the API, all at once.
         prepared: EngineRequest | None = None
         refusal: MlxqError | None = None
-        request: GenerationRequest | None = None
+        request: JobRequest | None = None
         try:
             request = self._read_request(job)
             timeout_s = min(
@@ -403,9 +409,11 @@ class BatchingWorker(ConcurrentWorkerBase):
         finally:
             self._slots.release()
 
-    def _read_request(self, job: Job) -> GenerationRequest:
+    def _read_request(self, job: Job) -> JobRequest:
+        """The job's request, of the kind its function names (generation or embedding)."""
+        kind = EmbeddingRequest if job.func_name == EMBED_FUNCTION else GenerationRequest
         try:
-            request = GenerationRequest.model_validate(job.kwargs["request"])
+            request: JobRequest = kind.model_validate(job.kwargs["request"])
         except Exception as exc:
             raise InvalidRequest(f"Malformed job payload: {exc}") from exc
         if time.time() > request.deadline:

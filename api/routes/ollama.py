@@ -27,6 +27,13 @@ from starlette.types import Message, Send
 
 from api.deps import RedisDep, RunnerDep, SettingsDep
 from api.disconnect import unless_disconnected
+from api.embeddings import (
+    OllamaEmbedBody,
+    OllamaEmbeddingsBody,
+    embedding_request,
+    run_embedding,
+    vectors,
+)
 from api.fleet import check_model, served_models
 from api.jobs import JobRunner
 from api.ollama_schemas import (
@@ -85,14 +92,11 @@ NEVER_EXPIRES = "2318-01-01T00:00:00Z"
 """``/api/ps``'s expires_at: workers keep their model loaded while they run (a far-future
 time, as Ollama shows for keep_alive -1)."""
 CAPABILITIES = ["completion", "tools"]
-"""Every model answers /api/generate and /api/chat, with tools (through its own template or
-mlxq's Hermes-format fallback). No embedding, vision or insert (suffix)."""
+"""Every chat model answers /api/generate and /api/chat, with tools (through its own template
+or mlxq's Hermes-format fallback). No vision or insert (suffix). Embedding models answer
+/api/embed and /api/embeddings (the API cannot tell the kinds apart without reading files)."""
 NDJSON = "application/x-ndjson"
 
-EMBEDDINGS_NOT_SERVED = (
-    "Embeddings are not served by mlxq yet: its workers generate text only. "
-    "Use a dedicated embedding server for /api/embed and /api/embeddings."
-)
 MODELS_MANAGED_BY_WORKERS = (
     "mlxq does not manage models through the API: each worker serves the model it was "
     "started with (mlxq worker, MLXQ_MODEL). Start a worker for the model instead."
@@ -258,10 +262,50 @@ async def generate(
     return await _respond(http_request, runner, settings, request, shape, received)
 
 
-@router.post("/embed", include_in_schema=False)
-@router.post("/embeddings", include_in_schema=False)
-async def embed() -> JSONResponse:
-    return JSONResponse({"error": EMBEDDINGS_NOT_SERVED}, status_code=501)
+@router.post("/embed", response_model=None, responses=_ERRORS)
+async def embed(
+    body: OllamaEmbedBody,
+    http_request: Request,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    redis: RedisDep,
+) -> dict | Response:
+    """A vector per input, from an embedding worker; inputs too long are cut to the model's
+    limit unless ``truncate`` is false (Ollama's default is true)."""
+    received = time.perf_counter_ns()
+    model = await _served(redis, settings, body.model)
+    inputs: list[str | list[int]] = [body.input] if isinstance(body.input, str) else [*body.input]
+    request = embedding_request(
+        settings, model=model, inputs=inputs, truncate=body.truncate, dimensions=body.dimensions
+    )
+    done = await run_embedding(http_request, runner, request)
+    if isinstance(done, Response):
+        return done
+    return {
+        "model": body.model,
+        "embeddings": vectors(done),
+        "total_duration": time.perf_counter_ns() - received,
+        "load_duration": 0,  # workers load their model once, at start-up
+        "prompt_eval_count": done.prompt_tokens,
+    }
+
+
+@router.post("/embeddings", response_model=None, responses=_ERRORS)
+async def embeddings(
+    body: OllamaEmbeddingsBody,
+    http_request: Request,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    redis: RedisDep,
+) -> dict | Response:
+    """Ollama's older route: one prompt, one vector (truncated to the model's limit, as
+    Ollama does)."""
+    model = await _served(redis, settings, body.model)
+    request = embedding_request(settings, model=model, inputs=[body.prompt], truncate=True)
+    done = await run_embedding(http_request, runner, request)
+    if isinstance(done, Response):
+        return done
+    return {"embedding": vectors(done)[0]}
 
 
 @router.api_route("/pull", methods=["POST"], include_in_schema=False)
