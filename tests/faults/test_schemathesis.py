@@ -13,6 +13,11 @@ import pytest
 import redis
 import requests
 import schemathesis
+
+# Imported here, at collection, not lazily inside the test: pytest rewrites schemathesis's
+# modules (it is a pytest plugin), and parsing one of them deep in a test's call stack has hit
+# CPython 3.11's "AST constructor recursion depth mismatch" bug (fixed in 3.11.8).
+import schemathesis.specs.openapi.schemas  # noqa: F401
 from hypothesis import HealthCheck, Phase, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
