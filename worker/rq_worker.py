@@ -298,8 +298,18 @@ class BatchingWorker(ConcurrentWorkerBase):
         main thread must go on taking jobs (and heartbeating) meanwhile."""
         with self._preparing_lock:
             self._preparing += 1
-        future = self._preparers.submit(self._prepare_and_start, job, job_queue)
+        future = self._preparers.submit(self._start_or_free_slot, job, job_queue)
         future.add_done_callback(self._prepared)
+
+    def _start_or_free_slot(self, job: Job, job_queue: Queue) -> None:
+        """An unexpected error must not cost a batch slot for good: a job that never reached
+        the reporter gives its slot back here."""
+        try:
+            self._prepare_and_start(job, job_queue)
+        except Exception:
+            if not self.reporter.is_running(job.id):
+                self._slots.release()
+            raise
 
     def _prepared(self, future: Any) -> None:
         with self._preparing_lock:
@@ -406,8 +416,9 @@ class BatchingWorker(ConcurrentWorkerBase):
         why = f"Refused: an mlxq worker runs only {sorted(ALLOWED_FUNCTIONS)}."
         try:
             self.fail_foreign(job, job_queue, why, self._refused_ttl_s)
-        finally:
-            self._slots.release()
+        except Exception:  # it stays in RQ as it is; it never runs either way
+            log.exception("job %s: could not record its refusal", job.id)
+        self._slots.release()
 
     def _read_request(self, job: Job) -> JobRequest:
         """The job's request, of the kind its function names (generation or embedding)."""
