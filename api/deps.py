@@ -3,6 +3,7 @@
 from typing import Annotated
 
 import redis
+import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
 from api.jobs import JobRunner
@@ -21,7 +22,13 @@ def _redis(request: Request) -> redis.Redis:
     return request.app.state.redis
 
 
+def _async_redis(request: Request) -> aioredis.Redis:
+    return request.app.state.async_redis
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RunnerDep = Annotated[JobRunner, Depends(_runner)]
 RedisDep = Annotated[redis.Redis, Depends(_redis)]
 """A synchronous client, for fleet queries run in a thread (shared/fleet.py)."""
+AsyncRedisDep = Annotated[aioredis.Redis, Depends(_async_redis)]
+"""The API's asyncio client (files and batches)."""

@@ -82,10 +82,17 @@ class JobRunner:
         API process stops beating: see ``beat``)."""
 
     async def events(
-        self, request: JobRequest, keepalive_s: float | None = None
+        self,
+        request: JobRequest,
+        keepalive_s: float | None = None,
+        *,
+        job_id: str | None = None,
+        batch_lane: bool = False,
     ) -> AsyncIterator[JobEvent | Keepalive]:
-        """The job's events up to and including its DoneEvent; raises MlxqError on failure."""
-        job_id = uuid.uuid4().hex
+        """The job's events up to and including its DoneEvent; raises MlxqError on failure.
+        ``job_id``: the caller's own id for the job (a batch records it); ``batch_lane``:
+        the job waits in the model's low-priority lane (a line of a batch)."""
+        job_id = job_id or uuid.uuid4().hex
         finished = False
         placed = _Placement(self._submitter.queue_name(request.model))
         request = request.model_copy(update={"waiter": self.instance})
@@ -94,7 +101,9 @@ class JobRunner:
             async with self._hub.subscribe(job_id) as inbox:
                 # Shielded: a cancellation (the client left) must not land inside redis-py's
                 # pipeline, which can swallow it; the job is then taken back once enqueued.
-                enqueue = asyncio.ensure_future(self._submitter.enqueue(request, job_id))
+                enqueue = asyncio.ensure_future(
+                    self._submitter.enqueue(request, job_id, batch_lane)
+                )
                 placed.queue = await asyncio.shield(enqueue)
                 events = JobEvents(job_id, inbox, self._connection)
                 async for event in self._follow(job_id, request, events, keepalive_s, placed):
@@ -113,9 +122,11 @@ class JobRunner:
             if not finished:
                 self._cancel_later(placed, job_id, enqueue)
 
-    async def run(self, request: JobRequest) -> DoneEvent:
+    async def run(
+        self, request: JobRequest, *, job_id: str | None = None, batch_lane: bool = False
+    ) -> DoneEvent:
         """The job's final answer, for callers that do not stream."""
-        async for event in self.events(request):
+        async for event in self.events(request, job_id=job_id, batch_lane=batch_lane):
             if isinstance(event, DoneEvent):
                 return event
         raise AssertionError("events() ends with a DoneEvent or raises")

@@ -16,6 +16,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.batch.driver import BatchDriver
 from api.errors import (
     install_error_handlers,
     is_anthropic_route,
@@ -31,9 +32,11 @@ from api.reaper import REAP_INTERVAL_S, reap
 from api.routes import (
     anthropic,
     ask,
+    batches,
     chat,
     completions,
     embeddings,
+    files,
     fleet,
     health,
     metrics,
@@ -72,21 +75,30 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     hub = EventHub(settings.redis_url)
     await hub.start()
     submitter = JobSubmitter(connection, settings)
+    app.state.async_redis = connection
     app.state.runner = JobRunner(connection, hub, submitter, settings, app.state.metrics)
     runner: JobRunner = app.state.runner
     reaper = asyncio.create_task(
         _reap_forever(sync_connection, settings.event_ttl, runner.instance)
     )
+    batches = asyncio.create_task(
+        BatchDriver(connection, runner, submitter, settings).run_forever()
+    )
     log.info("mlxq api: model %s, redis %s", settings.model, without_password(settings.redis_url))
     try:
         yield
     finally:
-        reaper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reaper
+        for task in (batches, reaper):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await hub.close()
         await connection.aclose()
         sync_connection.close()
+
+
+MULTIPART_FRAMING_BYTES = 64 * 1024
+"""Room for a file upload's multipart headers and other fields beside the file itself."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -101,6 +113,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     dialects = (anthropic, ollama, responses)
     for route_module in (
         ask,
+        files,
+        batches,
         chat,
         completions,
         embeddings,
@@ -119,7 +133,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Added innermost first: RequestLog -> CORS -> ApiKey -> BodyLimit -> routes.
     app.add_middleware(
-        BodyLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        timeout_s=settings.body_timeout,
+        upload_paths=frozenset({"/v1/files"}),
+        max_upload_bytes=settings.max_file_bytes + MULTIPART_FRAMING_BYTES,
     )
     if settings.api_key is not None:
         app.add_middleware(ApiKey, key=settings.api_key.get_secret_value())

@@ -126,19 +126,30 @@ class BodyLimit:
     reading when the length was not announced. The body is read here (FastAPI would read it
     whole anyway) and handed on; later receives reach the client, so disconnects still show."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout_s: float,
+        upload_paths: frozenset[str] = frozenset(),
+        max_upload_bytes: int = 0,
+    ) -> None:
+        """``upload_paths`` (file uploads) take bodies up to ``max_upload_bytes`` instead."""
         self.app = app
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
+        self._upload_paths = upload_paths
+        self._max_upload_bytes = max_upload_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
-        too_large = (
-            f"The request body is larger than {self._max_bytes} bytes (MLXQ_MAX_BODY_BYTES)."
-        )
+        max_bytes, setting = self._max_bytes, "MLXQ_MAX_BODY_BYTES"
+        if scope["path"] in self._upload_paths:
+            max_bytes, setting = self._max_upload_bytes, "MLXQ_MAX_FILE_BYTES"
+        too_large = f"The request body is larger than {max_bytes} bytes ({setting})."
         declared = dict(scope["headers"]).get(b"content-length", b"")
-        if declared.isdigit() and int(declared) > self._max_bytes:
+        if declared.isdigit() and int(declared) > max_bytes:
             return await _send_error(
                 send, scope["path"], 413, ErrorCode.PAYLOAD_TOO_LARGE, too_large
             )
@@ -156,7 +167,7 @@ class BodyLimit:
                 return
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self._max_bytes:
+            if size > max_bytes:
                 return await _send_error(
                     send, scope["path"], 413, ErrorCode.PAYLOAD_TOO_LARGE, too_large
                 )

@@ -13,7 +13,7 @@ from rq.queue import Queue
 from shared import protocol
 from shared.errors import QueueFull
 from shared.jobs import EMBED_FUNCTION, GENERATE_FUNCTION
-from shared.keys import queue_name_for_model, shared_queue_of, worker_queue_name
+from shared.keys import batch_lane_name, queue_name_for_model, shared_queue_of, worker_queue_name
 from shared.routing import prefix_hashes
 from shared.rq_bridge import EnqueueRecorder, move_queued_job, pushed_queue_length, queue_key
 from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
@@ -36,14 +36,18 @@ class JobSubmitter:
             return self._settings.queue_name
         return queue_name_for_model(model)
 
-    async def enqueue(self, request: JobRequest, job_id: str) -> str:
+    async def enqueue(self, request: JobRequest, job_id: str, batch_lane: bool = False) -> str:
         """Enqueue the job; returns the queue it waits in: the model's shared queue, or the
         own queue of the worker that holds the longest prefix of its conversation. An
-        embedding job has no conversation to route by: it goes to the shared queue."""
-        if isinstance(request, EmbeddingRequest):
-            function, placement = EMBED_FUNCTION, self.queue_name(request.model)
+        embedding job has no conversation to route by: it goes to the shared queue. A line
+        of a batch goes to the model's batch lane, which workers serve last."""
+        function = EMBED_FUNCTION if isinstance(request, EmbeddingRequest) else GENERATE_FUNCTION
+        if batch_lane:
+            placement = batch_lane_name(self.queue_name(request.model))
+        elif isinstance(request, EmbeddingRequest):
+            placement = self.queue_name(request.model)
         else:
-            function, placement = GENERATE_FUNCTION, await self._placement(request)
+            placement = await self._placement(request)
         queue = await self._queue(placement)
         job = queue.create_job(
             function,

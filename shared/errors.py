@@ -22,6 +22,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     REDIS_UNAVAILABLE = "redis_unavailable"
     WORKER_LOST = "worker_lost"
+    NOT_FOUND = "not_found"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -30,6 +31,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.MODEL_NOT_FOUND: 404,
+    ErrorCode.NOT_FOUND: 404,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.QUEUE_FULL: 429,
@@ -68,6 +70,16 @@ class InvalidRequest(MlxqError):
 
 class ModelNotFound(MlxqError):
     code = ErrorCode.MODEL_NOT_FOUND
+
+
+class NotFound(MlxqError):
+    """A file or batch that does not exist (or has expired)."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+class PayloadTooLarge(MlxqError):
+    code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
 class ContextLengthExceeded(MlxqError):

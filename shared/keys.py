@@ -28,3 +28,16 @@ def worker_queue_name(queue: str, worker_name: str) -> str:
 def shared_queue_of(queue: str) -> str:
     """The model's shared queue, for a worker's own queue (or the shared queue itself)."""
     return queue.split(WORKER_QUEUE_INFIX, 1)[0]
+
+
+BATCH_LANE_SUFFIX = ":batch"
+
+
+def batch_lane_name(queue: str) -> str:
+    """The model's low-priority lane: lines of OpenAI batches wait here. Workers serve it
+    last, and only into the slots that interactive requests leave (worker/lanes.py)."""
+    return f"{queue}{BATCH_LANE_SUFFIX}"
+
+
+def is_batch_lane(queue: str) -> bool:
+    return queue.endswith(BATCH_LANE_SUFFIX)

@@ -112,11 +112,16 @@ class ConcurrentWorkerBase(SimpleWorker):
         """``rq suspend`` is in force: take no new job."""
         return bool(is_suspended(self.connection, self))
 
-    def dequeue(self, timeout_s: int) -> tuple[Job, Queue] | None:
-        """The next job from this worker's queues, through RQ's intermediate queue."""
+    def serving_queues(self) -> list[Queue]:
+        """The queues this worker takes jobs from, in the order it serves them."""
+        return list(self._ordered_queues)
+
+    def dequeue(self, timeout_s: int, queues: list[Queue]) -> tuple[Job, Queue] | None:
+        """The next job from ``queues`` (the first that has one), through RQ's intermediate
+        queue."""
         try:
             return self.queue_class.dequeue_any(
-                self._ordered_queues,
+                queues,
                 timeout_s,
                 connection=self.connection,
                 job_class=self.job_class,

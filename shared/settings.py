@@ -36,6 +36,30 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(
         8, ge=1, le=256, description="Jobs one worker process generates for at once (batch size)."
     )
+    batch_slots: int | None = Field(
+        None,
+        ge=0,
+        description="Most of a worker's slots that lines of OpenAI batches may hold; the rest "
+        "are kept for interactive requests. Default: half of MLXQ_WORKER_CONCURRENCY "
+        "(at least 1).",
+    )
+    max_file_bytes: int = Field(
+        104_857_600,
+        ge=1024,
+        description="Largest file accepted by POST /v1/files (batch input); larger ones get a 413.",
+    )
+    batch_retention: int = Field(
+        604_800,
+        ge=60,
+        description="Seconds uploaded files, and finished batches with their output and error "
+        "files, are kept in Redis (default 7 days).",
+    )
+    batch_window: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description="Lines of one batch waiting in the queue or running at once.",
+    )
     redis_maxmemory: str = Field(
         "1gb",
         description="Memory cap of the Redis that 'mlxq up' starts (noeviction: when full, "
@@ -174,6 +198,13 @@ class Settings(BaseSettings):
         from shared.keys import queue_name_for_model
 
         return self.queue or queue_name_for_model(self.model)
+
+    @property
+    def batch_slot_limit(self) -> int:
+        """MLXQ_BATCH_SLOTS, or half of the worker's slots (at least one)."""
+        if self.batch_slots is not None:
+            return min(self.batch_slots, self.worker_concurrency)
+        return max(1, self.worker_concurrency // 2)
 
 
 def without_password(url: str) -> str:

@@ -88,6 +88,7 @@ def build_worker(settings: Settings) -> BatchingWorker:
         drain_timeout_s=settings.drain_timeout,
         refused_ttl_s=settings.refused_ttl,
         log_content=settings.log_content,
+        batch_slots=settings.batch_slot_limit,
     )
 
 

@@ -126,7 +126,7 @@ class Reporter:
         connection: redis.Redis,
         worker_name: str,
         ender: JobEnder,
-        on_job_done: Callable[[], None],
+        on_job_done: Callable[[str], None],
         on_abandon: Callable[[str], None],
         *,
         outbox: Outbox,
@@ -230,7 +230,7 @@ class Reporter:
                 log.exception("job %s: could not end it in RQ", running.job.id)
             finally:
                 del self._jobs[running.job.id]
-                self._on_job_done()
+                self._on_job_done(running.job.id)
 
     def _abandon(self, job_id: str) -> None:
         """The worker no longer runs this job (the reaper retried or failed it while the
@@ -239,7 +239,7 @@ class Reporter:
             return
         log.warning("job %s: given to another worker while this one paused; dropped", job_id)
         self._on_abandon(job_id)
-        self._on_job_done()
+        self._on_job_done(job_id)
 
     def _claim(self, pipeline: Any, running: RunningJob, output: Finished | Failed) -> None:
         """This worker now holds the answered conversation's KV: route its next turn here."""

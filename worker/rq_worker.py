@@ -42,7 +42,7 @@ from shared.errors import (
     MlxqError,
 )
 from shared.jobs import ALLOWED_FUNCTIONS, EMBED_FUNCTION
-from shared.keys import worker_queue_name
+from shared.keys import batch_lane_name, is_batch_lane, worker_queue_name
 from shared.rq_bridge import ConcurrentWorkerBase, release_queue
 from shared.schemas import (
     EmbeddingRequest,
@@ -52,6 +52,7 @@ from shared.schemas import (
     StartedEvent,
 )
 from worker.engine_api import Engine, EngineRequest, PrefixCacheReport
+from worker.lanes import LaneSlots
 from worker.reporter import Outbox, Reporter, RunningJob
 
 log = logging.getLogger(__name__)
@@ -82,16 +83,25 @@ class BatchingWorker(ConcurrentWorkerBase):
         drain_timeout_s: float,
         refused_ttl_s: int = 300,
         log_content: bool = False,
+        batch_slots: int = 1,
         **kwargs: Any,
     ) -> None:
-        super().__init__(queues, **kwargs)
+        """``queues``: the model's shared queue. The worker also serves its own queue (first)
+        and the model's batch lane (last, into at most ``batch_slots`` slots)."""
         shared_queue = queues[0]
+        self.batch_lane = Queue(
+            batch_lane_name(shared_queue.name),
+            connection=shared_queue.connection,
+            serializer=shared_queue.serializer,
+        )
+        super().__init__([*queues, self.batch_lane], **kwargs)
         self.own_queue = Queue(
             worker_queue_name(shared_queue.name, self.name),
             connection=self.connection,
             serializer=shared_queue.serializer,
         )
         self.serve_first(self.own_queue)  # requests routed here reuse this worker's cache
+        self.lanes = LaneSlots(batch_slots)
         self.engine = engine
         self._slots = threading.Semaphore(concurrency)
         self._preparers = ThreadPoolExecutor(PREPARERS, thread_name_prefix="mlxq-prepare")
@@ -257,19 +267,26 @@ class BatchingWorker(ConcurrentWorkerBase):
         return (total - first_total) / (now - first_time) if now > first_time else 0.0
 
     def _dequeue(self) -> tuple[Job, Queue] | None:
+        """The next job: interactive queues first, at every dequeue; the batch lane only
+        while batch lines hold fewer than their share of the slots."""
+        queues = self.serving_queues()
+        if not self.lanes.batch_has_room():
+            queues = [q for q in queues if q is not self.batch_lane]
         try:
-            result = self.dequeue(DEQUEUE_TIMEOUT_S)
+            result = self.dequeue(DEQUEUE_TIMEOUT_S, queues)
         except (redis.ConnectionError, redis.TimeoutError) as exc:
             log.warning("worker %s: cannot reach Redis (%s); retrying", self.name, exc)
             self._backoff.sleep()
             return None
         self._backoff.reset()
+        if result is not None:
+            self.lanes.taken(result[0].id, is_batch_lane(result[1].name))
         return result
 
     def _give_back(self, job: Job, job_queue: Queue) -> None:
         """A job taken while the stop signal arrived goes back to the front of its queue."""
         self.give_back(job, job_queue)
-        self._slots.release()
+        self._free_slot(job.id)
         log.info("worker %s: stopping; job %s goes back to the queue", self.name, job.id)
 
     def _listen_for_cancellations(self) -> None:
@@ -308,7 +325,7 @@ class BatchingWorker(ConcurrentWorkerBase):
             self._prepare_and_start(job, job_queue)
         except Exception:
             if not self.reporter.is_running(job.id):
-                self._slots.release()
+                self._free_slot(job.id)
             raise
 
     def _prepared(self, future: Any) -> None:
@@ -351,7 +368,7 @@ class BatchingWorker(ConcurrentWorkerBase):
             if running.execution is not None:
                 self.executions.pop(running.execution.id, None)
             self._tell_redis_failed(job.id, exc)
-            self._slots.release()
+            self._free_slot(job.id)
             return
         if cancelled:
             refusal = Cancelled("The client went away before the job started.")
@@ -371,11 +388,11 @@ class BatchingWorker(ConcurrentWorkerBase):
         except redis.RedisError as exc:  # down, or full and refusing writes
             log.error("job %s: Redis failed while taking it (%s)", job.id, exc)
             self._tell_redis_failed(job.id, exc)
-            self._slots.release()
+            self._free_slot(job.id)
             return False
         if not claimed:
             log.info("job %s: another worker runs it; dropped", job.id)
-            self._slots.release()
+            self._free_slot(job.id)
         return claimed
 
     def _tell_redis_failed(self, job_id: str, exc: Exception) -> None:
@@ -418,7 +435,7 @@ class BatchingWorker(ConcurrentWorkerBase):
             self.fail_foreign(job, job_queue, why, self._refused_ttl_s)
         except Exception:  # it stays in RQ as it is; it never runs either way
             log.exception("job %s: could not record its refusal", job.id)
-        self._slots.release()
+        self._free_slot(job.id)
 
     def _read_request(self, job: Job) -> JobRequest:
         """The job's request, of the kind its function names (generation or embedding)."""
@@ -431,9 +448,13 @@ class BatchingWorker(ConcurrentWorkerBase):
             raise JobTimedOut("The request's deadline passed while it waited in the queue.")
         return request
 
-    def _job_done(self) -> None:
-        """Reporter thread: a job has ended in RQ; its slot is free again."""
+    def _free_slot(self, job_id: str) -> None:
+        self.lanes.freed(job_id)
         self._slots.release()
+
+    def _job_done(self, job_id: str) -> None:
+        """Reporter thread: a job has ended in RQ; its slot is free again."""
+        self._free_slot(job_id)
         with self._state_lock:
             if self.reporter.running_count == 0 and not self._suspended:
                 self.show_state(suspended=False, running=0)

@@ -1,6 +1,6 @@
 """``POST /v1/chat/completions``: OpenAI chat completions, streamed or not."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -25,10 +25,12 @@ from shared.schemas import (
     ChatMessage,
     DoneEvent,
     FunctionCall,
+    GenerationRequest,
     ResponseFormat,
     ToolCall,
     ToolDefinition,
 )
+from shared.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -47,6 +49,19 @@ async def chat_completions(
     redis: RedisDep,
 ) -> dict | Response:
     await check_model(redis, settings, body.model)
+    request = chat_request(body, settings)
+    header = ResponseHeader("chatcmpl", request.request_id, body.model)
+    renderer = ChatRenderer(request.n)
+
+    def frames(stream: JobStream) -> AsyncIterator[str]:
+        return openai_frames(stream, header, renderer, body.include_usage)
+
+    whole = chat_answer(body, request)
+    return await respond(http_request, runner, request, settings, answer=whole, frames=frames)
+
+
+def chat_request(body: ChatCompletionRequest, settings: Settings) -> GenerationRequest:
+    """The job of a chat completion (a live request, or a line of a batch)."""
     response_format = None
     if body.response_format is not None and body.response_format.type != "text":
         schema = body.response_format.json_schema
@@ -54,7 +69,7 @@ async def chat_completions(
             type=body.response_format.type,
             json_schema=schema.model_dump(by_alias=True) if schema is not None else None,
         )
-    request = generation_request(
+    return generation_request(
         settings,
         model=body.model,
         timeout=body.timeout,
@@ -71,16 +86,15 @@ async def chat_completions(
         stream=body.streaming,
         chat_template_kwargs=body.chat_template_kwargs,
     )
+
+
+def chat_answer(
+    body: ChatCompletionRequest, request: GenerationRequest
+) -> Callable[[DoneEvent], dict]:
+    """The non-streamed chat.completion body, from the job's DoneEvent."""
     header = ResponseHeader("chatcmpl", request.request_id, body.model)
     renderer = ChatRenderer(request.n)
-
-    def whole(done: DoneEvent) -> dict:
-        return answer(header, renderer, done)
-
-    def frames(stream: JobStream) -> AsyncIterator[str]:
-        return openai_frames(stream, header, renderer, body.include_usage)
-
-    return await respond(http_request, runner, request, settings, answer=whole, frames=frames)
+    return lambda done: answer(header, renderer, done)
 
 
 def _message(message: MessageIn) -> ChatMessage:

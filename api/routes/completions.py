@@ -1,6 +1,6 @@
 """``POST /v1/completions``: OpenAI text completions of raw prompts (no chat template)."""
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -21,7 +21,8 @@ from api.openai_stream import openai_frames
 from api.requests import generation_request, openai_sampling
 from api.respond import respond
 from api.sse import JobStream
-from shared.schemas import DoneEvent
+from shared.schemas import DoneEvent, GenerationRequest
+from shared.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -40,7 +41,20 @@ async def completions(
     redis: RedisDep,
 ) -> dict | Response:
     await check_model(redis, settings, body.model)
-    request = generation_request(
+    request = completion_request(body, settings)
+    header = ResponseHeader("cmpl", request.request_id, body.model)
+    renderer = CompletionRenderer()
+
+    def frames(stream: JobStream) -> AsyncIterator[str]:
+        return openai_frames(stream, header, renderer, body.include_usage)
+
+    whole = completion_answer(body, request)
+    return await respond(http_request, runner, request, settings, answer=whole, frames=frames)
+
+
+def completion_request(body: CompletionRequest, settings: Settings) -> GenerationRequest:
+    """The job of a text completion (a live request, or a line of a batch)."""
+    return generation_request(
         settings,
         model=body.model,
         timeout=body.timeout,
@@ -53,13 +67,12 @@ async def completions(
         echo=body.echo,
         stream=body.streaming,
     )
+
+
+def completion_answer(
+    body: CompletionRequest, request: GenerationRequest
+) -> Callable[[DoneEvent], dict]:
+    """The non-streamed text_completion body, from the job's DoneEvent."""
     header = ResponseHeader("cmpl", request.request_id, body.model)
     renderer = CompletionRenderer()
-
-    def whole(done: DoneEvent) -> dict:
-        return answer(header, renderer, done)
-
-    def frames(stream: JobStream) -> AsyncIterator[str]:
-        return openai_frames(stream, header, renderer, body.include_usage)
-
-    return await respond(http_request, runner, request, settings, answer=whole, frames=frames)
+    return lambda done: answer(header, renderer, done)

@@ -15,6 +15,8 @@ from api.embeddings import (
 from api.fleet import check_model
 from api.openai_responses import ERROR_STATUSES, OpenAIError
 from api.respond import WORKER_HEADER
+from shared.schemas import DoneEvent, EmbeddingRequest
+from shared.settings import Settings
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -32,26 +34,34 @@ async def embeddings(
     """A vector per input; inputs longer than the model reads are refused (400), as OpenAI
     does."""
     await check_model(redis, settings, body.model)
-    request = embedding_request(
+    done = await run_embedding(http_request, runner, embeddings_request(body, settings))
+    if isinstance(done, Response):
+        return done
+    headers = {WORKER_HEADER: done.worker} if done.worker else None
+    return JSONResponse(embeddings_answer(body, done), headers=headers)
+
+
+def embeddings_request(body: EmbeddingsBody, settings: Settings) -> EmbeddingRequest:
+    """The job of an embeddings request (a live request, or a line of a batch)."""
+    return embedding_request(
         settings,
         model=body.model,
         inputs=openai_inputs(body.input),
         truncate=False,
         dimensions=body.dimensions,
     )
-    done = await run_embedding(http_request, runner, request)
-    if isinstance(done, Response):
-        return done
+
+
+def embeddings_answer(body: EmbeddingsBody, done: DoneEvent) -> dict:
+    """OpenAI's embeddings list, from the job's DoneEvent."""
     encode = base64_vector if body.encoding_format == "base64" else list
     data = [
         {"object": "embedding", "index": i, "embedding": encode(vector)}
         for i, vector in enumerate(vectors(done))
     ]
-    answer = {
+    return {
         "object": "list",
         "data": data,
         "model": body.model,
         "usage": {"prompt_tokens": done.prompt_tokens, "total_tokens": done.prompt_tokens},
     }
-    headers = {WORKER_HEADER: done.worker} if done.worker else None
-    return JSONResponse(answer, headers=headers)

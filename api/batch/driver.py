@@ -1,0 +1,368 @@
+"""Driving batches: every API process runs a ``BatchDriver``; each batch is driven by one.
+
+A driver takes a batch's lease in Redis (renewed while it drives; it expires when the
+process dies), and keeps up to MLXQ_BATCH_WINDOW of its lines in flight as jobs on the
+model's batch lane, each waited for through the same ``JobRunner`` as a live request
+(deadlines, retries of jobs whose worker died, cancellation). Each line's output or error
+line is stored once. When the process driving a batch dies, its lease expires and another
+process (or the same one, restarted) takes over: it stops the attempts the dead driver
+left behind and runs every line that has no result yet, so no line is lost and none is
+answered twice in the output.
+"""
+
+import asyncio
+import functools
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import redis.asyncio as aioredis
+from pydantic import BaseModel
+from redis.exceptions import RedisError
+
+from api.batch import store
+from api.batch.lines import ENDPOINTS, BadLine, Line, parse_lines
+from api.errors import openai_error_for
+from api.jobs import JobRunner
+from api.submit import JobSubmitter
+from shared.backoff import Backoff
+from shared.errors import (
+    ErrorCode,
+    JobTimedOut,
+    MlxqError,
+    NoWorkerAvailable,
+    QueueFull,
+    RedisUnavailable,
+)
+from shared.keys import batch_lane_name
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_S = 10.0
+"""A batch whose driver stops renewing its lease for this long is taken over."""
+RENEW_EVERY_S = 3.0
+SCAN_EVERY_S = 1.0
+"""How often each API process looks for batches that nobody drives (and for cancellations)."""
+WAITING_FOR_WORKERS = (NoWorkerAvailable, QueueFull, RedisUnavailable)
+"""A line that meets these has not been tried: it waits and goes again."""
+WORKER_LOST_RETRIES = 2
+"""A line whose worker died (after the reaper's own retry) is sent again this many times."""
+
+T = TypeVar("T")
+
+
+class BatchDriver:
+    def __init__(
+        self,
+        connection: aioredis.Redis,
+        runner: JobRunner,
+        submitter: JobSubmitter,
+        settings: Settings,
+    ) -> None:
+        self._connection = connection
+        self._runner = runner
+        self._submitter = submitter
+        self._settings = settings
+        self._driving: dict[str, asyncio.Task] = {}
+
+    async def run_forever(self) -> None:
+        """Take over every batch nobody drives; end when cancelled (the API stops)."""
+        try:
+            while True:
+                try:
+                    await self._take_over()
+                except RedisError as exc:
+                    log.debug("batches: Redis unavailable (%s)", exc)
+                await asyncio.sleep(SCAN_EVERY_S)
+        finally:
+            for task in list(self._driving.values()):
+                task.cancel()
+            await asyncio.gather(*self._driving.values(), return_exceptions=True)
+
+    async def _take_over(self) -> None:
+        owner = self._runner.instance
+        for batch_id in await store.active_batches(self._connection):
+            if batch_id in self._driving:
+                continue
+            if await store.take_lease(self._connection, batch_id, owner, LEASE_TTL_S):
+                task = asyncio.create_task(self._drive(batch_id), name=f"batch {batch_id}")
+                self._driving[batch_id] = task
+                task.add_done_callback(functools.partial(self._forget, batch_id))
+
+    def _forget(self, batch_id: str, _: asyncio.Task) -> None:
+        self._driving.pop(batch_id, None)
+
+    async def _drive(self, batch_id: str) -> None:
+        try:
+            await _BatchRun(self, batch_id).run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("batch %s: its driver failed; another will take over", batch_id)
+
+
+class _BatchRun:
+    """One driver's run of one batch, from taking it over to its end (or losing the lease)."""
+
+    def __init__(self, driver: BatchDriver, batch_id: str) -> None:
+        self._driver = driver
+        self._connection = driver._connection
+        self._settings = driver._settings
+        self._batch_id = batch_id
+        self._in_flight: set[asyncio.Task] = set()
+
+    async def run(self) -> None:
+        state = await store.batch_state(self._connection, self._batch_id)
+        if state is None or state.ended:
+            return
+        lines = await self._lines(state)
+        if lines is None:
+            return
+        await self._stop_earlier_attempts(lines)
+        done = await store.done_lines(self._connection, self._batch_id)
+        pending = deque(line for line in lines if line.number not in done)
+        log.info("batch %s: driving %d line(s) still to answer", self._batch_id, len(pending))
+        renew_at = time.monotonic() + RENEW_EVERY_S
+        expires_at = state.record["expires_at"]
+        status = state.status
+        try:
+            while True:
+                found = await self._retrying(
+                    lambda: store.status_of(self._connection, self._batch_id)
+                )
+                if found is None:
+                    return  # deleted, or expired meanwhile
+                status = found
+                if status == "cancelling" or time.time() >= expires_at:
+                    break
+                if time.monotonic() >= renew_at:
+                    renew_at = time.monotonic() + RENEW_EVERY_S
+                    if not await self._renew():
+                        log.warning("batch %s: lease lost; another driver goes on", self._batch_id)
+                        return
+                while pending and len(self._in_flight) < self._settings.batch_window:
+                    self._launch(pending.popleft(), state.record)
+                if not pending and not self._in_flight:
+                    break
+                if self._in_flight:
+                    await asyncio.wait(self._in_flight, timeout=SCAN_EVERY_S)
+                else:
+                    await asyncio.sleep(SCAN_EVERY_S)
+        finally:
+            await self._stop_in_flight()
+        ending = "cancelled" if status == "cancelling" else "completed"
+        if ending == "completed" and time.time() >= expires_at:
+            ending = "expired"
+            await self._record_expired(lines, state.record)
+        await self._finish(state, ending)
+
+    async def _lines(self, state: store.BatchState) -> list[Line] | None:
+        """The batch's valid lines, read again from its input file (lines that failed
+        validation already have their error lines)."""
+        content = await store.file_content(self._connection, state.record["input_file_id"])
+        if content is None:
+            await self._fail(state, "The batch's input file no longer exists.")
+            return None
+        try:
+            parsed = await asyncio.to_thread(
+                parse_lines, content, state.record["endpoint"], self._settings
+            )
+        except MlxqError as exc:
+            await self._fail(state, exc.message)
+            return None
+        return [line for line in parsed if isinstance(line, Line)]
+
+    async def _stop_earlier_attempts(self, lines: list[Line]) -> None:
+        """A driver that died left attempts behind: take them out of the queue, or stop them,
+        before running those lines again."""
+        models = {line.number: line.model for line in lines}
+        attempts = await store.attempts(self._connection, self._batch_id)
+        for number, job_id in attempts.items():
+            model = models.get(number, self._settings.model)
+            lane = batch_lane_name(self._driver._submitter.queue_name(model))
+            await self._driver._submitter.cancel(lane, job_id)
+            await store.forget_attempt(self._connection, self._batch_id, number)
+
+    def _launch(self, line: Line, record: dict) -> None:
+        task = asyncio.create_task(self._answer(line, record))
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _answer(self, line: Line, record: dict) -> None:
+        """Run one line until it has an output or error line (or the batch stops)."""
+        endpoint = ENDPOINTS[record["endpoint"]]
+        waiting = Backoff(first_s=1.0, cap_s=30.0)
+        lost_retries = WORKER_LOST_RETRIES
+        while True:
+            request = endpoint.job(line.body, self._settings).model_copy(
+                update={"deadline": float(record["expires_at"])}
+            )
+            job_id = uuid.uuid4().hex
+            await self._retrying(
+                lambda: store.note_attempt(self._connection, self._batch_id, line.number, job_id)  # noqa: B023
+            )
+            try:
+                done = await self._driver._runner.run(request, job_id=job_id, batch_lane=True)
+            except WAITING_FOR_WORKERS as exc:
+                log.info("batch %s line %d: waiting (%s)", self._batch_id, line.number, exc)
+                await asyncio.sleep(waiting.next_delay())
+                continue
+            except MlxqError as exc:
+                if isinstance(exc, JobTimedOut) and time.time() >= record["expires_at"]:
+                    return  # the window closed: recorded as expired at the end
+                if exc.code == ErrorCode.WORKER_LOST and lost_retries > 0:
+                    lost_retries -= 1
+                    continue
+                text = _error_line(job_id, line.custom_id, request.request_id, exc)
+                await self._record(line.number, text, ok=False)
+                return
+            body = endpoint.answer(line.body, request, done)
+            if isinstance(body, BaseModel):
+                body = body.model_dump(mode="json")
+            response = {"status_code": 200, "request_id": request.request_id, "body": body}
+            await self._record(line.number, _result_line(job_id, line.custom_id, response), True)
+            return
+
+    async def _record(self, number: int, text: str, ok: bool) -> None:
+        await self._retrying(
+            lambda: store.record_result(self._connection, self._batch_id, number, text, ok)
+        )
+
+    async def _record_expired(self, lines: list[Line], record: dict) -> None:
+        """Lines the completion window closed on get an error line, as OpenAI writes them."""
+        done = await store.done_lines(self._connection, self._batch_id)
+        for line in lines:
+            if line.number in done:
+                continue
+            error = {
+                "code": "batch_expired",
+                "message": "This request could not be run before the batch's completion "
+                f"window ({record['completion_window']}) closed.",
+            }
+            text = json.dumps(
+                {
+                    "id": f"batch_req_line{line.number}",
+                    "custom_id": line.custom_id,
+                    "response": None,
+                    "error": error,
+                }
+            )
+            await self._record(line.number, text, ok=False)
+
+    async def _stop_in_flight(self) -> None:
+        """Cancel the lines still running: each one's job is taken out of the queue or
+        stopped by its worker (the runner's own cancellation)."""
+        for task in self._in_flight:
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
+
+    async def _renew(self) -> bool:
+        try:
+            return await store.renew_lease(
+                self._connection, self._batch_id, self._driver._runner.instance, LEASE_TTL_S
+            )
+        except RedisError:
+            return True  # nobody else can take it while Redis is away; check again soon
+
+    async def _finish(self, state: store.BatchState, status: str) -> None:
+        """Write the output and error files, then end the batch with ``status``."""
+        await self._retrying(
+            lambda: store.set_status(self._connection, self._batch_id, "finalizing")
+        )
+        files: dict[str, str] = {}
+        output_ttl = state.record.get("output_ttl_s") or self._settings.batch_retention
+        for ok, field in ((True, "output_file_id"), (False, "error_file_id")):
+            lines = await self._retrying(
+                lambda: store.results(self._connection, self._batch_id, ok)  # noqa: B023
+            )
+            if lines:
+                content = ("\n".join(lines) + "\n").encode()
+                kind = "output" if ok else "error"
+                meta = new_file_meta(
+                    f"{self._batch_id}_{kind}.jsonl", "batch_output", len(content), output_ttl
+                )
+                await self._retrying(
+                    lambda: store.put_file(self._connection, meta, content, output_ttl)  # noqa: B023
+                )
+                files[field] = meta["id"]
+        await self._retrying(
+            lambda: store.end_batch(
+                self._connection,
+                self._batch_id,
+                status,
+                self._settings.batch_retention,
+                **files,
+            )
+        )
+        log.info("batch %s: %s", self._batch_id, status)
+
+    async def _fail(self, state: store.BatchState, message: str) -> None:
+        errors = [*state.errors, {"code": "invalid_batch", "message": message, "line": None}]
+        await store.end_batch(
+            self._connection,
+            self._batch_id,
+            "failed",
+            self._settings.batch_retention,
+            errors=json.dumps(errors),
+        )
+
+    async def _retrying(self, write: Callable[[], Awaitable[T]]) -> T:
+        """A Redis call, waiting out a Redis restart (the batch goes on where it was)."""
+        backoff = Backoff(first_s=0.2, cap_s=5.0)
+        while True:
+            try:
+                return await write()
+            except RedisError as exc:
+                log.warning("batch %s: Redis unavailable (%s); retrying", self._batch_id, exc)
+                await asyncio.sleep(backoff.next_delay())
+
+
+def _result_line(job_id: str, custom_id: str, response: dict) -> str:
+    """A line of the output (or error) file: the request's response, as OpenAI writes it."""
+    return json.dumps(
+        {"id": f"batch_req_{job_id}", "custom_id": custom_id, "response": response, "error": None}
+    )
+
+
+def _error_line(job_id: str, custom_id: str, request_id: str, exc: MlxqError) -> str:
+    """A request that failed, as OpenAI's error file shows it: its status and error body."""
+    response = {
+        "status_code": exc.http_status,
+        "request_id": request_id,
+        "body": openai_error_for(exc),
+    }
+    return _result_line(job_id, custom_id, response)
+
+
+def bad_line_error(line: BadLine) -> str:
+    """A line that failed validation, in the error file: no response, the reason."""
+    error = {"code": "invalid_request", "message": line.message}
+    return json.dumps(
+        {
+            "id": f"batch_req_line{line.number}",
+            "custom_id": line.custom_id,
+            "response": None,
+            "error": error,
+        }
+    )
+
+
+def new_file_meta(filename: str, purpose: str, size: int, ttl_s: int) -> dict:
+    """OpenAI's file object for a file stored now."""
+    now = int(time.time())
+    return {
+        "id": f"file-{uuid.uuid4().hex}",
+        "object": "file",
+        "bytes": size,
+        "created_at": now,
+        "filename": filename,
+        "purpose": purpose,
+        "status": "processed",
+        "expires_at": now + ttl_s,
+        "status_details": None,
+    }
