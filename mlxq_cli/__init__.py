@@ -5,6 +5,7 @@ never imports MLX.
 """
 
 import argparse
+from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -26,6 +27,14 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("question")
     ask.add_argument("--max-tokens", type=int, default=None)
     ask.add_argument("--model", default=None, help="default: the server's MLXQ_MODEL")
+    batch = commands.add_parser(
+        "batch", help="run a JSONL file of requests as a batch (OpenAI Batch API)"
+    )
+    batch.add_argument("input", nargs="?", type=Path, help="the requests, one JSON per line")
+    batch.add_argument("-o", "--output", type=Path, required=True, help="output JSONL file")
+    batch.add_argument("--attach", metavar="BATCH_ID", help="follow a batch already running")
+    batch.add_argument("--endpoint", help="default: the url of the file's first line")
+    batch.add_argument("--completion-window", default="24h", help="default 24h")
     bench = commands.add_parser("bench", help="run the benchmarks (bench/run.py; see --help)")
     bench.add_argument("arguments", nargs=argparse.REMAINDER)
     commands.add_parser("prepare-model", help="prepare the configured model and exit")
@@ -54,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
         from mlxq_cli.commands import ask as ask_question
 
         return ask_question(args.question, args.max_tokens, args.model)
+    if args.command == "batch":
+        from mlxq_cli.batch import run_batch
+
+        return run_batch(
+            args.input, args.output, args.attach, args.endpoint, args.completion_window
+        )
     if args.command == "bench":
         from mlxq_cli.commands import bench as run_bench
 
