@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py            # default: about 10 minutes on 2 cores
     .venv/bin/python bench/run.py --quick    # about 3 minutes, fewer rounds and tokens
-    .venv/bin/python bench/run.py --sections df   # some sections only (a-i)
+    .venv/bin/python bench/run.py --sections df   # some sections only (a-k)
     .venv/bin/python bench/run.py --render-only   # rewrite the document from stored sections
 
 Everything runs on this machine and talks to 127.0.0.1 only: a private redis-server on a
@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/ru
 import redis  # noqa: E402
 
 from bench import (  # noqa: E402
+    batch,
     chat,
     first_token,
     generation,
@@ -56,7 +57,7 @@ BENCH_CACHE = Path.home() / ".cache" / "mlxq" / "bench"
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTIONS_FILE = "bench_sections.json"  # in docs/data/, beside the document's folder
 SAMPLING_FILE = "sampling_cost.json"
-ALL_SECTIONS = "abcdefghi"
+ALL_SECTIONS = "abcdefghijk"
 
 
 @dataclass
@@ -74,6 +75,9 @@ class Plan:
     scale_tokens: int
     first_token_repetitions: int
     chat_rounds: int  # sections g, h and i (each round is long: prefill of long prompts)
+    batch_lines: int  # section j: lines per batch
+    batch_tokens: int  # section j: max_tokens per line
+    latency_requests: int  # section k: interactive requests, idle and during a batch
 
 
 def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
@@ -101,9 +105,43 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, Plan]:
     rounds = args.rounds or (2 if args.quick else 5)
     chat_rounds = args.rounds or (2 if args.quick else 3)
     if args.quick:
-        plan = Plan(rounds, 100, 1000, 64, 64, 32, [1, 4, 8], False, False, 16, 16, 2, chat_rounds)
+        plan = Plan(
+            rounds,
+            100,
+            1000,
+            64,
+            64,
+            32,
+            [1, 4, 8],
+            False,
+            False,
+            16,
+            16,
+            2,
+            chat_rounds,
+            16,
+            16,
+            6,
+        )
     else:
-        plan = Plan(rounds, 200, 1000, 64, 128, 64, [1, 4, 8], True, True, 16, 64, 3, chat_rounds)
+        plan = Plan(
+            rounds,
+            200,
+            1000,
+            64,
+            128,
+            64,
+            [1, 4, 8],
+            True,
+            True,
+            16,
+            64,
+            3,
+            chat_rounds,
+            32,
+            32,
+            20,
+        )
     return args, plan
 
 
@@ -266,6 +304,49 @@ class Run:
         finally:
             for process in (server, worker, api):
                 self.procs.stop(process)
+
+    def batches(self, model: Path, sections: str) -> None:
+        """Sections j and k, each on a fresh API and worker: (j) with every slot open to
+        batch lines, against mlx-lm's batch_generate; (k) as shipped."""
+        plan, model_id = self.plan, str(model)
+        if "j" in sections:
+            env = self._model_env(model) | {"MLXQ_BATCH_SLOTS": "8"}
+            url, api = self.procs.mlxq_api(env)
+            worker = self.procs.mlxq_worker(env, timeout=300)
+            reference = batch.start_reference(self.procs, model, self.blas_env)
+            try:
+                self.section(
+                    "(j) Batch throughput: the Batch API against mlx-lm's batch_generate",
+                    lambda: batch.render_throughput(
+                        batch.run_throughput(
+                            url,
+                            model_id,
+                            reference,
+                            TokenCounter(model),
+                            plan.rounds,
+                            plan.batch_lines,
+                            plan.batch_tokens,
+                        ),
+                        plan.rounds,
+                    ),
+                )
+            finally:
+                for process in (reference.process, worker, api):
+                    self.procs.stop(process)
+        if "k" in sections:
+            env = self._model_env(model)
+            url, api = self.procs.mlxq_api(env)
+            worker = self.procs.mlxq_worker(env, timeout=300)
+            try:
+                self.section(
+                    "(k) Interactive latency while a batch runs",
+                    lambda: batch.render_latency(
+                        batch.run_latency(url, model_id, plan.latency_requests, 500, 64)
+                    ),
+                )
+            finally:
+                for process in (worker, api):
+                    self.procs.stop(process)
 
     def routing(self, model: Path) -> tuple[str, list[list[str]]]:
         rounds = self.plan.chat_rounds
@@ -548,7 +629,7 @@ def _load() -> str:
 def _rounds(plan: Plan, sections: str) -> str:
     """Rounds per comparison of the sections that ran (g, h and i have their own)."""
     parts = []
-    if set("abcdf") & set(sections):
+    if set("abcdfj") & set(sections):
         parts.append(str(plan.rounds))
     if set("ghi") & set(sections):
         parts.append(str(plan.chat_rounds) if not parts else f"g, h, i: {plan.chat_rounds}")
@@ -576,7 +657,7 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = _load()
     run_date = time.strftime("%Y-%m-%d %H:%M %Z")
     print(table(["", ""], list(machine.items())), flush=True)
-    model = float32_model(blas) if set("bcdfghi") & set(args.sections) else None
+    model = float32_model(blas) if set("bcdfghijk") & set(args.sections) else None
     log_dir = BENCH_CACHE / "logs"  # the last run's process logs, kept for diagnosis
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
@@ -585,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     notes = []
     try:
         run.start()
-        # Run order a, e, b, c, f, g, h, i, d (d wants the cores without the others'
+        # Run order a, e, b, c, f, g, h, i, j, k, d (d wants the cores without the others'
         # processes); the document lists the sections in letter order.
         if "a" in args.sections:
             run.section("(a) Overhead per request", run.overhead)
@@ -597,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
             run.chat(model, args.sections)
         if model is not None and "i" in args.sections:
             run.section("(i) Routing a conversation back to its worker", lambda: run.routing(model))
+        if model is not None and set("jk") & set(args.sections):
+            run.batches(model, args.sections)
         if model is not None and "d" in args.sections:
             run.section("(d) Scale-out: 2 workers against 1", lambda: run.scale_out(model))
     except Exception:
