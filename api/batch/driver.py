@@ -78,6 +78,7 @@ class BatchDriver:
                     await self._take_over()
                 except RedisError as exc:
                     log.debug("batches: Redis unavailable (%s)", exc)
+                raise_if_cancelled()
                 await asyncio.sleep(SCAN_EVERY_S)
         finally:
             for task in list(self._driving.values()):
@@ -316,10 +317,22 @@ class _BatchRun:
         backoff = Backoff(first_s=0.2, cap_s=5.0)
         while True:
             try:
-                return await write()
+                result = await write()
             except RedisError as exc:
+                raise_if_cancelled()
                 log.warning("batch %s: Redis unavailable (%s); retrying", self._batch_id, exc)
                 await asyncio.sleep(backoff.next_delay())
+                continue
+            raise_if_cancelled()
+            return result
+
+
+def raise_if_cancelled() -> None:
+    """redis.asyncio can swallow a task's cancellation (it reconnects, or raises a connection
+    error instead): a loop that goes on after a Redis call honours it here."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 def _result_line(job_id: str, custom_id: str, response: dict) -> str:

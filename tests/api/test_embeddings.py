@@ -80,3 +80,32 @@ def test_refusals_are_400s(base_url: str) -> None:
             model=DEMO_EMBEDDING_MODEL_ID, input="word " * 400, truncate=False
         )
     assert refused.value.status_code == 400
+
+
+def test_a_batch_of_embedding_requests(base_url: str) -> None:
+    """/v1/embeddings lines in a batch run on the embedding worker's batch lane."""
+    from tests.batch.test_batch_api import finished, jsonl
+
+    client = openai.OpenAI(base_url=f"{base_url}/v1", api_key="unused")
+    sentences = REFERENCE["sentences"][:3]
+    content = "".join(
+        json.dumps(
+            {
+                "custom_id": f"s{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": DEMO_EMBEDDING_MODEL_ID, "input": text},
+            }
+        )
+        + "\n"
+        for i, text in enumerate(sentences)
+    )
+    upload = client.files.create(file=("in.jsonl", content.encode()), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h"
+    )
+    done = finished(client, batch.id, timeout=120)
+    assert done.status == "completed" and done.request_counts.completed == 3
+    rows = {r["custom_id"]: r for r in jsonl(client, done.output_file_id)}
+    vectors = [rows[f"s{i}"]["response"]["body"]["data"][0]["embedding"] for i in range(3)]
+    _close_to_reference(vectors, 3)
