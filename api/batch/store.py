@@ -6,14 +6,14 @@ the queue (AOF), readable by every API process, and expires: files after their r
 a batch's keys once it has ended (MLXQ_BATCH_RETENTION).
 
     mlxq:file:{id}          hash  meta (the OpenAI file object, JSON), content (bytes)
-    mlxq:files              zset  file id -> created_at (listing)
+    mlxq:files              zset  file id -> time stored (listing)
     mlxq:batch:{id}         hash  record (the static fields, JSON), status, <status>_at,
                                   output_file_id, error_file_id, errors (JSON)
     mlxq:batch:{id}:out     hash  line number -> output line (JSON)
     mlxq:batch:{id}:err     hash  line number -> error line (JSON)
     mlxq:batch:{id}:jobs    hash  line number -> job id of its running attempt
     mlxq:batch:{id}:lease   str   the API process driving the batch (expires unless renewed)
-    mlxq:batches            zset  batch id -> created_at (listing)
+    mlxq:batches            zset  batch id -> time created (listing)
     mlxq:batches:active     set   batches not yet ended, for any API process to drive
 """
 
@@ -60,7 +60,7 @@ async def put_file(connection: aioredis.Redis, meta: dict, content: bytes, ttl_s
     async with connection.pipeline(transaction=True) as pipeline:
         pipeline.hset(key, mapping={"meta": json.dumps(meta), "content": content})
         pipeline.expire(key, ttl_s)
-        pipeline.zadd(FILES, {meta["id"]: meta["created_at"]})
+        pipeline.zadd(FILES, {meta["id"]: time.time()})  # finer than created_at: keeps order
         await pipeline.execute()
 
 
@@ -178,7 +178,7 @@ async def create_batch(
             pipeline.hset(_batch_key(batch_id), "errors", json.dumps(errors))
         if error_lines:
             pipeline.hset(_batch_key(batch_id, ":err"), mapping=error_lines)
-        pipeline.zadd(BATCHES, {batch_id: record["created_at"]})
+        pipeline.zadd(BATCHES, {batch_id: time.time()})
         pipeline.sadd(ACTIVE_BATCHES, batch_id)
         await pipeline.execute()
 
