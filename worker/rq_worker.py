@@ -14,7 +14,8 @@ state (see docs/architecture.md for the table):
   frees the job's slot (``_job_done``).
 
 A pub/sub thread of redis-py's (``_listen_for_cancellations``) only forwards cancellations
-to ``engine.cancel``. The worker never forks, so a loaded MLX model is safe.
+to ``engine.cancel`` (or holds them for a job still starting: worker/starting.py). The
+worker never forks, so a loaded MLX model is safe.
 """
 
 import collections
@@ -54,6 +55,7 @@ from shared.schemas import (
 from worker.engine_api import Engine, EngineRequest, PrefixCacheReport
 from worker.lanes import LaneSlots
 from worker.reporter import Outbox, Reporter, RunningJob
+from worker.starting import StartingJobs
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class BatchingWorker(ConcurrentWorkerBase):
         self._token_samples: collections.deque[tuple[float, int]] = collections.deque()
         self._backoff = Backoff(first_s=0.5, cap_s=10.0)
         self._cancel_listener: Any = None
+        self._starting = StartingJobs()
 
     # -- the loop --------------------------------------------------------------------------
 
@@ -294,10 +297,7 @@ class BatchingWorker(ConcurrentWorkerBase):
         listener = redis.Redis(connection_pool=self.connection.connection_pool).pubsub()
 
         def on_cancel(message: dict) -> None:
-            job_id = protocol.cancelled_job_id(message)
-            if self.reporter.is_running(job_id):
-                log.info("job %s: client went away, cancelling", job_id)
-                self.engine.cancel(job_id)
+            self._on_cancel(protocol.cancelled_job_id(message))
 
         def on_error(exc: BaseException, pubsub: Any, thread: Any) -> None:
             log.warning("worker %s: cancellation listener lost Redis (%s)", self.name, exc)
@@ -307,6 +307,14 @@ class BatchingWorker(ConcurrentWorkerBase):
         self._cancel_listener = listener.run_in_thread(
             sleep_time=IDLE_POLL_S, daemon=True, exception_handler=on_error
         )
+
+    def _on_cancel(self, job_id: str) -> None:
+        """The cancel listener's thread: the API says this job's client went away."""
+        if self._starting.hold_cancel(job_id):
+            log.info("job %s: client went away while it started", job_id)
+        elif self.reporter.is_running(job_id):
+            log.info("job %s: client went away, cancelling", job_id)
+            self.engine.cancel(job_id)
 
     # -- one job ---------------------------------------------------------------------------
 
@@ -361,6 +369,24 @@ class BatchingWorker(ConcurrentWorkerBase):
             log.exception("job %s: could not prepare the request", job.id)
             refusal = GenerationFailed(f"Could not prepare the request: {exc}")
         running = RunningJob(job, job_queue, execution=None, request=request)
+        # From before its cancel check until the engine has it, a cancellation for the job
+        # is held (worker/starting.py): it would find no running job to stop, and be lost.
+        self._starting.begin(job.id)
+        submitted = False
+        try:
+            submitted = self._record_and_submit(running, prepared, refusal)
+        finally:
+            held = self._starting.end(job.id)
+        if held and submitted:
+            log.info("job %s: client went away while it started, cancelling", job.id)
+            self.engine.cancel(job.id)
+
+    def _record_and_submit(
+        self, running: RunningJob, prepared: EngineRequest | None, refusal: MlxqError | None
+    ) -> bool:
+        """Record the job's start and hand it to the engine, or refuse it; returns whether
+        the engine has it."""
+        job = running.job
         try:
             cancelled = self._record_start(running, announce=prepared is not None)
         except redis.RedisError as exc:  # down, or full and refusing writes
@@ -369,15 +395,16 @@ class BatchingWorker(ConcurrentWorkerBase):
                 self.executions.pop(running.execution.id, None)
             self._tell_redis_failed(job.id, exc)
             self._free_slot(job.id)
-            return
+            return False
         if cancelled:
             refusal = Cancelled("The client went away before the job started.")
         if refusal is not None or prepared is None:
             self.reporter.outbox.refuse(job.id, refusal or GenerationFailed("Not prepared."))
-            return
+            return False
         if self._log_content:
             log.info("job %s: request %s", job.id, prepared.request.model_dump_json())
         self.engine.submit(prepared)
+        return True
 
     def _claim(self, job: Job) -> bool:
         """Become the job's one runner. A job can be taken twice: the API puts a job back in
