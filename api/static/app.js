@@ -1,4 +1,5 @@
-// mlxq web page: a streaming chat against /v1/chat/completions and a live view of /fleet.
+// mlxq web page: a streaming chat against /v1/chat/completions and a live view of /fleet
+// (tables here, charts in charts.js).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -258,6 +259,10 @@ function start() {
   $("clear").addEventListener("click", newChat);
   loadModels();
   refreshFleet();
+  startFleetCharts(headers, FLEET_EVERY_MS, (error) => {
+    $("charts-status").className = "error-text";
+    $("charts-status").textContent = `Charts: ${error.message}`;
+  });
 }
 
 start();

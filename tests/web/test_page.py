@@ -178,3 +178,49 @@ def _wait_until_idle(base_url: str, timeout: float = 10) -> None:
             return
         before = now
     raise AssertionError(f"the worker is still generating after the client stopped: {now}")
+
+
+# What each chart draws: its series' labels and uPlot's data ([times, ...series values]).
+CHART_DATA = """() => Object.fromEntries(Object.entries(window.mlxqCharts).map(([id, chart]) => [
+    id, { labels: chart.plot.series.slice(1).map((s) => s.label), data: chart.plot.data },
+]))"""
+
+
+def _after(chart: dict, since: float, series: int = 0) -> list:
+    """A chart's values of one series at the steps that began at or after ``since``."""
+    times, values = chart["data"][0], chart["data"][1 + series]
+    return [v for t, v in zip(times, values, strict=True) if t >= since and v is not None]
+
+
+def test_charts_draw_the_fleet_history_and_follow_requests(page) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    expect(page.locator("#model")).to_have_value(DEMO_MODEL_ID)
+    expect(page.locator("#chart-tokens canvas")).to_be_visible()
+    page.fill("#temperature", "0")
+    sent_at = time.time() - 2  # the step the request falls in may begin up to 2 s earlier
+    page.fill("#prompt", "Write a very long story about a dragon.")  # busy long enough to see
+    page.click("#send")
+    expect(page.locator("#conversation .bubble.assistant").last).not_to_have_text("")
+
+    deadline = time.monotonic() + 20
+    while True:
+        charts = page.evaluate(CHART_DATA)
+        tokens, busy = charts["chart-tokens"], charts["chart-busy"]
+        latency, queues = charts["chart-latency"], charts["chart-queues"]
+        worker = next(i for i, label in enumerate(tokens["labels"]) if DEMO_MODEL_ID in label)
+        done = (
+            any(v > 0 for v in _after(tokens, sent_at, worker))
+            and any(v > 0 for v in _after(busy, sent_at, worker))
+            and any(v > 0 for v in _after(latency, sent_at, 0))  # requests/s
+            and _after(latency, sent_at, 1)  # a time to first token was measured
+        )
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    page.click("#stop")
+    assert done, charts
+    assert any(DEMO_MODEL_ID in label for label in queues["labels"]) or queues["labels"]
+    assert len(tokens["data"][0]) >= 15 * 60 // 2  # the whole window, one point per step
+    assert page.errors == []
