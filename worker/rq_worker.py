@@ -247,6 +247,7 @@ class BatchingWorker(ConcurrentWorkerBase):
             tokens_total=self.engine.generated_tokens,
             tokens_per_s=round(self._tokens_per_s(), 2),
             suspended=self._suspended,
+            suggested_temperature=getattr(self.engine, "suggested_temperature", None),
         )
 
     def _tokens_per_s(self) -> float:
