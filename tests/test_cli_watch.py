@@ -1,7 +1,9 @@
 """``mlxq status --watch``: one frame, rendered to text, from a real heartbeat's records."""
 
 import time
+from collections.abc import Iterator
 
+import pytest
 import redis
 
 from mlxq_cli.watch import render_frame, sparkline
@@ -11,6 +13,13 @@ from shared.history import ApiTally, add_worker_sample, read_history, record_api
 from shared.protocol import WorkerStats, add_heartbeat
 
 
+@pytest.fixture
+def connection(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
 def test_sparkline_scales_to_its_maximum_and_shows_gaps() -> None:
     assert sparkline([0, 5, 10, None, 10]) == "▁▅█ █"
     assert sparkline([0.0, 0.0]) == "▁▁"
@@ -18,8 +27,7 @@ def test_sparkline_scales_to_its_maximum_and_shows_gaps() -> None:
     assert len(sparkline(list(range(100)))) == 30  # the last minute only
 
 
-def test_a_frame_shows_workers_queues_and_their_last_minute(redis_url: str) -> None:
-    connection = redis.Redis.from_url(redis_url)
+def test_a_frame_shows_workers_queues_and_their_last_minute(connection: redis.Redis) -> None:
     stats = WorkerStats(
         model="model-w", queues=["mlxq:model-w"], host="box", pid=7, slots=8, running=3
     )

@@ -217,7 +217,7 @@ async function send() {
   if (failed && !text) {
     conversation.pop(); // nothing answered: the question can be asked again without a gap
   } else {
-    conversation.push(usage ? { role: "assistant", content: text, usage } : { role: "assistant", content: text });
+    conversation.push({ role: "assistant", content: text, ...(usage && { usage }) });
   }
   if (conversation === turns) saveTurns();
 }
@@ -334,8 +334,8 @@ function start() {
   loadModels();
   refreshFleet();
   startFleetCharts(headers, FLEET_EVERY_MS, (error) => {
-    $("charts-status").className = "error-text";
-    $("charts-status").textContent = `Charts: ${error.message}`;
+    $("charts-status").className = error ? "error-text" : "muted";
+    $("charts-status").textContent = error ? `Charts: ${error.message}` : "";
   });
 }
 

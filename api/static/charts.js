@@ -90,15 +90,17 @@ function resizeCharts() {
   }
 }
 
-// Fetches the history now and every `everyMs`; `headers` adds the API key, `onError` shows why not.
-function startFleetCharts(headers, everyMs, onError) {
+// Fetches the history now and every `everyMs`; `headers` adds the API key; `onStatus` gets
+// null after each drawing, or the error that stopped it.
+function startFleetCharts(headers, everyMs, onStatus) {
   async function refresh() {
     try {
       const response = await fetch("/fleet/history", { headers: headers() });
       if (!response.ok) throw new Error(`HTTP ${response.status}`);
       drawHistory(await response.json());
+      onStatus(null);
     } catch (error) {
-      onError(error);
+      onStatus(error);
     } finally {
       setTimeout(refresh, everyMs);
     }

@@ -3,6 +3,7 @@ that it stays bounded however long the fleet runs."""
 
 import json
 import time
+from collections.abc import Iterator
 
 import pytest
 import redis
@@ -12,6 +13,13 @@ from shared.history import ApiTally, add_worker_sample, read_history, record_api
 from shared.protocol import WorkerStats
 
 
+@pytest.fixture
+def connection(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
 def _beat(connection: redis.Redis, name: str, at: float, tokens_per_s: float) -> None:
     stats = WorkerStats(model="m", host="h", pid=1, slots=8, running=2, tokens_per_s=tokens_per_s)
     with connection.pipeline(transaction=False) as pipeline:
@@ -19,8 +27,7 @@ def _beat(connection: redis.Redis, name: str, at: float, tokens_per_s: float) ->
         pipeline.execute()
 
 
-def test_beats_become_aligned_series(redis_url: str) -> None:
-    connection = redis.Redis.from_url(redis_url)
+def test_beats_become_aligned_series(connection: redis.Redis) -> None:
     now = 1_000_000.0
     _beat(connection, "w1", now - 5, 12.5)
     tally = ApiTally()
@@ -47,10 +54,9 @@ def test_beats_become_aligned_series(redis_url: str) -> None:
     assert found["ttft_p50_s"][index - 1] is None and found["requests_per_s"][index - 1] is None
 
 
-def test_history_stays_bounded_over_a_long_run(redis_url: str) -> None:
+def test_history_stays_bounded_over_a_long_run(connection: redis.Redis) -> None:
     """Hours of beats from a churning fleet (a new worker name every minute): what is read
     back keeps one point per step of the window, and every record expires with its step."""
-    connection = redis.Redis.from_url(redis_url)
     start = 2_000_000.0
     hours = 3
     for second in range(0, hours * 3600, 1):
@@ -70,12 +76,13 @@ def test_history_stays_bounded_over_a_long_run(redis_url: str) -> None:
         assert connection.hlen(key) <= 4 * 2 + 1 + 1 + len(history.FIRST_TOKEN_BOUNDS_S) + 1
 
 
-def test_steps_leave_redis_with_the_window(redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_steps_leave_redis_with_the_window(
+    connection: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The same in real time with a 3 s window: old steps are gone, not merely unread."""
     monkeypatch.setattr(history, "HISTORY_STEP_S", 1)
     monkeypatch.setattr(history, "HISTORY_WINDOW_S", 3)
     monkeypatch.setattr(history, "STEPS", 3)
-    connection = redis.Redis.from_url(redis_url)
     deadline = time.time() + 7
     beats = 0
     while time.time() < deadline:
