@@ -62,8 +62,9 @@ async def _reap_forever(
     while True:
         try:
             await asyncio.to_thread(protocol.beat_api, connection, instance)
-            await asyncio.to_thread(record_history, connection, tally.take())
             await asyncio.to_thread(reap, connection, event_ttl_s)
+            # Last: the charts' figures must never stand in the way of recovering jobs.
+            await asyncio.to_thread(record_history, connection, tally.take())
         except redis.RedisError as exc:
             log.debug("reaper: Redis unavailable (%s)", exc)
         except Exception:

@@ -64,7 +64,8 @@ async function loadModels() {
 function loadTurns() {
   try {
     const stored = JSON.parse(localStorage.getItem(CONVERSATION_STORAGE) ?? "[]");
-    return Array.isArray(stored) ? stored : [];
+    if (!Array.isArray(stored)) return [];
+    return stored.filter((turn) => typeof turn?.role === "string" && typeof turn.content === "string");
   } catch {
     return []; // unreadable (edited by hand?): start afresh rather than fail
   }

@@ -193,7 +193,7 @@ def _after(chart: dict, since: float, series: int = 0) -> list:
     return [v for t, v in zip(times, values, strict=True) if t >= since and v is not None]
 
 
-def test_charts_draw_the_fleet_history_and_follow_requests(page) -> None:
+def test_charts_draw_the_fleet_history_and_follow_requests(page, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     page.goto("/")
@@ -221,6 +221,7 @@ def test_charts_draw_the_fleet_history_and_follow_requests(page) -> None:
             break
         time.sleep(0.5)
     page.click("#stop")
+    page.screenshot(path=str(tmp_path / "charts.png"), full_page=True)
     assert done, charts
     assert any(DEMO_MODEL_ID in label for label in queues["labels"]) or queues["labels"]
     assert len(tokens["data"][0]) >= 15 * 60 // 2  # the whole window, one point per step
@@ -242,7 +243,7 @@ def _sse(*chunks: object) -> str:
     return "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
 
 
-def test_answers_render_markdown_and_never_run_html(page) -> None:
+def test_answers_render_markdown_and_never_run_html(page, tmp_path: Path) -> None:
     """The answer comes from a stub of /v1/chat/completions: the page, not the model, is what
     is tested, and a model cannot be made to say exactly this."""
     from playwright.sync_api import expect
@@ -277,6 +278,7 @@ def test_answers_render_markdown_and_never_run_html(page) -> None:
         assert bubble.locator("img, script, svg, iframe, b").count() == 0
         hrefs = bubble.locator("a").evaluate_all("links => links.map((a) => a.href)")
         assert not any(href.startswith("javascript:") for href in hrefs), hrefs
+        page.screenshot(path=str(tmp_path / "markdown.png"), full_page=True)
         bubble.locator("a", has_text="click").click()
         page.wait_for_timeout(500)  # an image's onerror would have fired by now
         assert page.evaluate("window.pwned") is None
