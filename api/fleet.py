@@ -1,9 +1,11 @@
 """What the fleet serves, for the API (the Redis side lives in shared/fleet.py)."""
 
 import asyncio
+import time
 
 import redis
 
+from shared import history, rq_bridge
 from shared.errors import ModelNotFound
 from shared.fleet import live_models
 from shared.settings import Settings
@@ -22,3 +24,10 @@ async def check_model(connection: redis.Redis, settings: Settings, model: str) -
     if model not in served:
         available = sorted({settings.model, *served})
         raise ModelNotFound(f"The model {model!r} is not served here. Served models: {available}.")
+
+
+def record_history(connection: redis.Redis, tally: history.ApiTally) -> None:
+    """This API process's share of the fleet's history (its beat calls this each second):
+    what it saw since the last beat, and the queue depths as they are now."""
+    depths = {name: queued for name, queued, _ in rq_bridge.queue_depths(connection)}
+    history.record_api_beat(connection, tally, depths, time.time())

@@ -168,6 +168,7 @@ class JobRunner:
         check_at = enqueued_at + TAKEN_CHECK_S
         started = False
         first_token = True
+        self._metrics.recent.count_request()
         while True:
             until = deadline + RESULT_GRACE_S if started else queue_deadline
             timers = [until]
@@ -204,6 +205,7 @@ class JobRunner:
             elif isinstance(event, TokenEvent) and first_token:
                 first_token = False
                 self._metrics.first_token.observe(now - enqueued_at)
+                self._metrics.recent.observe_first_token(now - enqueued_at)
             elif isinstance(event, DoneEvent):
                 self._metrics.tokens.labels(model=request.model).inc(event.completion_tokens)
             if isinstance(event, ErrorEvent):

@@ -24,6 +24,7 @@ from api.errors import (
     is_openai_route,
 )
 from api.events import EventHub
+from api.fleet import record_history
 from api.http_edge import guarded_protocol, raise_open_file_limit
 from api.jobs import JobRunner
 from api.metrics import Metrics
@@ -46,6 +47,7 @@ from api.routes import (
 )
 from api.submit import JobSubmitter
 from shared import protocol
+from shared.history import ApiTally
 from shared.redis_clients import async_command_client, command_client
 from shared.settings import Settings, get_settings, without_password
 
@@ -55,12 +57,17 @@ STATIC_DIR = Path(__file__).parent / "static"
 """The web page at ``/`` (plain HTML, CSS and JavaScript; no build step)."""
 
 
-async def _reap_forever(connection: redis.Redis, event_ttl_s: int, instance: str) -> None:
-    """Once a second: this process says it is alive, and dead workers' jobs are recovered."""
+async def _reap_forever(
+    connection: redis.Redis, event_ttl_s: int, instance: str, tally: ApiTally
+) -> None:
+    """Once a second: this process says it is alive, adds what it saw to the fleet's history,
+    and dead workers' jobs are recovered."""
     while True:
         try:
             await asyncio.to_thread(protocol.beat_api, connection, instance)
             await asyncio.to_thread(reap, connection, event_ttl_s)
+            # Last: the charts' figures must never stand in the way of recovering jobs.
+            await asyncio.to_thread(record_history, connection, tally.take())
         except redis.RedisError as exc:
             log.debug("reaper: Redis unavailable (%s)", exc)
         except Exception:
@@ -79,7 +86,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.runner = JobRunner(connection, hub, submitter, settings, app.state.metrics)
     runner: JobRunner = app.state.runner
     reaper = asyncio.create_task(
-        _reap_forever(sync_connection, settings.event_ttl, runner.instance)
+        _reap_forever(
+            sync_connection, settings.event_ttl, runner.instance, app.state.metrics.recent
+        )
     )
     batches = asyncio.create_task(
         BatchDriver(connection, runner, submitter, settings).run_forever()

@@ -11,6 +11,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from shared.fleet import snapshot
+from shared.history import ApiTally
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
@@ -48,6 +49,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(_FleetCollector(connection))
+        self.recent = ApiTally()
+        """Requests and times to first token since the last beat, for the fleet's history."""
 
 
 class _FleetCollector(Collector):

@@ -12,9 +12,10 @@ on a busy machine hits both; tables report medians over rounds. Section (e) is n
 here: it renders a committed GPU run of bench/gpu_engine.py (bench/gpu.py).
 
 Each section's rendered text is stored in docs/data/bench_sections.json with the run it came
-from; the document is rendered from all stored sections, so a run of some sections keeps the
-others' last results. The sampling-cost section is rendered from docs/data/sampling_cost.json
-(bench/sampling_cost.py, run by hand).
+from, and with the numbers of its figure (bench/figures.py), drawn as docs/img/bench-<x>.svg
+above its table (bench/plots.py); the document and figures are rendered from all stored
+sections, so a run of some sections keeps the others' last results. The sampling-cost
+section is rendered from docs/data/sampling_cost.json (bench/sampling_cost.py, run by hand).
 """
 
 import argparse
@@ -39,6 +40,7 @@ import redis  # noqa: E402
 from bench import (  # noqa: E402
     batch,
     chat,
+    figures,
     first_token,
     generation,
     gpu,
@@ -57,6 +59,7 @@ BENCH_CACHE = Path.home() / ".cache" / "mlxq" / "bench"
 DOC = ROOT / "docs" / "benchmarks.md"
 SECTIONS_FILE = "bench_sections.json"  # in docs/data/, beside the document's folder
 SAMPLING_FILE = "sampling_cost.json"
+FIGURES_DIR = "img"  # in docs/, beside the document
 ALL_SECTIONS = "abcdefghijk"
 
 
@@ -194,23 +197,24 @@ class Run:
         self.procs = procs
         self.redis_url = ""
         self.mlxq_env = {"MLXQ_LOG_LEVEL": "INFO"}
-        # (section key "(x)", its text, its rows for the summary table)
-        self.sections: list[tuple[str, str, list[list[str]]]] = []
+        # (section key "(x)", its text, its rows for the summary table, its figure's numbers)
+        self.sections: list[tuple[str, str, list[list[str]], list[dict] | None]] = []
         self.mlxq_pids: list[int] = []
 
     def start(self) -> None:
         self.redis_url = self.procs.redis_server(self.procs.log_dir)
 
-    def section(
-        self, title: str, body: Callable[[], tuple[str, list[list[str]]]], flush: bool = True
-    ) -> None:
-        """A failing section is reported in the document; the others still run. ``flush``:
-        empty Redis afterwards (not when the next section uses the same workers: their
-        registration, which the OpenAI routes look up, would be gone)."""
+    def section(self, title: str, body: Callable[[], tuple], flush: bool = True) -> None:
+        """``body`` returns the section's text and summary rows, and the numbers of its figure
+        when it has one. A failing section is reported in the document; the others still
+        run. ``flush``: empty Redis afterwards (not when the next section uses the same
+        workers: their registration, which the OpenAI routes look up, would be gone)."""
         started = time.monotonic()
         print(f"== {title}", flush=True)
+        figure = None
         try:
-            text, summary = body()
+            text, summary, *rest = body()
+            figure = rest[0] if rest else None
         except Exception as exc:
             traceback.print_exc()
             text = f"## {title}\n\n**Failed**: `{type(exc).__name__}: {exc}`\n"
@@ -218,11 +222,11 @@ class Run:
         finally:
             if flush:
                 redis.Redis.from_url(self.redis_url).flushdb()
-        self.sections.append((title[:3], text, summary))
+        self.sections.append((title[:3], text, summary, figure))
         print(text, flush=True)
         print(f"   ({time.monotonic() - started:.0f} s)", flush=True)
 
-    def overhead(self) -> tuple[str, list[list[str]]]:
+    def overhead(self) -> tuple[str, list[list[str]], list[dict]]:
         plan = self.plan
         latency = overhead.run_latency(
             self.procs, self.redis_url, self.mlxq_env, plan.rounds, plan.overhead_requests
@@ -240,7 +244,26 @@ class Run:
                     warm,
                 )
             )
-        return overhead.render(latency, bursts)
+        figure = figures.overhead(
+            [
+                (
+                    "mlxq /ask (echo engine)",
+                    figures.spread_of(latency.mlxq_p50_ms),
+                    figures.spread_of(latency.mlxq_p99_ms),
+                ),
+                (
+                    "bare RQ round trip",
+                    figures.spread_of(latency.rq_p50_ms),
+                    figures.spread_of(latency.rq_p99_ms),
+                ),
+                (
+                    "GET /health (HTTP only)",
+                    figures.spread_of(latency.health_p50_ms),
+                    figures.spread_of(latency.health_p99_ms),
+                ),
+            ]
+        )
+        return (*overhead.render(latency, bursts), figure)
 
     def _model_env(self, model: Path) -> dict[str, str]:
         return self.mlxq_env | {
@@ -289,9 +312,7 @@ class Run:
             if "g" in sections:
                 self.section(
                     "(g) Multi-turn chat: mlxq against mlx_lm.server",
-                    lambda: chat.render_chat(
-                        chat.run_chat(mlxq_url, server_url, counter, rounds), rounds
-                    ),
+                    lambda: self._chat(mlxq_url, server_url, counter, rounds),
                     flush="h" not in sections,
                 )
             if "h" in sections:
@@ -348,12 +369,25 @@ class Run:
                 for process in (worker, api):
                     self.procs.stop(process)
 
+    def _chat(
+        self, mlxq_url: str, server_url: str, counter: TokenCounter, rounds: int
+    ) -> tuple[str, list[list[str]], list[dict]]:
+        result = chat.run_chat(mlxq_url, server_url, counter, rounds)
+        m, s = result.sides["mlxq"], result.sides["server"]
+        figure = figures.chat(
+            (figures.spread_of(m.tps), figures.spread_of(s.tps)),
+            (figures.spread_of(m.first_ttft_ms), figures.spread_of(s.first_ttft_ms)),
+            (figures.spread_of(m.later_ttft_ms), figures.spread_of(s.later_ttft_ms)),
+            f"2-{chat.TURNS}",
+        )
+        return (*chat.render_chat(result, rounds), figure)
+
     def routing(self, model: Path) -> tuple[str, list[list[str]]]:
         rounds = self.plan.chat_rounds
         result = chat.run_routing(self.procs, self._model_env(model), TokenCounter(model), rounds)
         return chat.render_routing(result, rounds)
 
-    def scale_out(self, model: Path) -> tuple[str, list[list[str]]]:
+    def scale_out(self, model: Path) -> tuple[str, list[list[str]], list[dict]]:
         plan = self.plan
         result = scaleout.run_scale_out(
             self.procs,
@@ -363,7 +397,13 @@ class Run:
             plan.scale_requests,
             plan.scale_tokens,
         )
-        return scaleout.render(result, plan.rounds)
+        figure = figures.scale_out(
+            [
+                ("1 worker (core 0)", figures.spread_of(result.tps[1])),
+                ("2 workers (cores 0 and 1)", figures.spread_of(result.tps[2])),
+            ]
+        )
+        return (*scaleout.render(result, plan.rounds), figure)
 
     def _direct(self, model: Path, env: dict[str, str]) -> tuple[DirectMLX, subprocess.Popen]:
         argv = [sys.executable, "-m", "bench.direct_mlx", str(model)]
@@ -398,7 +438,7 @@ class Run:
 
     def _first_token(
         self, model: Path, mlxq_url: str, counter: TokenCounter
-    ) -> tuple[str, list[list[str]]]:
+    ) -> tuple[str, list[list[str]], list[dict]]:
         plan = self.plan
         direct, process = self._direct(model, self.blas_env)
         try:
@@ -407,11 +447,21 @@ class Run:
             )
         finally:
             self.procs.stop(process)
-        return first_token.render(results, plan.rounds, plan.first_token_repetitions)
+        figure = figures.first_token(
+            [
+                (
+                    f"{r.name} ({r.prompt_tokens} tokens)",
+                    figures.spread_of(r.mlxq_p50_ms),
+                    figures.spread_of(r.direct_p50_ms),
+                )
+                for r in results
+            ]
+        )
+        return (*first_token.render(results, plan.rounds, plan.first_token_repetitions), figure)
 
     def _concurrent(
         self, model: Path, mlxq_url: str, counter: TokenCounter
-    ) -> tuple[str, list[list[str]]]:
+    ) -> tuple[str, list[list[str]], list[dict]]:
         plan = self.plan
         server_url, server = self.procs.mlx_lm_server(model, self.blas_env, concurrency=8)
         result = generation.run_concurrent(
@@ -426,7 +476,13 @@ class Run:
         client = redis.Redis.from_url(self.redis_url)
         peaks = [client.hget(key, "peak_batch") for key in client.keys("mlxq:worker:*:stats")]
         result.mlxq_peak_batch = max((int(p) for p in peaks if p is not None), default=None)
-        return generation.render_concurrent(result, plan.rounds)
+        levels = list(result.levels)
+        figure = figures.concurrency(
+            levels,
+            [figures.spread_of(result.levels[n].mlxq_tps) for n in levels],
+            [figures.spread_of(result.levels[n].server_tps) for n in levels],
+        )
+        return (*generation.render_concurrent(result, plan.rounds), figure)
 
 
 FAIRNESS = (
@@ -526,8 +582,11 @@ def store_run(
     if model is not None:
         stored["model"] = str(model)
     stored["runs"][record["date"]] = record
-    for key, text, summary in run.sections:
-        stored["sections"][key] = {"text": text, "summary": summary, "run": record["date"]}
+    for key, text, summary, figure in run.sections:
+        section = {"text": text, "summary": summary, "run": record["date"]}
+        if figure is not None:
+            section |= {"figure": figure, "figure_from": "run"}
+        stored["sections"][key] = section
     used = {section["run"] for section in stored["sections"].values()}
     stored["runs"] = {k: v for k, v in stored["runs"].items() if k in used}
 
@@ -562,7 +621,10 @@ def render_document(stored: dict, output: Path, notes: list[str] | None = None) 
         "",
         "or some of them with `.venv/bin/python bench/run.py --sections <letters>`: each "
         "section keeps the text of the last run that measured it (docs/data/bench_sections.json),"
-        " so the sections below may come from different runs, listed here. In each round the "
+        " so the sections below may come from different runs, listed here. Each figure is "
+        "drawn from numbers stored with its section (`--render-only` draws them again); for a "
+        "section measured before figures existed, they are read from its own table. In each "
+        "round the "
         "compared systems ran back to back on the same machine, their order alternating between "
         "rounds. All traffic went to 127.0.0.1 (a private redis-server on a free port).",
         "",
@@ -600,11 +662,40 @@ def render_document(stored: dict, output: Path, notes: list[str] | None = None) 
             table(["what", "target", "measured", "verdict"], summary),
             "",
         ]
-    parts += [section["text"] for section in sections.values()]
+    parts += [_with_figure(key, section) for key, section in sections.items()]
     if sampling is not None:
         parts.append(sampling[0])
     parts += notes or []
     return "\n".join(parts).rstrip() + "\n"
+
+
+def figure_name(key: str) -> str:
+    """The file of a section's figure, in docs/img/: "(c)" -> "bench-c.svg"."""
+    return f"bench-{key[1]}.svg"
+
+
+def add_missing_figures(stored: dict) -> None:
+    """Sections stored before figures existed get their numbers from their own tables (and
+    say so), never from anything else; a section whose table cannot be read gets none."""
+    for key, section in stored["sections"].items():
+        if "figure" not in section:
+            figure = figures.from_text(key, section["text"])
+            if figure is not None:
+                section |= {"figure": figure, "figure_from": "the stored table"}
+
+
+def _with_figure(key: str, section: dict) -> str:
+    """The section's text with its figure above its first table."""
+    text = section["text"]
+    if "figure" not in section:
+        return text
+    image = (
+        f"![{key} figure]({FIGURES_DIR}/{figure_name(key)})\n\n"
+        "*Median over rounds; whiskers: the rounds' min-max.*\n\n"
+    )
+    lines = text.splitlines(keepends=True)
+    first_table = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
+    return "".join(lines[:first_table]) + image + "".join(lines[first_table:])
 
 
 def _sampling(output: Path) -> tuple[str, list[list[str]]] | None:
@@ -616,9 +707,15 @@ def _sampling(output: Path) -> tuple[str, list[list[str]]] | None:
 
 
 def write_document(stored: dict, output: Path, notes: list[str] | None = None) -> None:
+    from bench import plots  # matplotlib: only when drawing
+
+    add_missing_figures(stored)
     path = stored_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(stored, indent=1) + "\n")
+    for key, section in stored["sections"].items():
+        if "figure" in section:
+            plots.draw(section["figure"], output.parent / FIGURES_DIR / figure_name(key))
     output.write_text(render_document(stored, output, notes))
 
 

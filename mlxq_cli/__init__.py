@@ -22,7 +22,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="embedding worker processes for MLXQ_EMBEDDING_MODEL (default 0)",
     )
-    commands.add_parser("status", help="live workers, queue depths and failed jobs")
+    status = commands.add_parser("status", help="live workers, queue depths and failed jobs")
+    status.add_argument(
+        "--watch",
+        action="store_true",
+        help="redraw every 2 s, with sparklines of the last minute (Ctrl+C ends)",
+    )
     ask = commands.add_parser("ask", help="ask a question; the answer streams to the terminal")
     ask.add_argument("question")
     ask.add_argument("--max-tokens", type=int, default=None)
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "status":
         from mlxq_cli.commands import status
 
-        return status()
+        return status(watch=args.watch)
     if args.command == "ask":
         from mlxq_cli.commands import ask as ask_question
 

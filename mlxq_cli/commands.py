@@ -12,17 +12,23 @@ from shared.redis_clients import command_client
 from shared.settings import Settings, get_settings, without_password
 
 
-def status() -> int:
-    """Live workers (host, model, busy slots, tokens/s), queue depths and failed jobs."""
+def status(watch: bool = False) -> int:
+    """Live workers (host, model, busy slots, tokens/s), queue depths and failed jobs; with
+    ``watch``, redrawn in place with sparklines of the last minute (mlxq_cli/watch.py)."""
     settings = get_settings()
+    connection = command_client(settings.redis_url, connect_timeout_s=2.0)
     try:
-        fleet = snapshot(command_client(settings.redis_url, connect_timeout_s=2.0))
+        fleet = snapshot(connection)
     except redis.RedisError as exc:
         print(
             f"mlxq status: cannot reach Redis at {without_password(settings.redis_url)}: {exc}",
             file=sys.stderr,
         )
         return 1
+    if watch:
+        from mlxq_cli.watch import watch as watch_fleet
+
+        return watch_fleet(connection)
     print(f"workers ({len(fleet['workers'])} live)")
     rows = [["name", "host", "model", "busy", "tokens/s"]]
     for w in fleet["workers"]:

@@ -49,5 +49,6 @@ def _worker_row(name: str, last_beat: float, stats: protocol.WorkerStats) -> dic
         "prefix_cache_bytes": stats.prefix_cache_bytes,
         "prefix_cache_queried_tokens": stats.prefix_cache_queried_tokens,
         "prefix_cache_hit_tokens": stats.prefix_cache_hit_tokens,
+        "suggested_temperature": stats.suggested_temperature,
         "seconds_since_heartbeat": round(max(0.0, time.time() - last_beat), 1),
     }

@@ -9,7 +9,8 @@
 - **Worker records**: every worker's heartbeat (a sorted set of last-beat times) and its
   typed stats hash, and the set of jobs it runs (so they can be recovered if it dies).
 
-RQ's own keys (queues, registries, workers) are RQ's: see shared/rq_bridge.py.
+RQ's own keys (queues, registries, workers) are RQ's: see shared/rq_bridge.py. The fleet's
+recent past, for charts, is shared/history.py's.
 """
 
 from __future__ import annotations
@@ -160,6 +161,8 @@ class WorkerStats(BaseModel):
     """Prompt tokens looked up in the prefix cache since the worker started."""
     prefix_cache_hit_tokens: int = 0
     """Of those, the tokens whose KV came from the cache."""
+    suggested_temperature: float | None = None
+    """The model's own temperature (its generation_config.json), where it names one."""
 
     def to_hash(self) -> dict[str, str | int | float]:
         fields = self.model_dump(exclude_none=True)

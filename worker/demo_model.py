@@ -38,6 +38,9 @@ _MARKER = ".complete"
 # Bump when the conversion changes, so folders prepared by older code are redone.
 _FORMAT_VERSION = 1
 
+SUGGESTED_SAMPLING = {"temperature": 0.2, "top_p": 0.9}
+"""SmolLM2's model card samples with these; at temperature 1 the 135M model rambles."""
+
 # Fallbacks for hyperparameters the GGUF metadata might lack (values of SmolLM2-135M).
 _DEFAULTS: dict[str, Any] = {
     "num_hidden_layers": 30,
@@ -82,6 +85,7 @@ def prepare_demo_model(cache_dir: Path, *, show_progress: bool = True) -> Path:
     target = Path(cache_dir).expanduser() / "models" / _FOLDER_NAME
     if _is_complete(target):
         logger.debug("Demo model already prepared in %s", target)
+        _suggest_sampling(target)
         return target
 
     started = time.monotonic()
@@ -99,6 +103,24 @@ def prepare_demo_model(cache_dir: Path, *, show_progress: bool = True) -> Path:
         _install(staged, target)
     _stage(show_progress, "demo model ready in %s (%.1f s)", target, time.monotonic() - started)
     return target
+
+
+def _suggest_sampling(folder: Path) -> None:
+    """Add SUGGESTED_SAMPLING to a folder prepared before it was written (cheaper than a new
+    conversion); replaced atomically, since several workers may start at once."""
+    config_path = folder / "generation_config.json"
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    if all(key in config for key in SUGGESTED_SAMPLING):
+        return
+    try:
+        with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".tmp", delete=False) as tmp:
+            json.dump({**config, **SUGGESTED_SAMPLING}, tmp, indent=2)
+        os.replace(tmp.name, config_path)
+    except OSError as exc:  # a read-only cache still serves; clients keep their own default
+        logger.warning("could not add the suggested sampling to %s: %s", config_path, exc)
 
 
 def _is_complete(folder: Path) -> bool:
@@ -217,6 +239,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
             "bos_token_id": special["bos_id"],
             "eos_token_id": special["eos_id"],
             "pad_token_id": special["pad_id"],
+            **SUGGESTED_SAMPLING,
         },
     )
     _write_tokenizer(meta, special, out)

@@ -105,6 +105,7 @@ class MLXEngine:
             )
         self.model_id = loaded.model_id
         self.context_length = loaded.context_length
+        self.suggested_temperature = loaded.temperature
         self._model = loaded.model
         self._tokenizer = loaded.tokenizer
         self._eos = set(loaded.tokenizer.eos_token_ids)

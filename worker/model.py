@@ -23,6 +23,8 @@ class LoadedModel:
     model: Any
     tokenizer: Any
     context_length: int | None
+    temperature: float | None = None
+    """The temperature its makers suggest (generation_config.json), for clients to start from."""
 
 
 def resolve_model_path(model_id: str, cache_dir: Path) -> Path:
@@ -90,6 +92,19 @@ def context_length(path: Path) -> int | None:
     return None
 
 
+def suggested_temperature(path: Path) -> float | None:
+    """The temperature in the model's generation_config.json; None when it names none (or
+    turns sampling off with ``do_sample: false``, where the makers mean greedy: 0)."""
+    try:
+        config = json.loads((path / "generation_config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if config.get("do_sample") is False:
+        return 0.0
+    value = config.get("temperature")
+    return float(value) if isinstance(value, int | float) and 0 <= value <= 2 else None
+
+
 def is_bert_folder(path: Path) -> bool:
     """A folder whose config.json names BertModel: an embedding model (worker/bert.py)."""
     try:
@@ -114,4 +129,6 @@ def load_model(model_id: str, cache_dir: Path, *, cpu_dequantize: bool = True) -
         expanded = dequantize_to_float32(model)
         if expanded:
             log.info("CPU backend: expanded %d quantized layers to float32", expanded)
-    return LoadedModel(model_id, path, model, tokenizer, context_length(path))
+    return LoadedModel(
+        model_id, path, model, tokenizer, context_length(path), suggested_temperature(path)
+    )

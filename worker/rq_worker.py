@@ -32,7 +32,7 @@ import redis
 from rq.job import Job
 from rq.queue import Queue
 
-from shared import protocol
+from shared import history, protocol
 from shared.backoff import Backoff
 from shared.errors import (
     Cancelled,
@@ -189,7 +189,9 @@ class BatchingWorker(ConcurrentWorkerBase):
             # lock, so that no job starts (on a preparer thread) between the two.
             with self._state_lock, self.connection.pipeline() as pipeline:
                 running = [r.job.id for r in self.reporter.running_jobs()]
-                protocol.add_heartbeat(pipeline, self.name, self._stats(), self.worker_ttl, running)
+                stats = self._stats()
+                protocol.add_heartbeat(pipeline, self.name, stats, self.worker_ttl, running)
+                history.add_worker_sample(pipeline, self.name, stats, time.time())
                 self.heartbeat(pipeline=pipeline)
                 reaped = pipeline.execute()[0]
             if reaped:
@@ -258,6 +260,7 @@ class BatchingWorker(ConcurrentWorkerBase):
             tokens_total=self.engine.generated_tokens,
             tokens_per_s=round(self._tokens_per_s(), 2),
             suspended=self._suspended,
+            suggested_temperature=getattr(self.engine, "suggested_temperature", None),
         )
 
     def _tokens_per_s(self) -> float:

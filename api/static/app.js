@@ -1,11 +1,15 @@
-// mlxq web page: a streaming chat against /v1/chat/completions and a live view of /fleet.
+// mlxq web page: a streaming chat against /v1/chat/completions and a live view of /fleet
+// (tables here, charts in charts.js).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "mlxq.apiKey";
+const CONVERSATION_STORAGE = "mlxq.conversation";
 const FLEET_EVERY_MS = 2000;
 
-let history = []; // the conversation sent with every request: {role, content}
+// The conversation, sent with every request and kept across reloads: {role, content, usage?}.
+let turns = loadTurns();
+let temperatureChosen = false; // typed by the person: the model's suggestion no longer applies
 let controller = null; // AbortController of the request in flight, if any
 let modelsRetry = null; // timer that asks for the models again while none is served
 
@@ -55,6 +59,35 @@ async function loadModels() {
   if (ids.includes(previous)) select.value = previous;
 }
 
+// --- Conversation kept in localStorage ------------------------------------------------------
+
+function loadTurns() {
+  try {
+    const stored = JSON.parse(localStorage.getItem(CONVERSATION_STORAGE) ?? "[]");
+    if (!Array.isArray(stored)) return [];
+    return stored.filter((turn) => typeof turn?.role === "string" && typeof turn.content === "string");
+  } catch {
+    return []; // unreadable (edited by hand?): start afresh rather than fail
+  }
+}
+
+function saveTurns() {
+  if (turns.length) localStorage.setItem(CONVERSATION_STORAGE, JSON.stringify(turns));
+  else localStorage.removeItem(CONVERSATION_STORAGE);
+}
+
+function showTurns() {
+  for (const turn of turns) {
+    if (turn.role === "user") {
+      addBubble("user", turn.content);
+    } else {
+      const answer = addBubble("assistant", "");
+      showAnswer(answer, turn.content);
+      if (turn.usage) addNote(answer, usageNote(turn.usage));
+    }
+  }
+}
+
 // --- Chat -----------------------------------------------------------------------------------
 
 function addBubble(role, text) {
@@ -64,6 +97,19 @@ function addBubble(role, text) {
   $("conversation").append(bubble);
   bubble.scrollIntoView({ block: "end" });
   return bubble;
+}
+
+// An answer, as Markdown made safe (markdown.js); re-rendered as it streams.
+function showAnswer(bubble, text) {
+  renderMarkdown(bubble, text);
+}
+
+function usageNote(usage) {
+  const cached = usage.prompt_tokens_details?.cached_tokens ?? 0;
+  return (
+    `${usage.prompt_tokens} prompt tokens (${cached} from the prefix cache) · ` +
+    `${usage.completion_tokens} answer tokens`
+  );
 }
 
 function addNote(bubble, text) {
@@ -118,11 +164,13 @@ async function send() {
     return;
   }
   prompt.value = "";
-  const messages = history; // "New chat" while streaming starts a new list
-  messages.push({ role: "user", content });
+  const conversation = turns; // "New chat" while streaming starts a new list
+  conversation.push({ role: "user", content });
+  const messages = conversation.map(({ role, content }) => ({ role, content }));
   addBubble("user", content);
   const answer = addBubble("assistant streaming", "");
   let text = "";
+  let usage = null;
   let failed = false;
   controller = new AbortController();
   setBusy(true);
@@ -130,7 +178,13 @@ async function send() {
     const response = await fetch("/v1/chat/completions", {
       method: "POST",
       headers: headers({ "Content-Type": "application/json" }),
-      body: JSON.stringify({ model, messages, stream: true, ...sampling() }),
+      body: JSON.stringify({
+        model,
+        messages,
+        stream: true,
+        stream_options: { include_usage: true }, // a last chunk with token counts
+        ...sampling(),
+      }),
       signal: controller.signal,
     });
     if (response.status !== 200) throw new Error(await errorMessage(response));
@@ -138,10 +192,11 @@ async function send() {
       if (data === "[DONE]") break;
       const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message || JSON.stringify(chunk.error));
+      if (chunk.usage) usage = chunk.usage;
       const piece = chunk.choices?.[0]?.delta?.content;
       if (piece) {
         text += piece;
-        answer.textContent = text;
+        showAnswer(answer, text);
         answer.scrollIntoView({ block: "end" });
       }
     }
@@ -151,7 +206,7 @@ async function send() {
     } else {
       failed = true;
       answer.classList.add("error");
-      answer.textContent = text;
+      showAnswer(answer, text);
       addNote(answer, `Error: ${error.message}`);
     }
   } finally {
@@ -159,11 +214,13 @@ async function send() {
     controller = null;
     setBusy(false);
   }
+  if (usage) addNote(answer, usageNote(usage));
   if (failed && !text) {
-    messages.pop(); // nothing answered: the question can be asked again without a gap
+    conversation.pop(); // nothing answered: the question can be asked again without a gap
   } else {
-    messages.push({ role: "assistant", content: text });
+    conversation.push({ role: "assistant", content: text, ...(usage && { usage }) });
   }
+  if (conversation === turns) saveTurns();
 }
 
 function stop() {
@@ -172,7 +229,8 @@ function stop() {
 
 function newChat() {
   stop();
-  history = [];
+  turns = [];
+  saveTurns();
   $("conversation").replaceChildren();
   $("prompt").focus();
 }
@@ -215,6 +273,20 @@ function showFleet(fleet) {
     ]),
   );
   $("queues").tBodies[0].replaceChildren(...(queues.length ? queues : [emptyRow("no queues", 3)]));
+  suggestTemperature(fleet);
+}
+
+// Until a temperature is typed, the field shows the one the model's makers suggest
+// (generation_config.json, reported by its workers), when they suggest one.
+function suggestTemperature(fleet) {
+  if (temperatureChosen) return;
+  const model = $("model").value;
+  const worker = fleet.workers.find((w) => w.model === model && w.suggested_temperature != null);
+  if (worker) {
+    const field = $("temperature");
+    field.value = String(worker.suggested_temperature);
+    field.title = "The model's suggested temperature (its generation_config.json); 0 is greedy";
+  }
 }
 
 async function refreshFleet() {
@@ -254,10 +326,18 @@ function start() {
       send();
     }
   });
+  $("temperature").addEventListener("input", () => {
+    temperatureChosen = true;
+  });
   $("stop").addEventListener("click", stop);
   $("clear").addEventListener("click", newChat);
+  showTurns();
   loadModels();
   refreshFleet();
+  startFleetCharts(headers, FLEET_EVERY_MS, (error) => {
+    $("charts-status").className = error ? "error-text" : "muted";
+    $("charts-status").textContent = error ? `Charts: ${error.message}` : "";
+  });
 }
 
 start();

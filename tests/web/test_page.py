@@ -2,6 +2,7 @@
 API and a real worker with the demo model: streaming chat and the fleet panel."""
 
 import itertools
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -178,3 +179,146 @@ def _wait_until_idle(base_url: str, timeout: float = 10) -> None:
             return
         before = now
     raise AssertionError(f"the worker is still generating after the client stopped: {now}")
+
+
+# What each chart draws: its series' labels and uPlot's data ([times, ...series values]).
+CHART_DATA = """() => Object.fromEntries(Object.entries(window.mlxqCharts).map(([id, chart]) => [
+    id, { labels: chart.plot.series.slice(1).map((s) => s.label), data: chart.plot.data },
+]))"""
+
+
+def _after(chart: dict, since: float, series: int = 0) -> list:
+    """A chart's values of one series at the steps that began at or after ``since``."""
+    times, values = chart["data"][0], chart["data"][1 + series]
+    return [v for t, v in zip(times, values, strict=True) if t >= since and v is not None]
+
+
+def test_charts_draw_the_fleet_history_and_follow_requests(page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    expect(page.locator("#model")).to_have_value(DEMO_MODEL_ID)
+    expect(page.locator("#chart-tokens canvas")).to_be_visible()
+    page.fill("#temperature", "0")
+    sent_at = time.time() - 2  # the step the request falls in may begin up to 2 s earlier
+    page.fill("#prompt", "Write a very long story about a dragon.")  # busy long enough to see
+    page.click("#send")
+    expect(page.locator("#conversation .bubble.assistant").last).not_to_have_text("")
+
+    deadline = time.monotonic() + 20
+    while True:
+        charts = page.evaluate(CHART_DATA)
+        tokens, busy = charts["chart-tokens"], charts["chart-busy"]
+        latency, queues = charts["chart-latency"], charts["chart-queues"]
+        worker = next(i for i, label in enumerate(tokens["labels"]) if DEMO_MODEL_ID in label)
+        done = (
+            any(v > 0 for v in _after(tokens, sent_at, worker))
+            and any(v > 0 for v in _after(busy, sent_at, worker))
+            and any(v > 0 for v in _after(latency, sent_at, 0))  # requests/s
+            and _after(latency, sent_at, 1)  # a time to first token was measured
+        )
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    page.click("#stop")
+    page.screenshot(path=str(tmp_path / "charts.png"), full_page=True)
+    assert done, charts
+    assert any(DEMO_MODEL_ID in label for label in queues["labels"]) or queues["labels"]
+    assert len(tokens["data"][0]) >= 15 * 60 // 2  # the whole window, one point per step
+    assert page.errors == []
+
+
+# An answer that tries everything an HTML page could run, inside Markdown that must render.
+HOSTILE_ANSWER = (
+    "Here is code:\n\n```python\nprint('<b>hi</b>')\n```\n\n**bold** and a table:\n\n"
+    "| a | b |\n|---|---|\n| 1 | 2 |\n\n"
+    '<img src=x onerror="window.pwned = 1"> <script>window.pwned = 2</script> '
+    '<a href="javascript:window.pwned = 3">click</a> [also](javascript:window.pwned=4) '
+    '<svg onload="window.pwned = 5"></svg><iframe srcdoc="<script>parent.pwned=6</script>">'
+    "</iframe>"
+)
+
+
+def _sse(*chunks: object) -> str:
+    return "".join(f"data: {json.dumps(chunk)}\n\n" for chunk in chunks) + "data: [DONE]\n\n"
+
+
+def test_answers_render_markdown_and_never_run_html(page, tmp_path: Path) -> None:
+    """The answer comes from a stub of /v1/chat/completions: the page, not the model, is what
+    is tested, and a model cannot be made to say exactly this."""
+    from playwright.sync_api import expect
+
+    sent: list[dict] = []
+
+    def answer(route) -> None:
+        sent.append(route.request.post_data_json)
+        usage = {"prompt_tokens": 12, "completion_tokens": 5}
+        usage["prompt_tokens_details"] = {"cached_tokens": 8}
+        body = _sse(
+            {"choices": [{"index": 0, "delta": {"content": HOSTILE_ANSWER}}]},
+            {"choices": [], "usage": usage},
+        )
+        route.fulfill(status=200, content_type="text/event-stream", body=body)
+
+    page.route("**/v1/chat/completions", answer)
+    page.goto("/")
+    expect(page.locator("#model")).to_have_value(DEMO_MODEL_ID)
+    page.fill("#prompt", "Show me")
+    page.click("#send")
+    bubble = page.locator("#conversation .bubble.assistant").last
+    expect(bubble.locator(".note")).to_have_text(
+        "12 prompt tokens (8 from the prefix cache) · 5 answer tokens"
+    )
+    assert sent[0]["stream_options"] == {"include_usage": True}
+
+    for _ in range(2):  # as streamed, then as restored from localStorage after a reload
+        expect(bubble.locator("pre code")).to_have_text("print('<b>hi</b>')")
+        expect(bubble.locator("strong")).to_have_text("bold")
+        expect(bubble.locator("table td").first).to_have_text("1")
+        assert bubble.locator("img, script, svg, iframe, b").count() == 0
+        hrefs = bubble.locator("a").evaluate_all("links => links.map((a) => a.href)")
+        assert not any(href.startswith("javascript:") for href in hrefs), hrefs
+        page.screenshot(path=str(tmp_path / "markdown.png"), full_page=True)
+        bubble.locator("a", has_text="click").click()
+        page.wait_for_timeout(500)  # an image's onerror would have fired by now
+        assert page.evaluate("window.pwned") is None
+        page.reload()
+        expect(page.locator("#model")).to_have_value(DEMO_MODEL_ID)
+    assert page.errors == []
+
+
+def test_reload_keeps_the_conversation_and_temperature_starts_from_the_model(page) -> None:
+    from playwright.sync_api import expect
+
+    page.goto("/")
+    expect(page.locator("#model")).to_have_value(DEMO_MODEL_ID)
+    # The demo model's generation_config.json suggests 0.2 (worker/demo_model.py).
+    expect(page.locator("#temperature")).to_have_value("0.2")
+    page.fill("#temperature", "0")
+    page.fill("#prompt", "What is the capital of France?")
+    page.click("#send")
+    answer = page.locator("#conversation .bubble.assistant").last
+    expect(answer.locator(".note")).to_contain_text("answer tokens")
+    first_answer = answer.text_content()
+    assert "Paris" in first_answer
+
+    page.reload()
+    bubbles = page.locator("#conversation .bubble")
+    expect(bubbles).to_have_count(2)
+    assert bubbles.nth(0).text_content() == "What is the capital of France?"
+    assert bubbles.nth(1).text_content() == first_answer  # the note (token counts) included
+
+    with page.expect_request("**/v1/chat/completions") as request:
+        page.fill("#prompt", "And of Italy?")
+        page.click("#send")
+    messages = request.value.post_data_json["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    expect(bubbles).to_have_count(4)
+    expect(page.locator("#conversation .bubble.assistant").last).not_to_have_class(
+        "bubble assistant streaming"
+    )
+    page.click("#clear")
+    page.reload()
+    expect(page.locator("#model")).to_have_value(DEMO_MODEL_ID)
+    expect(bubbles).to_have_count(0)
+    assert page.errors == []
