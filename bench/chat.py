@@ -384,7 +384,10 @@ far. Both systems keep KV caches across requests; the "prompt tokens from cache"
 what each reports in `usage.prompt_tokens_details.cached_tokens`. Turn 1 arrives from all
 users at once, before anything is cached; later turns arrive one by one, each while the
 other users are still being answered, so their time to first token includes waiting for a
-decode step of the running batch.
+decode step of the running batch. mlxq prefills such a lone arrival's uncached tail at once
+and lets it join the batch with its last token only; given the whole tail, mlx-lm's
+BatchGenerator (which mlx_lm.server runs as it is) spends one more decode step of the batch
+before the first token.
 
 **What is missed, and why.** One prompt shape (a long shared system prompt, short turns) and
 one machine with 2 cores, where the client, the API and Redis share the cores with the model.

@@ -337,10 +337,18 @@ less sensitive than wall time to other load on the machine.
 
 **What is missed, and why.** Prompts are short (about 40-50 tokens) and unique per round, so
 prefill is small and mlx_lm.server's prompt cache does not help it (it would on repeated
-prompts, which mlxq has no cache for). Only one worker and one machine here: section (d)
+prompts, as mlxq's prefix cache would). Only one worker and one machine here: section (d)
 adds a second worker. With 2 cores, the API, Redis and the client compete with the
-BLAS threads of whichever system is measured. Both systems run mlx-lm's BatchGenerator,
-CPU-bound here, at about the same CPU time per token, so mlxq's scheduling cannot add
-throughput the kernels do not have: the 1.25x goal is out of reach on this machine, and the
-remaining gap at 8 is within the spread between rounds. Where decode steps are cheap (a
-GPU, section e) the engine's batching does add throughput."""
+BLAS threads of whichever system is measured; when other work shares the machine (see the
+load averages under Runs), single rounds swing by a third either way. Profiled during
+8-concurrent rounds (py-spy on both processes, and a trace of the engine's steps), both
+generation threads spend about three quarters of their time in the same call, the
+`mx.eval` of a decode step in mlx-lm's `GenerationBatch._step` (110-200 ms for 8 sequences
+of float32 weights here); mlxq's own per-token Python (detokenizing, stop strings, posting
+to the reporter) does not show, and its other threads are idle while it decodes. Both
+systems thus run the same kernels at the same CPU time per token, so mlxq's scheduling
+cannot add throughput they do not have: the 1.25x goal is out of reach on this machine,
+and at 8 the ratio is within the spread between rounds. In both, the first request of a
+burst is prefilled alone (about 0.3 s) while the others, which reach the engine some
+milliseconds later, wait for it. Where decode steps are cheap (a GPU, section e) the
+engine's batching does add throughput."""

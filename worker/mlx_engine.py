@@ -215,8 +215,9 @@ class MLXEngine:
         else:
             if self._single is not None:
                 self._move_single_into_batch()
+            joining = busy and len(jobs) == 1  # one request joins a batch already running
             for job in jobs:
-                self._insert_job(job)
+                self._insert_job(job, joining)
         running = len(self._in_batch) + (self._single is not None)
         self._peak = max(self._peak, running)
 
@@ -346,9 +347,10 @@ class MLXEngine:
             )
         return self._batch
 
-    def _insert_job(self, job: _Job) -> None:
+    def _insert_job(self, job: _Job, joining: bool = False) -> None:
         """Each prompt's first choice starts from the prefix cache, or follows a prompt being
-        prefilled that shares more of it; its other choices follow it (one prefill)."""
+        prefilled that shares more of it; its other choices follow it (one prefill).
+        ``joining``: the job alone joins a running batch (see ``_insert_prefilled``)."""
         n = job.request.request.n
         for start in range(0, len(job.sequences), n):
             group = job.sequences[start : start + n]
@@ -368,6 +370,8 @@ class MLXEngine:
                 assert leader.uid is not None
                 self._prefilling[leader.uid] = leader.prompt
                 self._followers[leader.uid] = [_Follower(o, len(o.prompt) - 1) for o in others]
+            elif joining and not others and len(leader.prompt) - cached > 1:
+                self._insert_prefilled(leader, cache, cached)
             else:
                 self._insert(group, cache, cached)
 
@@ -397,6 +401,19 @@ class MLXEngine:
         for uid, sequence in zip(uids, sequences, strict=True):
             sequence.uid = uid
             self._in_batch[uid] = sequence
+
+    def _insert_prefilled(self, sequence: Sequence, cache: list[Any] | None, cached: int) -> None:
+        """Prefill a short uncached tail here, at once, and let the sequence join with its last
+        token only. Given the whole tail, BatchGenerator would prefill it after the batch's
+        next decode step and start it one call later, after another decode step: this way
+        the sequence's first token comes one decode step of the batch sooner (the time to
+        first token of a chat's later turn, docs/benchmarks.md section g). The batch does the
+        same work either way."""
+        cache = cache or make_prompt_cache(self._model)
+        with mx.stream(self._batch_generator().stream):
+            self._model(mx.array(sequence.prompt[cached:-1])[None], cache=cache)
+            mx.eval([c.state for c in cache])
+        self._insert([sequence], cache, len(sequence.prompt) - 1)
 
     def _step_batch(self) -> None:
         batch = self._batch_generator()
