@@ -271,10 +271,13 @@ class _BatchRun:
             return True  # nobody else can take it while Redis is away; check again soon
 
     async def _finish(self, state: store.BatchState, status: str) -> None:
-        """Write the output and error files, then end the batch with ``status``."""
-        await self._retrying(
-            lambda: store.set_status(self._connection, self._batch_id, "finalizing")
-        )
+        """Write the output and error files, then end the batch with ``status``. A cancelled
+        batch goes from "cancelling" straight to "cancelled" (as OpenAI's), so a driver that
+        takes over a half-finished cancel still ends it as cancelled."""
+        if status != "cancelled":
+            await self._retrying(
+                lambda: store.set_status(self._connection, self._batch_id, "finalizing")
+            )
         files: dict[str, str] = {}
         output_ttl = state.record.get("output_ttl_s") or self._settings.batch_retention
         for ok, field in ((True, "output_file_id"), (False, "error_file_id")):
