@@ -298,11 +298,12 @@ def render_latency(result: LatencyResult) -> tuple[str, list[list[str]]]:
 
 - interactive p50 while a batch runs: target <= {LATENCY_TARGET:g}x idle: {line}
 
-**What this shows.** An interactive request never waits in a queue behind batch lines (it
-is taken at once into a free slot), but it shares each decode step with up to 4 batch
-sequences, so its tokens come slower than on an idle worker: on this CPU a step of 5
-sequences costs more than a step of 1. That is the price of using idle capacity; a smaller
-`MLXQ_BATCH_SLOTS` lowers it, at the cost of batch throughput.
+**What this shows.** An interactive request never waits in a queue behind batch lines: it
+is taken at once into a free slot. While interactive requests come, new batch lines start
+into one slot only, and the lines already running finish (worker/lanes.py), so after the
+first request or two an interactive request shares each decode step with at most one batch
+sequence; on this CPU every sequence in a step slows the others. When interactive traffic
+stops for 2 s, batch lines take their full share of the slots again.
 """
     summary = [
         [
