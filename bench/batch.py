@@ -5,7 +5,7 @@
     size), greedy, in each round back to back.
 (k) Interactive latency while a batch runs: the same interactive requests, one after
     another, on an idle service and while a 500-line batch keeps its share of the slots busy
-    (the shipped policy: half of the worker's slots for batch lines).
+    (the shipped policy of worker/lanes.py).
 """
 
 import json
@@ -287,7 +287,8 @@ def render_latency(result: LatencyResult) -> tuple[str, list[list[str]]]:
         f"(max_tokens 64 each) runs on the same worker; latency = the whole request as the "
         f"client sees it. One worker, `MLXQ_WORKER_CONCURRENCY=8`, the shipped policy: "
         f"interactive queues first at every dequeue, batch lines in at most `MLXQ_BATCH_SLOTS`"
-        f" = 4 slots. The batch answered {result.batch_done_during} lines while the "
+        f" = 4 slots, and new ones into one slot only while interactive requests come "
+        f"(docs/batches.md). The batch answered {result.batch_done_during} lines while the "
         f"interactive requests ran (then it was cancelled)."
     )
     text = f"""## (k) Interactive latency while a batch runs
