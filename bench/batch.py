@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from bench import figures
 from bench.clients import TokenCounter
 from bench.generation import SUBJECTS
 from bench.procs import Processes
@@ -268,7 +269,7 @@ def run_latency(
     return result
 
 
-def render_latency(result: LatencyResult) -> tuple[str, list[list[str]]]:
+def render_latency(result: LatencyResult) -> tuple[str, list[list[str]], list[dict]]:
     idle_p50, busy_p50 = median(result.idle), median(result.busy)
     ratio = busy_p50 / idle_p50
     rows = [
@@ -314,4 +315,14 @@ stops for 2 s, batch lines take their full share of the slots again.
             line,
         ]
     ]
-    return text, summary
+    figure = [
+        figures.distribution(
+            "Interactive latency",
+            "ms",
+            {
+                "idle service": [t * 1000 for t in result.idle],
+                "during a batch": [t * 1000 for t in result.busy],
+            },
+        )
+    ]
+    return text, summary, figure

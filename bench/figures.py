@@ -13,7 +13,7 @@ existed has no numbers: ``from_text`` reads them from its stored table's cells, 
 import re
 from collections.abc import Sequence
 
-from bench.stats import median
+from bench.stats import median, percentile
 
 Spread = dict[str, float]
 Chart = dict
@@ -35,7 +35,8 @@ def chart(
     series: dict[str, list[Spread | None]],
     xlabel: str = "",
 ) -> Chart:
-    """``kind``: "lines" (groups are numbers on the x axis) or "bars" (groups are labels)."""
+    """``kind``: "lines" (groups are numbers on the x axis), "bars" (groups are labels) or
+    "cdf" (groups are percentiles; each series is a list of plain values, one per percentile)."""
     return {
         "kind": kind,
         "title": title,
@@ -98,6 +99,20 @@ def chat(
         pair("Time to first token, turn 1, p50", "ms", first_ttft),
         pair(f"Time to first token, turns {later_turns}, p50", "ms", later_ttft),
     ]
+
+
+QUANTILES = [0, 1, *range(5, 100, 5), 99, 100]
+"""Where a distribution is cut: each series keeps its value at these percentiles."""
+
+
+def distribution(title: str, unit: str, samples: dict[str, Sequence[float]]) -> Chart:
+    """Every request of every round, as an empirical distribution (the value below which
+    each percentile of the requests falls), one series per system or condition."""
+    series = {
+        name: [round(percentile(values, q), 2) for q in QUANTILES]
+        for name, values in samples.items()
+    }
+    return chart("cdf", title, "requests, %", QUANTILES, series, xlabel=unit)
 
 
 # -- numbers read back from a stored table ---------------------------------------------------

@@ -32,6 +32,10 @@ class OverheadResult:
     rq_p99_ms: list[float] = field(default_factory=list)
     health_p50_ms: list[float] = field(default_factory=list)  # HTTP alone, for reference
     health_p99_ms: list[float] = field(default_factory=list)
+    # every request's latency, all rounds together (the figure's distributions)
+    mlxq_ms: list[float] = field(default_factory=list)
+    rq_ms: list[float] = field(default_factory=list)
+    health_ms: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
@@ -104,13 +108,16 @@ def run_latency(
                         ms = [s * 1000 for s in _mlxq_latencies(client, n, result.errors)]
                         result.mlxq_p50_ms.append(percentile(ms, 50))
                         result.mlxq_p99_ms.append(percentile(ms, 99))
+                        result.mlxq_ms.extend(ms)
                         ms = [s * 1000 for s in _health_latencies(client, n, result.errors)]
                         result.health_p50_ms.append(percentile(ms, 50))
                         result.health_p99_ms.append(percentile(ms, 99))
+                        result.health_ms.extend(ms)
                     else:
                         ms = [s * 1000 for s in _rq_latencies(queue, n, result.errors)]
                         result.rq_p50_ms.append(percentile(ms, 50))
                         result.rq_p99_ms.append(percentile(ms, 99))
+                        result.rq_ms.extend(ms)
     finally:
         for process in (rq_worker, worker, api):
             procs.stop(process)

@@ -21,7 +21,7 @@ def draw(charts: list[dict], path: Path) -> None:
         1, len(charts), figsize=(4.2 * len(charts), 3.2), squeeze=False, layout="constrained"
     )
     for chart, ax in zip(charts, axes[0], strict=True):
-        (_lines if chart["kind"] == "lines" else _bars)(ax, chart)
+        {"lines": _lines, "bars": _bars, "cdf": _cdf}[chart["kind"]](ax, chart)
         ax.set_title(chart["title"], fontsize=10)
         ax.set_ylabel(chart["ylabel"])
         if chart["xlabel"]:
@@ -63,6 +63,15 @@ def _bars(ax, chart: dict) -> None:
         color = COLORS[index % len(COLORS)]
         ax.bar(offsets, medians, width, yerr=errors, label=name, color=color, capsize=3)
     ax.set_xticks(list(positions), [_wrap(str(g)) for g in chart["groups"]], fontsize=8)
+
+
+def _cdf(ax, chart: dict) -> None:
+    """Latency on x, the share of requests at most that slow on y: a distribution at a
+    glance (a curve further right is slower; a long flat top is a tail)."""
+    for index, (name, values) in enumerate(chart["series"].items()):
+        color = COLORS[index % len(COLORS)]
+        ax.plot(values, chart["groups"], label=name, color=color, drawstyle="steps-post")
+    ax.set_xlim(left=0)
 
 
 def _wrap(label: str, width: int = 22) -> str:

@@ -244,7 +244,16 @@ class Run:
                     warm,
                 )
             )
-        figure = figures.overhead(
+        distribution = figures.distribution(
+            "Latency per request, every round",
+            "ms",
+            {
+                "mlxq /ask (echo engine)": latency.mlxq_ms,
+                "bare RQ round trip": latency.rq_ms,
+                "GET /health (HTTP only)": latency.health_ms,
+            },
+        )
+        bars = figures.overhead(
             [
                 (
                     "mlxq /ask (echo engine)",
@@ -263,7 +272,7 @@ class Run:
                 ),
             ]
         )
-        return (*overhead.render(latency, bursts), figure)
+        return (*overhead.render(latency, bursts), [*bars, distribution])
 
     def _model_env(self, model: Path) -> dict[str, str]:
         return self.mlxq_env | {

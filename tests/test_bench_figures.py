@@ -69,3 +69,14 @@ def test_the_document_in_the_repository_is_rendered_from_the_stored_sections() -
     for key, section in stored["sections"].items():
         if "figure" in section:
             assert (doc.parent / "img" / figure_name(key)).exists()
+
+
+def test_a_distribution_keeps_every_request_and_is_drawn(tmp_path: Path) -> None:
+    fast, slow = [1.0, 2.0, 3.0, 4.0, 100.0], [10.0, 20.0, 30.0, 40.0, 50.0]
+    chart = figures.distribution("Latency", "ms", {"fast": fast, "slow": slow})
+    assert chart["kind"] == "cdf" and chart["groups"] == figures.QUANTILES
+    assert chart["series"]["fast"][0] == 1.0 and chart["series"]["fast"][-1] == 100.0  # the tail
+    assert chart["series"]["slow"] == sorted(chart["series"]["slow"])
+    path = tmp_path / "cdf.svg"
+    plots.draw([chart], path)
+    assert "Latency" in path.read_text()
