@@ -200,8 +200,8 @@ class BatchingWorker(ConcurrentWorkerBase):
             self._note_suspension(self.is_suspended())
             if self.should_run_maintenance_tasks:
                 self.run_maintenance_tasks()
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("worker %s: Redis unreachable (%s)", self.name, exc)
+        except redis.RedisError as exc:  # unreachable, or full (maxmemory): beat again later
+            log.warning("worker %s: heartbeat failed (%s)", self.name, exc)
 
     def _stop_orphans(self) -> None:
         """Stop the jobs whose API process is gone (it crashed or was killed): nobody waits
@@ -280,8 +280,8 @@ class BatchingWorker(ConcurrentWorkerBase):
             queues = [q for q in queues if q is not self.batch_lane]
         try:
             result = self.dequeue(DEQUEUE_TIMEOUT_S, queues)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
-            log.warning("worker %s: cannot reach Redis (%s); retrying", self.name, exc)
+        except redis.RedisError as exc:  # unreachable, or full (a dequeue writes: BLMOVE)
+            log.warning("worker %s: cannot take a job from Redis (%s); retrying", self.name, exc)
             self._backoff.sleep()
             return None
         self._backoff.reset()
@@ -487,7 +487,10 @@ class BatchingWorker(ConcurrentWorkerBase):
         self._free_slot(job_id)
         with self._state_lock:
             if self.reporter.running_count == 0 and not self._suspended:
-                self.show_state(suspended=False, running=0)
+                try:
+                    self.show_state(suspended=False, running=0)
+                except redis.RedisError as exc:  # RQ's display only; the next start sets it
+                    log.warning("worker %s: could not show its idle state (%s)", self.name, exc)
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self._drain_timeout_s
