@@ -698,10 +698,16 @@ def _with_figure(key: str, section: dict) -> str:
     text = section["text"]
     if "figure" not in section:
         return text
-    image = (
-        f"![{key} figure]({FIGURES_DIR}/{figure_name(key)})\n\n"
-        "*Median over rounds; whiskers: the rounds' min-max.*\n\n"
-    )
+    kinds = {chart["kind"] for chart in section["figure"]}
+    captions = []
+    if kinds - {"cdf"}:
+        captions.append("Median over rounds; whiskers: the rounds' min-max.")
+    if "cdf" in kinds:
+        captions.append(
+            "Distribution: every request of every round; a point is the share of requests "
+            "at most that slow (further right is slower; a tail shows as a late rise to 100%)."
+        )
+    image = f"![{key} figure]({FIGURES_DIR}/{figure_name(key)})\n\n*{' '.join(captions)}*\n\n"
     lines = text.splitlines(keepends=True)
     first_table = next((i for i, line in enumerate(lines) if line.startswith("|")), len(lines))
     return "".join(lines[:first_table]) + image + "".join(lines[first_table:])
