@@ -101,6 +101,36 @@ def chat(
     ]
 
 
+def single(rows: list[tuple[str, Spread | None]]) -> list[Chart]:
+    """(b): one request's tokens/s, per system."""
+    groups = [label for label, _ in rows]
+    series = {"tokens/s": [value for _, value in rows]}
+    return [chart("bars", "Single-request tokens/s", "tokens/s", groups, series)]
+
+
+def repeat(rows: list[tuple[str, Spread | None, Spread | None]]) -> list[Chart]:
+    """(h): time to first token of a long prompt, sent the first and the second time (two
+    charts: the second is a hundred times shorter)."""
+    groups = [label for label, _, _ in rows]
+    return [
+        chart("bars", "Long prompt, first time", "ms", groups, {"first": [f for _, f, _ in rows]}),
+        chart("bars", "The same prompt again", "ms", groups, {"second": [s for _, _, s in rows]}),
+    ]
+
+
+def routing(rows: list[tuple[str, Spread | None, Spread | None]]) -> list[Chart]:
+    """(i): with two workers, routed against not routed (percentages)."""
+    groups = [label for label, _, _ in rows]
+    series = {"routed": [r for _, r, _ in rows], "not routed": [n for _, _, n in rows]}
+    return [chart("bars", "Later turns, two workers", "%", groups, series)]
+
+
+def batch_throughput(mlxq: Spread | None, reference: Spread | None) -> list[Chart]:
+    """(j): a batch's tokens/s, mlxq's Batch API and mlx-lm's batch_generate."""
+    series = {"mlxq Batch API": [mlxq], "mlx-lm batch_generate": [reference]}
+    return [chart("bars", "Batch throughput", "tokens/s", [""], series)]
+
+
 QUANTILES = [0, 1, *range(5, 100, 5), 99, 100]
 """Where a distribution is cut: each series keeps its value at these percentiles."""
 
@@ -117,7 +147,7 @@ def distribution(title: str, unit: str, samples: dict[str, Sequence[float]]) -> 
 
 # -- numbers read back from a stored table ---------------------------------------------------
 
-_SPREAD = re.compile(r"^\**(-?[\d.]+)x?\**(?:\s*\((-?[\d.]+)-(-?[\d.]+)\))?")
+_SPREAD = re.compile(r"^\**(-?[\d.]+)[x%]?\**(?:\s*\((-?[\d.]+)%?-(-?[\d.]+)%?\))?")
 
 
 def parse_spread(cell: str) -> Spread | None:
@@ -184,4 +214,22 @@ def from_text(key: str, text: str) -> list[Chart] | None:
             return parse_spread(by_label[label][1]), parse_spread(by_label[label][2])
 
         return chat(both(needed[0]), both(needed[1]), both(later), turns)
+    if key == "(b)":
+        rows = table_rows(text, "system")
+        return single([(r[0], parse_spread(r[1])) for r in rows]) if rows else None
+    if key == "(h)":
+        rows = table_rows(text, "system")
+        if not rows:
+            return None
+        return repeat([(r[0], parse_spread(r[2]), parse_spread(r[3])) for r in rows])
+    if key == "(i)":
+        rows = [r for r in table_rows(text, "") if r[1].endswith(")") and "%" in r[1]]
+        if not rows:
+            return None
+        return routing([(r[0], parse_spread(r[1]), parse_spread(r[2])) for r in rows])
+    if key == "(j)":
+        rows = table_rows(text, "mlxq tok/s")
+        if not rows:
+            return None
+        return batch_throughput(parse_spread(rows[0][0]), parse_spread(rows[0][1]))
     return None
