@@ -184,11 +184,21 @@ async def create_batch(
 
 
 async def batch_state(connection: aioredis.Redis, batch_id: str) -> BatchState | None:
+    return (await batch_states(connection, [batch_id]))[0]
+
+
+async def batch_states(connection: aioredis.Redis, batch_ids: list[str]) -> list[BatchState | None]:
+    """The batches as stored, in one round trip (None for one that no longer exists)."""
     async with connection.pipeline(transaction=False) as pipeline:
-        pipeline.hgetall(_batch_key(batch_id))
-        pipeline.hlen(_batch_key(batch_id, ":out"))
-        pipeline.hlen(_batch_key(batch_id, ":err"))
-        fields, completed, failed = await pipeline.execute()
+        for batch_id in batch_ids:
+            pipeline.hgetall(_batch_key(batch_id))
+            pipeline.hlen(_batch_key(batch_id, ":out"))
+            pipeline.hlen(_batch_key(batch_id, ":err"))
+        replies = await pipeline.execute()
+    return [_state(*replies[i : i + 3]) for i in range(0, len(replies), 3)]
+
+
+def _state(fields: dict, completed: int, failed: int) -> BatchState | None:
     if not fields:
         return None
     fields = {_text(k): v for k, v in fields.items()}
@@ -207,7 +217,7 @@ async def batch_state(connection: aioredis.Redis, batch_id: str) -> BatchState |
 async def list_batches(connection: aioredis.Redis) -> list[BatchState]:
     """Every stored batch, newest first; ids of expired batches are dropped on the way."""
     ids = [str(_text(i)) for i in await connection.zrevrange(BATCHES, 0, -1)]
-    states = [await batch_state(connection, batch_id) for batch_id in ids]
+    states = await batch_states(connection, ids)
     gone = [batch_id for batch_id, state in zip(ids, states, strict=True) if state is None]
     if gone:
         await connection.zrem(BATCHES, *gone)
