@@ -12,7 +12,7 @@ import time
 import uuid
 from typing import Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.batch import store
@@ -21,6 +21,7 @@ from api.batch.lines import ENDPOINTS, BadLine, Line, parse_lines
 from api.deps import AsyncRedisDep, RedisDep, SettingsDep
 from api.fleet import check_model
 from api.openai_responses import ERROR_STATUSES, OpenAIError
+from api.routes.files import refuse_unknown_query
 from shared.errors import InvalidRequest, ModelNotFound, NotFound
 from shared.settings import Settings
 
@@ -133,11 +134,13 @@ async def retrieve_batch(batch_id: str, redis: AsyncRedisDep) -> dict:
 
 @router.get("/batches", responses=_RESPONSES)
 async def list_batches(
+    request: Request,
     redis: AsyncRedisDep,
     limit: int = Query(20, ge=1, le=100),
     after: str | None = None,
 ) -> dict:
     """Newest first, as OpenAI lists them."""
+    refuse_unknown_query(request, {"limit", "after"})
     batches = [state.as_openai() for state in await store.list_batches(redis)]
     if after is not None:
         ids = [b["id"] for b in batches]

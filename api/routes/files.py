@@ -68,14 +68,23 @@ def _expiry(anchor: object, seconds: object) -> int | None:
     return int(seconds)
 
 
+def refuse_unknown_query(request: Request, known: set[str]) -> None:
+    """A query parameter this route does not read is a 400, not silently ignored."""
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise InvalidRequest(f"Unknown query parameter(s) {unknown}; accepted: {sorted(known)}.")
+
+
 @router.get("/files", responses=_RESPONSES)
 async def list_files(
+    request: Request,
     redis: AsyncRedisDep,
     purpose: str | None = None,
     limit: int = Query(10_000, ge=1, le=10_000),
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> dict:
+    refuse_unknown_query(request, {"purpose", "limit", "order", "after"})
     files = await store.list_files(redis)
     if purpose is not None:
         files = [f for f in files if f["purpose"] == purpose]

@@ -171,6 +171,14 @@ def test_files_are_listed_bounded_and_deleted(
     other = client.files.create(file=("b.jsonl", b"b\n"), purpose="batch")
     assert [f.id for f in client.files.list()] == [other.id, kept.id]
     assert client.files.content(kept.id).content == b"a\n"
+    oldest_first = client.files.list(order="asc")
+    assert [f.id for f in oldest_first] == [kept.id, other.id]
+    assert [f.id for f in client.files.list(limit=1).data] == [other.id]  # newest first by default
+    assert [f.id for f in client.files.list(after=other.id)] == [kept.id]
+    assert [f.id for f in client.files.list(purpose="batch_output")] == []
+    for path in ("/v1/files", "/v1/batches"):
+        unknown = httpx.get(f"{api}{path}", params={"before": "x"})
+        assert unknown.status_code == 400 and "before" in unknown.json()["error"]["message"]
     assert client.files.delete(kept.id).deleted
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(kept.id)
@@ -218,3 +226,25 @@ def test_interactive_requests_do_not_wait_for_a_batch(service: tuple[openai.Open
         assert time.monotonic() - sent < 1.5  # 3 steps of 0.1 s, not 2 s behind a line
     assert client.batches.retrieve(batch.id).status == "in_progress"
     client.batches.cancel(batch.id)
+
+
+def test_window_and_output_expiry_are_honoured(service: tuple[openai.OpenAI, str]) -> None:
+    client, _ = service
+    upload = client.files.create(file=("in.jsonl", lines_file(2)), purpose="batch")
+    first = client.batches.create(
+        input_file_id=upload.id,
+        endpoint="/v1/chat/completions",
+        completion_window="2h",  # type: ignore[arg-type]  # the client's type knows only 24h
+        output_expires_after={"anchor": "created_at", "seconds": 7200},
+    )
+    assert first.expires_at == first.created_at + 2 * 3600
+    done = finished(client, first.id)
+    assert done.status == "completed" and done.output_file_id is not None
+    output = client.files.retrieve(done.output_file_id)
+    assert output.expires_at == output.created_at + 7200
+    second = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    assert [b.id for b in client.batches.list(limit=1).data] == [second.id]
+    assert [b.id for b in client.batches.list(after=second.id)][0] == first.id
+    finished(client, second.id)
