@@ -6,7 +6,7 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
-from api.jobs import JobRunner
+from api.core.runner import JobRunner
 from shared.settings import Settings
 
 
@@ -29,6 +29,6 @@ def _async_redis(request: Request) -> aioredis.Redis:
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RunnerDep = Annotated[JobRunner, Depends(_runner)]
 RedisDep = Annotated[redis.Redis, Depends(_redis)]
-"""A synchronous client, for fleet queries run in a thread (shared/fleet.py)."""
+"""A synchronous client, for fleet queries run in a thread (shared/fleet_view.py)."""
 AsyncRedisDep = Annotated[aioredis.Redis, Depends(_async_redis)]
 """The API's asyncio client (files and batches)."""

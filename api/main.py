@@ -1,53 +1,43 @@
-"""``mlxq api``: the FastAPI app. It validates, enqueues and waits; it never loads a model."""
+"""``create_app``: the FastAPI app. It validates, enqueues and waits; it never loads a model.
+
+The app is the core (api/core: job runner, event hub, response skeleton), each API dialect's
+routes over it (api/dialects), the Batch API (api/batch), what operators read (api/fleet),
+and the edge middleware in front (api/edge). ``mlxq api`` serves it (api/server.py).
+"""
 
 import asyncio
 import contextlib
-import ipaddress
 import logging
-import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import redis
-import uvicorn
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.batch import batch_routes, file_routes
 from api.batch.driver import BatchDriver
-from api.errors import (
-    install_error_handlers,
-    is_anthropic_route,
-    is_ollama_route,
-    is_openai_route,
-)
-from api.events import EventHub
-from api.fleet import record_history
-from api.http_edge import guarded_protocol, raise_open_file_limit
-from api.jobs import JobRunner
-from api.metrics import Metrics
-from api.middleware import ApiKey, BodyLimit, HostGuard, RequestLog
-from api.reaper import REAP_INTERVAL_S, reap
-from api.routes import (
-    anthropic,
-    ask,
-    batches,
-    chat,
-    completions,
-    embeddings,
-    files,
-    fleet,
-    health,
-    metrics,
-    models,
-    ollama,
-    responses,
-)
-from api.submit import JobSubmitter
-from shared import protocol
-from shared.history import ApiTally
+from api.core.dialect import Dialects
+from api.core.error_handlers import install_error_handlers
+from api.core.event_hub import EventHub
+from api.core.metrics import Metrics
+from api.core.runner import JobRunner
+from api.core.submitter import JobSubmitter
+from api.dialects import anthropic, ask, ollama, openai
+from api.dialects.anthropic import routes as anthropic_routes
+from api.dialects.ask import routes as ask_routes
+from api.dialects.ollama import catalog as ollama_catalog
+from api.dialects.ollama import routes as ollama_routes
+from api.dialects.openai import routes as openai_routes
+from api.dialects.responses import routes as responses_routes
+from api.edge.api_key import ApiKey
+from api.edge.body_limit import BodyLimit
+from api.edge.host_guard import HostGuard
+from api.edge.request_log import RequestLog
+from api.fleet import routes as fleet_routes
+from api.fleet.beat import beat_forever
 from shared.redis_clients import async_command_client, command_client
 from shared.settings import Settings, get_settings, without_password
 
@@ -55,24 +45,23 @@ log = logging.getLogger("mlxq.api")
 
 STATIC_DIR = Path(__file__).parent / "static"
 """The web page at ``/`` (plain HTML, CSS and JavaScript; no build step)."""
+MULTIPART_FRAMING_BYTES = 64 * 1024
+"""Room for a file upload's multipart headers and other fields beside the file itself."""
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
-
-async def _reap_forever(
-    connection: redis.Redis, event_ttl_s: int, instance: str, tally: ApiTally
-) -> None:
-    """Once a second: this process says it is alive, adds what it saw to the fleet's history,
-    and dead workers' jobs are recovered."""
-    while True:
-        try:
-            await asyncio.to_thread(protocol.beat_api, connection, instance)
-            await asyncio.to_thread(reap, connection, event_ttl_s)
-            # Last: the charts' figures must never stand in the way of recovering jobs.
-            await asyncio.to_thread(record_history, connection, tally.take())
-        except redis.RedisError as exc:
-            log.debug("reaper: Redis unavailable (%s)", exc)
-        except Exception:
-            log.exception("reaper failed")
-        await asyncio.sleep(REAP_INTERVAL_S)
+DIALECTS = Dialects([anthropic.DIALECT, openai.DIALECT, ollama.DIALECT], fallback=ask.DIALECT)
+"""Who answers errors on which paths: Anthropic's /v1/messages before the rest of /v1."""
+ROUTERS = (
+    ask_routes.router,
+    openai_routes.router,
+    responses_routes.router,
+    anthropic_routes.router,
+    ollama_routes.router,
+    ollama_catalog.router,
+    file_routes.router,
+    batch_routes.router,
+    fleet_routes.router,
+)
 
 
 @asynccontextmanager
@@ -83,12 +72,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await hub.start()
     submitter = JobSubmitter(connection, settings)
     app.state.async_redis = connection
-    app.state.runner = JobRunner(connection, hub, submitter, settings, app.state.metrics)
-    runner: JobRunner = app.state.runner
-    reaper = asyncio.create_task(
-        _reap_forever(
-            sync_connection, settings.event_ttl, runner.instance, app.state.metrics.recent
-        )
+    runner = JobRunner(connection, hub, submitter, settings, app.state.metrics)
+    app.state.runner = runner
+    beat = asyncio.create_task(
+        beat_forever(sync_connection, settings.event_ttl, runner.instance, app.state.metrics.recent)
     )
     batches = asyncio.create_task(
         BatchDriver(connection, runner, submitter, settings).run_forever()
@@ -97,7 +84,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        for task in (batches, reaper):
+        for task in (batches, beat):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -106,50 +93,40 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sync_connection.close()
 
 
-MULTIPART_FRAMING_BYTES = 64 * 1024
-"""Room for a file upload's multipart headers and other fields beside the file itself."""
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     app = FastAPI(title="mlxq", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
-    # For fleet queries, metrics and the reaper, run in threads (they use RQ's sync API).
+    # For fleet queries, metrics and the beat, run in threads (they use RQ's sync API).
     app.state.redis = command_client(settings.redis_url)
     app.state.metrics = Metrics(app.state.redis)
-    install_error_handlers(app)
-    _document_v1_invalid_input_as_400(app)
-    dialects = (anthropic, ollama, responses)
-    for route_module in (
-        ask,
-        files,
-        batches,
-        chat,
-        completions,
-        embeddings,
-        models,
-        fleet,
-        metrics,
-        health,
-        *dialects,
-    ):
-        app.include_router(route_module.router)
+    install_error_handlers(app, DIALECTS)
+    _document_invalid_input_as_400(app)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html")
 
-    # Added innermost first: RequestLog -> CORS -> ApiKey -> BodyLimit -> routes.
+    _add_edge(app, settings)
+    return app
+
+
+def _add_edge(app: FastAPI, settings: Settings) -> None:
+    """Added innermost first: RequestLog -> (HostGuard) -> CORS -> ApiKey -> BodyLimit ->
+    routes."""
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
         timeout_s=settings.body_timeout,
         upload_paths=frozenset({"/v1/files"}),
         max_upload_bytes=settings.max_file_bytes + MULTIPART_FRAMING_BYTES,
+        dialects=DIALECTS,
     )
     if settings.api_key is not None:
-        app.add_middleware(ApiKey, key=settings.api_key.get_secret_value())
+        app.add_middleware(ApiKey, key=settings.api_key.get_secret_value(), dialects=DIALECTS)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -161,31 +138,30 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     if settings.api_key is None:
         app.add_middleware(
-            HostGuard, hosts=_own_names(settings), origins=frozenset(settings.cors_origins)
+            HostGuard,
+            hosts=_own_names(settings),
+            origins=frozenset(settings.cors_origins),
+            dialects=DIALECTS,
         )
     app.add_middleware(RequestLog, count=lambda route, status: _count(app, route, status))
-    return app
 
 
-def _document_v1_invalid_input_as_400(app: FastAPI) -> None:
-    """/v1 answers invalid input with OpenAI's 400 (api/errors.py), never FastAPI's 422, which
-    FastAPI documents on every route with a body: drop it from the /v1 operations."""
+def _document_invalid_input_as_400(app: FastAPI) -> None:
+    """Dialects with their own error shape answer invalid input with a 400 (never FastAPI's
+    422, which FastAPI documents on every route with a body): drop it from their operations."""
     build = app.openapi
 
     def openapi() -> dict:
         if app.openapi_schema is None:
             schema = build()
             for path, operations in schema["paths"].items():
-                if is_openai_route(path) or is_anthropic_route(path) or is_ollama_route(path):
+                if DIALECTS.of(path).invalid_input_status == 400:
                     for operation in operations.values():
                         operation["responses"].pop("422", None)
             return schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
-
-
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "[::1]"})
 
 
 def _own_names(settings: Settings) -> frozenset[str]:
@@ -198,46 +174,3 @@ def _own_names(settings: Settings) -> frozenset[str]:
 
 def _count(app: FastAPI, route: str, status: str) -> None:
     app.state.metrics.requests.labels(route=route, status=status).inc()
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_exposure(settings: Settings) -> str | None:
-    """Why the API must not start as configured, or None."""
-    if _is_loopback(settings.host) or settings.api_key is not None or settings.allow_insecure:
-        return None
-    return (
-        f"refusing to listen on {settings.host} without an API key: anyone who can reach it "
-        "could use the model. Set MLXQ_API_KEY, or MLXQ_ALLOW_INSECURE=true if the network "
-        "is already closed to others."
-    )
-
-
-def run() -> int:
-    settings = get_settings()
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    problem = check_exposure(settings)
-    if problem is not None:
-        print(f"mlxq api: {problem}", file=sys.stderr)
-        return 2
-    raise_open_file_limit()
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout),
-        timeout_keep_alive=int(max(1, settings.keepalive_timeout)),
-        limit_concurrency=settings.max_connections,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # RequestLog logs each request with its id and timing
-    )
-    return 0

@@ -49,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "api":
-        from api.main import run
+        from api.server import run
 
         return run()
     if args.command == "worker":

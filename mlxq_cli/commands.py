@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 import redis
 
-from shared.fleet import snapshot
+from shared.fleet_view import snapshot
 from shared.redis_clients import command_client
 from shared.settings import Settings, get_settings, without_password
 

@@ -11,7 +11,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from shared.fleet import snapshot
+from shared.fleet_view import snapshot
 from shared.history import read_history
 
 REFRESH_S = 2.0

@@ -16,6 +16,8 @@ MAX_TOP_LOGPROBS = 20
 """OpenAI's limit on top_logprobs."""
 MAX_EMBEDDING_INPUTS = 2048
 """OpenAI's limit on the inputs of one embeddings request."""
+TOOL_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
+"""What a function tool's name may hold (OpenAI's rule; at most 64 characters)."""
 
 
 class _Strict(BaseModel):
@@ -45,7 +47,7 @@ class ChatMessage(_Strict):
 
 
 class ToolFunction(_Strict):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    name: str = Field(min_length=1, max_length=64, pattern=TOOL_NAME_PATTERN)
     description: str | None = None
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     strict: bool | None = None

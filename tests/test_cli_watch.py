@@ -8,7 +8,7 @@ import redis
 
 from mlxq_cli.watch import render_frame, sparkline
 from shared import history
-from shared.fleet import snapshot
+from shared.fleet_view import snapshot
 from shared.history import ApiTally, add_worker_sample, read_history, record_api_beat
 from shared.protocol import WorkerStats, add_heartbeat
 

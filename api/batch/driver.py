@@ -26,9 +26,9 @@ from redis.exceptions import RedisError
 
 from api.batch import store
 from api.batch.lines import ENDPOINTS, BadLine, Line, parse_lines
-from api.errors import openai_error_for
-from api.jobs import JobRunner
-from api.submit import JobSubmitter
+from api.core.runner import JobRunner
+from api.core.submitter import JobSubmitter
+from api.dialects.openai.render import error_for
 from shared.backoff import Backoff
 from shared.errors import (
     ErrorCode,
@@ -350,7 +350,7 @@ def _error_line(job_id: str, custom_id: str, request_id: str, exc: MlxqError) ->
     response = {
         "status_code": exc.http_status,
         "request_id": request_id,
-        "body": openai_error_for(exc),
+        "body": error_for(exc),
     }
     return _result_line(job_id, custom_id, response)
 

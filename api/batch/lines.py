@@ -12,11 +12,16 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from api.embeddings import EmbeddingsBody
-from api.openai_requests import ChatCompletionRequest, CompletionRequest
-from api.routes.chat import chat_answer, chat_request
-from api.routes.completions import completion_answer, completion_request
-from api.routes.embeddings import embeddings_answer, embeddings_request
+from api.core.models import model_id
+from api.dialects.openai.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingsBody
+from api.dialects.openai.translate import (
+    chat_answer,
+    chat_request,
+    completion_answer,
+    completion_request,
+    embeddings_answer,
+    embeddings_request,
+)
 from shared.errors import InvalidRequest, MlxqError
 from shared.schemas import DoneEvent, JobRequest
 from shared.settings import Settings
@@ -24,11 +29,16 @@ from shared.settings import Settings
 
 @dataclass(frozen=True)
 class Endpoint:
-    """What a batch may call: the live route's body model, job and answer."""
+    """What a batch may call: the live route's body model, job and answer (the dialect's
+    own translation, so a line and a live request cannot drift apart)."""
 
     body_model: type[BaseModel]
-    job: Callable[[Any, Settings], JobRequest]
+    translate: Callable[[Any, Settings, str], JobRequest]
     answer: Callable[[Any, JobRequest, DoneEvent], dict]
+
+    def job(self, body: Any, settings: Settings) -> JobRequest:
+        """The line's job, for the served model its body names."""
+        return self.translate(body, settings, model_id(body.model))
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -60,7 +70,8 @@ class Line:
 
     @property
     def model(self) -> str:
-        return self.body.model
+        """The served model id the line names (``:latest`` dropped)."""
+        return model_id(self.body.model)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as aioredis
 from rq.job import Job
 
-from api.submit import QUEUE_FULL_RETRY_AFTER_S, JobSubmitter
+from api.core.submitter import QUEUE_FULL_RETRY_AFTER_S, JobSubmitter
 from shared import protocol
 from shared.errors import QueueFull
 from shared.keys import queue_name_for_model

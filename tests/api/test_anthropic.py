@@ -10,9 +10,9 @@ import httpx
 import httpx2
 import pytest
 
-from api.jobs import KEEPALIVE
-from api.routes.anthropic import message_events
-from api.sse import JobStream
+from api.core.frames import JobStream, frames
+from api.core.runner import KEEPALIVE
+from api.dialects.anthropic.render import MessageStream
 from shared.errors import JobTimedOut
 from shared.schemas import Choice, DoneEvent, FunctionCall, TokenEvent, ToolCall
 from shared.settings import DEMO_MODEL_ID
@@ -231,7 +231,7 @@ async def frames_for(*items, error: Exception | None = None) -> list[str]:
             raise error
 
     stream = JobStream(items[0], rest())
-    return [frame async for frame in message_events(stream, "msg_1", "m", "/v1/messages")]
+    return [frame async for frame in frames(stream, MessageStream("msg_1", "m"))]
 
 
 CALL = ToolCall(

@@ -12,8 +12,8 @@ import pytest
 import redis
 import redis.asyncio as aioredis
 
-from api import events as events_module
-from api.events import JobEvents
+from api.core import event_hub as events_module
+from api.core.event_hub import JobEvents
 from shared import protocol
 from shared.redis_clients import async_command_client
 from shared.schemas import JobEvent, StartedEvent, TokenEvent

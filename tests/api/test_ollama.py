@@ -11,17 +11,20 @@ import pytest
 from ollama import _types as ollama_types
 from pydantic import BaseModel
 
-from api.ollama_schemas import (
+from api.core.models import model_id
+from api.dialects.ollama.options import (
     HONOURED_OPTIONS,
     NO_OP_OPTIONS,
     OLLAMA_DEFAULTS,
+    OllamaOptions,
+)
+from api.dialects.ollama.render import ChatShape, Clock, in_ollama_terms
+from api.dialects.ollama.schemas import (
     OllamaChatRequest,
     OllamaGenerateRequest,
     OllamaMessageIn,
-    OllamaOptions,
 )
-from api.routes.ollama import ChatShape, Clock, chat_messages, model_id, renamed, sampling
-from shared.errors import ContextLengthExceeded
+from api.dialects.ollama.translate import chat_messages, sampling
 from shared.schemas import Choice, DoneEvent, FunctionCall, ToolCall
 from shared.settings import DEMO_MODEL_ID
 from tests.support.processes import Service
@@ -136,12 +139,12 @@ def test_tool_calls_come_back_with_arguments_as_objects() -> None:
 
 
 def test_worker_refusals_name_fields_in_ollamas_words() -> None:
-    refusal = ContextLengthExceeded("max_tokens=9000 does not fit, so max_tokens can be at most 8")
-    ollama_words = renamed(refusal)
-    assert ollama_words.message == "num_predict=9000 does not fit, so num_predict can be at most 8"
-    assert type(ollama_words) is ContextLengthExceeded and ollama_words.http_status == 400
-    untouched = ContextLengthExceeded("The prompt fills the context window.")
-    assert renamed(untouched) is untouched
+    refusal = "max_tokens=9000 does not fit, so max_tokens can be at most 8"
+    assert (
+        in_ollama_terms(refusal) == "num_predict=9000 does not fit, so num_predict can be at most 8"
+    )
+    untouched = "The prompt fills the context window."
+    assert in_ollama_terms(untouched) == untouched
 
 
 def test_model_names_may_carry_the_latest_tag() -> None:

@@ -13,7 +13,8 @@ from openai.types import completion_create_params as completion_params
 from openai.types.chat import completion_create_params as chat_params
 from pydantic import BaseModel
 
-from api.openai_requests import ChatCompletionRequest, CompletionRequest, field_policy
+from api.core.validators import field_policy
+from api.dialects.openai.schemas import ChatCompletionRequest, CompletionRequest
 from shared.settings import DEMO_MODEL_ID
 from tests.support.processes import Service
 

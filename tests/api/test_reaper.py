@@ -13,7 +13,7 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from api.reaper import ATTEMPTS_FIELD, MAX_ATTEMPTS, decide, reap
+from api.fleet.reaper import ATTEMPTS_FIELD, MAX_ATTEMPTS, decide, reap
 from shared import protocol
 from shared.errors import ErrorCode
 from shared.jobs import GENERATE_FUNCTION

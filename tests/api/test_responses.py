@@ -12,9 +12,14 @@ from openai.types.responses import response_create_params as params
 from openai.types.responses import response_text_config_param as text_params
 from pydantic import TypeAdapter
 
-from api.openai_requests import field_policy
-from api.responses_schemas import ResponseRequest, ResponsesStreamOptions, ResponsesTextConfig
-from api.routes.responses import ResponseEvents, ResponseShape
+from api.core.validators import field_policy
+from api.dialects.responses.render import ResponseShape
+from api.dialects.responses.schemas import (
+    ResponseRequest,
+    ResponsesStreamOptions,
+    ResponsesTextConfig,
+)
+from api.dialects.responses.stream import ResponseEvents
 from shared.errors import JobTimedOut
 from shared.schemas import Choice, DoneEvent, FunctionCall, TokenEvent, ToolCall
 from shared.settings import DEMO_MODEL_ID
@@ -118,11 +123,11 @@ def replay(pieces: list[TokenEvent], done: DoneEvent) -> tuple[list, dict]:
     request = ResponseRequest.model_validate(body(tools=[{"type": "function", "name": "f"}]))
     shape = ResponseShape(request, "r1")
     events = ResponseEvents(shape)
-    frames = events.start()
+    frames = list(events.opening())
     for piece in pieces:
-        frames += events.piece(piece)
-    frames += events.finish(done)
-    frames.append(events.error(JobTimedOut("too late")))
+        frames += events.token(piece)
+    frames += events.done(done)
+    frames += events.error(JobTimedOut("too late"))
     parsed = []
     for frame in frames:
         name, data = frame.rstrip("\n").split("\n")

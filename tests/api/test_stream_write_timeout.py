@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from api.sse import sse_response
+from api.core.frames import StreamResponse
 
 pytestmark = pytest.mark.anyio
 
@@ -33,7 +33,7 @@ async def test_a_write_that_waits_too_long_ends_the_stream() -> None:
         await asyncio.Event().wait()
         return {"type": "http.disconnect"}
 
-    response = sse_response(frames(), write_timeout_s=0.3)
+    response = StreamResponse(frames(), write_timeout_s=0.3)
     started = time.monotonic()
     await asyncio.wait_for(
         response({"type": "http", "asgi": {"spec_version": "2.4"}}, receive, send), 5

@@ -13,7 +13,7 @@ import httpx
 import pytest
 import redis
 
-from api.openai_requests import MAX_MESSAGES
+from api.core.validators import MAX_MESSAGES
 from shared.settings import DEMO_MODEL_ID
 from tests.support.processes import Processes, wait_until
 

@@ -17,7 +17,7 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from api.main import check_exposure
+from api.server import check_exposure
 from shared.keys import queue_name_for_model
 from shared.settings import DEMO_MODEL_ID, Settings
 from tests.support.processes import ROOT, Processes, free_port, wait_until

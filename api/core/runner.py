@@ -1,0 +1,264 @@
+"""Running one job from the API's side: enqueue, wait with deadlines, yield its events.
+
+Every dialect's route, streaming or not, goes through ``JobRunner.events``. A job whose
+consumer stops early (the client went away, a deadline) is cancelled: dropped from the
+queue, or stopped by its worker within one decode step.
+"""
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Final
+
+import redis.asyncio as aioredis
+from redis.exceptions import OutOfMemoryError, RedisError
+
+from api.core.event_hub import EventHub, JobEvents
+from api.core.metrics import Metrics
+from api.core.submitter import JobSubmitter
+from shared import protocol
+from shared.errors import JobTimedOut, MlxqError, NoWorkerAvailable, RedisUnavailable
+from shared.keys import shared_queue_of
+from shared.rq_bridge import recover_taken_job
+from shared.schemas import (
+    DoneEvent,
+    ErrorEvent,
+    JobEvent,
+    JobRequest,
+    StartedEvent,
+    TokenEvent,
+)
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+RESULT_GRACE_S = 5.0
+"""Extra wait past the deadline, for the worker's own timeout error to arrive first."""
+TAKEN_CHECK_S = 2.0
+"""While a job waits, how often the API checks that it is queued or started (not stuck in
+the hands of a worker that stalled, not lost by Redis)."""
+SUSPECT_TTL_S = 30
+"""A job seen taken-but-not-started is put back when the next check sees it so again."""
+
+
+class Keepalive:
+    """Yielded by ``events`` after ``keepalive_s`` without an event (a stream sends a comment)."""
+
+
+KEEPALIVE: Final = Keepalive()
+
+
+class _Placement:
+    """The queue a job waits in; it changes when a routed job moves to the shared queue."""
+
+    def __init__(self, queue: str) -> None:
+        self.queue = queue
+
+    @property
+    def routed(self) -> bool:
+        return shared_queue_of(self.queue) != self.queue
+
+
+class JobRunner:
+    def __init__(
+        self,
+        connection: aioredis.Redis,
+        hub: EventHub,
+        submitter: JobSubmitter,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> None:
+        self._connection = connection
+        self._hub = hub
+        self._submitter = submitter
+        self._settings = settings
+        self._metrics = metrics
+        self._background: set[asyncio.Task] = set()
+        self.instance = uuid.uuid4().hex
+        """This API process, named on every job it waits for (workers stop a job whose
+        API process stops beating: see ``beat``)."""
+
+    async def events(
+        self,
+        request: JobRequest,
+        keepalive_s: float | None = None,
+        *,
+        job_id: str | None = None,
+        batch_lane: bool = False,
+    ) -> AsyncIterator[JobEvent | Keepalive]:
+        """The job's events up to and including its DoneEvent; raises MlxqError on failure.
+        ``job_id``: the caller's own id for the job (a batch records it); ``batch_lane``:
+        the job waits in the model's low-priority lane (a line of a batch)."""
+        job_id = job_id or uuid.uuid4().hex
+        finished = False
+        placed = _Placement(self._submitter.queue_name(request.model))
+        request = request.model_copy(update={"waiter": self.instance})
+        enqueue: asyncio.Future[str] | None = None
+        try:
+            async with self._hub.subscribe(job_id) as inbox:
+                # Shielded: a cancellation (the client left) must not land inside redis-py's
+                # pipeline, which can swallow it; the job is then taken back once enqueued.
+                enqueue = asyncio.ensure_future(
+                    self._submitter.enqueue(request, job_id, batch_lane)
+                )
+                placed.queue = await asyncio.shield(enqueue)
+                events = JobEvents(job_id, inbox, self._connection)
+                async for event in self._follow(job_id, request, events, keepalive_s, placed):
+                    finished = isinstance(event, DoneEvent)
+                    yield event
+        except MlxqError as exc:
+            finished = not isinstance(exc, JobTimedOut)  # a timed-out job may still be running
+            raise
+        except OutOfMemoryError as exc:  # noeviction: Redis refuses writes when full
+            raise RedisUnavailable(
+                "Redis is full (maxmemory) and refuses new requests; try again shortly."
+            ) from exc
+        except RedisError as exc:
+            raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
+        finally:
+            if not finished:
+                self._cancel_later(placed, job_id, enqueue)
+
+    async def run(
+        self,
+        request: JobRequest,
+        *,
+        job_id: str | None = None,
+        batch_lane: bool = False,
+        watch: Callable[[JobEvent], None] | None = None,
+    ) -> DoneEvent:
+        """The job's final answer, for callers that do not stream; ``watch`` sees each
+        event on the way (a dialect that reports timings)."""
+        async for event in self.events(request, job_id=job_id, batch_lane=batch_lane):
+            if watch is not None and not isinstance(event, Keepalive):
+                watch(event)
+            if isinstance(event, DoneEvent):
+                return event
+        raise AssertionError("events() ends with a DoneEvent or raises")
+
+    def _cancel_later(
+        self, placed: "_Placement", job_id: str, enqueue: "asyncio.Future[str] | None"
+    ) -> None:
+        """Cancel in a task of its own: this runs while the request's task is cancelled.
+        An enqueue still under way is let finish first, then taken back."""
+
+        async def cancel() -> None:
+            try:
+                if enqueue is not None and not enqueue.done():
+                    with contextlib.suppress(Exception):
+                        placed.queue = await enqueue
+                if enqueue is not None and (enqueue.cancelled() or enqueue.exception()):
+                    return  # it never reached the queue
+                await self._submitter.cancel(placed.queue, job_id)
+            except RedisError as exc:
+                log.warning("could not cancel job %s: %s", job_id, exc)
+
+        task = asyncio.create_task(cancel())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _follow(
+        self,
+        job_id: str,
+        request: JobRequest,
+        events: JobEvents,
+        keepalive_s: float | None,
+        placed: "_Placement",
+    ) -> AsyncIterator[JobEvent | Keepalive]:
+        loop = asyncio.get_running_loop()
+        enqueued_at = last_sent = loop.time()
+        deadline = enqueued_at + (request.deadline - time.time())
+        queue_deadline = min(enqueued_at + self._settings.queue_timeout, deadline)
+        reroute_at = enqueued_at + self._settings.route_wait
+        check_at = enqueued_at + TAKEN_CHECK_S
+        started = False
+        first_token = True
+        self._metrics.recent.count_request()
+        while True:
+            until = deadline + RESULT_GRACE_S if started else queue_deadline
+            timers = [until]
+            if keepalive_s is not None:
+                timers.append(last_sent + keepalive_s)
+            if not started:
+                timers += [check_at, reroute_at] if placed.routed else [check_at]
+            event = await events.next(max(0.0, min(timers) - loop.time()))
+            now = loop.time()
+            if event is None:
+                if not started and placed.routed and now >= reroute_at:
+                    await self._reroute(placed, job_id)
+                if not started and now >= check_at:
+                    check_at = now + TAKEN_CHECK_S
+                    await self._check_taken(placed, job_id)
+                if now < until:
+                    if keepalive_s is not None and now >= last_sent + keepalive_s:
+                        last_sent = now
+                        yield KEEPALIVE
+                    continue
+                if started:
+                    raise JobTimedOut("The request's deadline passed before the answer was ready.")
+                if until < deadline and await self._fleet_serves(request.model):
+                    queue_deadline = min(now + self._settings.queue_timeout, deadline)
+                    continue  # a busy fleet, not a missing one: keep waiting
+                if await self._submitter.withdraw(placed.queue, job_id):
+                    raise self._queue_timeout_error(request, deadline_passed=until >= deadline)
+                started = True  # a worker took it just now: wait for its answer
+                continue
+            last_sent = now
+            if isinstance(event, StartedEvent):
+                started = True
+                self._metrics.queue_wait.observe(now - enqueued_at)
+            elif isinstance(event, TokenEvent) and first_token:
+                first_token = False
+                self._metrics.first_token.observe(now - enqueued_at)
+                self._metrics.recent.observe_first_token(now - enqueued_at)
+            elif isinstance(event, DoneEvent):
+                self._metrics.tokens.labels(model=request.model).inc(event.completion_tokens)
+            if isinstance(event, ErrorEvent):
+                raise MlxqError(event.message, code=event.code, partial=event.partial_text)
+            yield event
+            if isinstance(event, DoneEvent):
+                return
+
+    async def _check_taken(self, placed: "_Placement", job_id: str) -> None:
+        """A job out of its queue that nobody started goes back (a stalled worker took it);
+        a job Redis no longer has (a restart without persistence) is a prompt 503."""
+        found = await self._connection.eval(
+            *recover_taken_job(
+                job_id,
+                placed.queue,
+                protocol.job_owner_key(job_id),
+                protocol.job_suspect_key(job_id),
+                SUSPECT_TTL_S,
+            )
+        )
+        if found == 1:
+            log.warning("job %s: taken but not started; back in %s", job_id, placed.queue)
+        elif found == -1:
+            raise RedisUnavailable(
+                "Redis lost this request before a worker started it (restarted without "
+                "persistence?); send it again."
+            )
+
+    async def _fleet_serves(self, model: str) -> bool:
+        return await protocol.live_workers_serve(self._connection, model)
+
+    async def _reroute(self, placed: "_Placement", job_id: str) -> None:
+        """The worker this job was routed to has not taken it within MLXQ_ROUTE_WAIT: any
+        worker may (the prefix is then prefilled again, which beats waiting)."""
+        if await self._submitter.to_shared_queue(placed.queue, job_id):
+            log.info(
+                "job %s: not taken from %s in time; moved to the shared queue", job_id, placed.queue
+            )
+            self._metrics.reroutes.inc()
+        placed.queue = shared_queue_of(placed.queue)
+
+    def _queue_timeout_error(self, request: JobRequest, deadline_passed: bool) -> MlxqError:
+        if deadline_passed:
+            return JobTimedOut("The request's deadline passed while it waited in the queue.")
+        return NoWorkerAvailable(
+            f"No worker took the request within {self._settings.queue_timeout:g} s. "
+            f"Is a worker for model {request.model!r} running?"
+        )

@@ -1,0 +1,128 @@
+"""OpenAI's routes: ``POST /v1/chat/completions``, ``/v1/completions`` (streamed or not),
+``/v1/embeddings``, and ``GET /v1/models`` (ids may contain "/", as Hugging Face repo ids do)."""
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.core.models import LATEST_TAG, model_id, resolve_model, served_models
+from api.core.respond import respond
+from api.deps import RedisDep, RunnerDep, SettingsDep
+from api.dialects.openai.answers import (
+    ERROR_RESPONSES,
+    SSE_RESPONSE,
+    ChatCompletion,
+    Completion,
+    ModelCard,
+    ModelList,
+    OpenAIError,
+)
+from api.dialects.openai.render import (
+    ChatRenderer,
+    CompletionRenderer,
+    OpenAIStream,
+    ResponseHeader,
+)
+from api.dialects.openai.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingsBody
+from api.dialects.openai.translate import (
+    chat_answer,
+    chat_request,
+    completion_answer,
+    completion_request,
+    embeddings_answer,
+    embeddings_request,
+)
+from shared.errors import ModelNotFound
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+
+
+@router.post(
+    "/chat/completions",
+    response_model=None,
+    responses={200: {"model": ChatCompletion, **SSE_RESPONSE}, **ERROR_RESPONSES},
+)
+async def chat_completions(
+    body: ChatCompletionRequest,
+    http_request: Request,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    redis: RedisDep,
+) -> Response:
+    model = await resolve_model(redis, settings, body.model)
+    request = chat_request(body, settings, model)
+    header = ResponseHeader("chatcmpl", request.request_id, body.model)
+    stream = OpenAIStream(header, ChatRenderer(request.n), body.include_usage)
+    answer = chat_answer(body, request)
+    return await respond(http_request, runner, request, settings, answer=answer, renderer=stream)
+
+
+@router.post(
+    "/completions",
+    response_model=None,
+    responses={200: {"model": Completion, **SSE_RESPONSE}, **ERROR_RESPONSES},
+)
+async def completions(
+    body: CompletionRequest,
+    http_request: Request,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    redis: RedisDep,
+) -> Response:
+    model = await resolve_model(redis, settings, body.model)
+    request = completion_request(body, settings, model)
+    header = ResponseHeader("cmpl", request.request_id, body.model)
+    stream = OpenAIStream(header, CompletionRenderer(), body.include_usage)
+    answer = completion_answer(body, request)
+    return await respond(http_request, runner, request, settings, answer=answer, renderer=stream)
+
+
+@router.post("/embeddings", response_model=None, responses=ERROR_RESPONSES)
+async def embeddings(
+    body: EmbeddingsBody,
+    http_request: Request,
+    runner: RunnerDep,
+    settings: SettingsDep,
+    redis: RedisDep,
+) -> Response:
+    """A vector per input, from an embedding worker."""
+    model = await resolve_model(redis, settings, body.model)
+    request = embeddings_request(body, settings, model)
+    return await respond(
+        http_request, runner, request, settings, answer=lambda done: embeddings_answer(body, done)
+    )
+
+
+_LIST_RESPONSES: dict[int | str, dict] = {
+    200: {"model": ModelList},
+    **{status: {"model": OpenAIError} for status in (401, 503)},
+}
+_ONE_RESPONSES: dict[int | str, dict] = {
+    200: {"model": ModelCard},
+    **{status: {"model": OpenAIError} for status in (401, 404, 503)},
+}
+
+
+@router.get("/models", responses=_LIST_RESPONSES)
+async def list_models(redis: RedisDep) -> dict:
+    """The models that have at least one live worker."""
+    served = await served_models(redis)
+    data = [_card(model, count) for model, count in sorted(served.items())]
+    return {"object": "list", "data": data}
+
+
+@router.get("/models/{name:path}", responses=_ONE_RESPONSES)
+async def retrieve_model(name: str, redis: RedisDep, settings: SettingsDep) -> dict:
+    """A served model, or the default model (its worker may be starting); ``:latest`` names
+    the same model."""
+    served = await served_models(redis)
+    model = model_id(name)
+    if model not in served and model != settings.model:
+        raise ModelNotFound(f"The model {name!r} is not served here.")
+    card = _card(model, served.get(model, 0))
+    if name.endswith(LATEST_TAG):
+        card["id"] = name
+    return card
+
+
+def _card(model: str, workers: int) -> dict:
+    return {"id": model, "object": "model", "created": 0, "owned_by": "mlxq", "workers": workers}

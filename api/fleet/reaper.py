@@ -1,0 +1,114 @@
+"""Recovering the jobs of a worker that died (SIGKILL, crash, a laptop lid closed).
+
+RQ alone notices a dead in-process worker only after job_timeout + 60 s. mlxq workers
+heartbeat once a second; every API process runs ``reap`` every second, and a worker silent
+for WORKER_LIVENESS_S is declared dead. Each of its jobs is then retried once on another live
+worker, or failed with a clear error, and its client told. A stream that already sent text is
+not retried (the client would see it twice): it ends with an error event.
+
+``decide`` holds the rule; ``reap`` reads Redis and carries the decisions out.
+"""
+
+import logging
+from dataclasses import dataclass
+from typing import Literal
+
+import redis
+from rq.job import Job
+from rq.queue import Queue
+
+from shared import protocol, rq_bridge
+from shared.errors import ErrorCode
+from shared.fleet_view import live_models
+from shared.keys import worker_queue_name
+from shared.schemas import ErrorEvent, GenerationRequest, JobEvent, TokenEvent
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 2
+"""A job runs at most twice: once, and once more after its worker died."""
+REAPED_MARK_TTL_S = 86400
+"""How long a reaped worker's mark waits for it to wake (a Mac may sleep overnight)."""
+ATTEMPTS_FIELD = "mlxq_attempts"
+"""Field in RQ's job hash counting the retries mlxq made (RQ's own fields are untouched)."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Literal["retry", "fail"]
+    reason: str = ""
+
+
+def decide(attempts: int, events: list[JobEvent], model_is_served: bool) -> Decision:
+    """What to do with a started job whose worker died."""
+    if any(isinstance(event, TokenEvent) for event in events):
+        return Decision("fail", "it had already streamed part of its answer")
+    if attempts >= MAX_ATTEMPTS:
+        return Decision("fail", "it was already retried once")
+    if not model_is_served:
+        return Decision("fail", "no other live worker serves its model")
+    return Decision("retry")
+
+
+def reap(connection: redis.Redis, event_ttl_s: int) -> list[str]:
+    """Recover the jobs of every dead worker; returns the names of the workers reaped."""
+    reaped = []
+    for name in protocol.silent_workers(connection):
+        if not protocol.claim_silent_worker(connection, name):
+            continue  # another API process is reaping it
+        log.warning("worker %s stopped heartbeating; recovering its jobs", name)
+        with connection.pipeline() as pipeline:  # if it only paused, it will learn it
+            protocol.add_reaped_mark(pipeline, name, REAPED_MARK_TTL_S)
+            pipeline.execute()
+        for job_id in protocol.running_jobs(connection, name):
+            _recover(connection, job_id, name, event_ttl_s)
+        protocol.forget_running_jobs(connection, name)
+        for queue_name in _own_queues(connection, name):
+            rq_bridge.release_queue(connection, queue_name)
+        rq_bridge.forget_worker(connection, name)
+        reaped.append(name)
+    return reaped
+
+
+def _recover(connection: redis.Redis, job_id: str, worker: str, event_ttl_s: int) -> None:
+    job = rq_bridge.fetch_job(connection, job_id)
+    if job is None or not rq_bridge.is_started(job):
+        return
+    request = GenerationRequest.model_validate(job.kwargs["request"])
+    queue = rq_bridge.job_queue(connection, job)
+    attempts = int(connection.hget(job.key, ATTEMPTS_FIELD) or 1)
+    events = protocol.read_events(connection, job_id)
+    decision = decide(attempts, events, request.model in live_models(connection))
+    if decision.action == "retry":
+        _retry(connection, job, queue, attempts + 1)
+    else:
+        message = (
+            f"The worker generating this request stopped responding ({worker}); {decision.reason}."
+        )
+        _fail(connection, job, queue, message, protocol.next_seq(events), event_ttl_s)
+
+
+def _retry(connection: redis.Redis, job: Job, queue: Queue, attempt: int) -> None:
+    log.warning("job %s: retrying on another worker", job.id)
+    with connection.pipeline() as pipeline:
+        pipeline.hset(job.key, ATTEMPTS_FIELD, attempt)
+        protocol.add_release_job(pipeline, job.id)  # the next worker to take it runs it
+        rq_bridge.add_requeue_at_front(pipeline, job, queue)
+        pipeline.execute()
+
+
+def _fail(
+    connection: redis.Redis, job: Job, queue: Queue, message: str, seq: int, event_ttl_s: int
+) -> None:
+    log.warning("job %s: failed: %s", job.id, message)
+    event = ErrorEvent(seq=seq, code=ErrorCode.WORKER_LOST, message=message)
+    with connection.pipeline() as pipeline:
+        rq_bridge.add_failure(pipeline, job, queue, f"{ErrorCode.WORKER_LOST}: {message}")
+        protocol.add_event(pipeline, job.id, event, event_ttl_s)
+        pipeline.execute()
+
+
+def _own_queues(connection: redis.Redis, worker: str) -> list[str]:
+    """The dead worker's own queues (requests routed to it), found among RQ's queues."""
+    suffix = worker_queue_name("", worker)
+    return [q for q in rq_bridge.queue_names(connection) if q.endswith(suffix)]

@@ -1,0 +1,60 @@
+"""What operators and supervisors read: ``GET /health`` (the process is up; touches nothing),
+``GET /ready`` (Redis answers and a live worker serves the default model), ``GET /fleet``
+(live workers and queue depths, for the web page and ``mlxq status``), ``GET /fleet/history``
+(the same figures over the last 15 minutes, for the page's charts) and ``GET /metrics``
+(Prometheus)."""
+
+import asyncio
+
+import redis
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import RedisDep, SettingsDep
+from shared.fleet_view import live_models, snapshot
+from shared.history import read_history
+
+router = APIRouter(tags=["fleet"])
+
+
+@router.head("/health", include_in_schema=False)  # load balancers probe with HEAD
+@router.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/ready", responses={503: {"description": "Not ready, with the reason"}})
+async def ready(connection: RedisDep, settings: SettingsDep) -> JSONResponse:
+    try:
+        served = await asyncio.to_thread(live_models, connection)
+    except redis.RedisError as exc:
+        return _not_ready(f"Redis is unreachable: {exc}")
+    workers = served.get(settings.model, 0)
+    if workers == 0:
+        return _not_ready(f"No live worker serves the default model {settings.model!r}.")
+    return JSONResponse({"status": "ready", "model": settings.model, "workers": workers})
+
+
+def _not_ready(reason: str) -> JSONResponse:
+    return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+
+
+@router.get("/fleet")
+async def fleet(connection: RedisDep) -> dict:
+    return await asyncio.to_thread(snapshot, connection)
+
+
+@router.get("/fleet/history")
+async def fleet_history(connection: RedisDep) -> dict:
+    """Aligned series, one point per step (see shared/history.py), ``null`` where a step has
+    no figure: per worker tokens/s and busy slots, per queue depth, and fleet-wide requests/s
+    and median time to first token."""
+    return await asyncio.to_thread(read_history, connection)
+
+
+@router.get("/metrics", response_class=Response, tags=["metrics"])
+async def metrics(request: Request) -> Response:
+    registry = request.app.state.metrics.registry
+    body = await asyncio.to_thread(generate_latest, registry)  # reads Redis: not on the loop
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
