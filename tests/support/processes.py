@@ -1,4 +1,5 @@
-"""Real mlxq processes for tests: ``python -m mlxq_cli api|worker``, free ports, bounded waits.
+"""Real mlxq processes for tests: ``python -m mlxq_cli api|worker`` (or an installed ``mlxq``
+script), free ports, bounded waits.
 
 Nothing here imports pytest: bench/procs.py uses ``free_port`` and ``wait_until`` too.
 """
@@ -8,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import httpx
@@ -38,21 +39,33 @@ def wait_until(
     raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
 
 
-class Processes:
-    """Starts ``mlxq`` subcommands as real processes and stops them after the test."""
+def without_pythonpath(env: Mapping[str, str]) -> dict[str, str]:
+    """``env`` less ``PYTHONPATH``: a process started with it imports what is installed."""
+    return {name: value for name, value in env.items() if name != "PYTHONPATH"}
 
-    def __init__(self, tmp_path: Path) -> None:
+
+class Processes:
+    """Starts ``mlxq`` subcommands as real processes and stops them after the test.
+
+    By default they run this checkout's code (``python -m mlxq_cli`` in the repository root,
+    ``PYTHONPATH`` set to it). With ``program`` (an installed ``mlxq`` script) they run in
+    ``tmp_path`` with ``PYTHONPATH`` unset, so they import only what was installed."""
+
+    def __init__(self, tmp_path: Path, program: Path | None = None) -> None:
         self._tmp_path = tmp_path
+        self._program = program
         self._started: list[subprocess.Popen] = []
 
     def start(self, command: str, env: dict[str, str]) -> subprocess.Popen:
         log = open(self._tmp_path / f"{command}-{len(self._started)}.log", "w")  # noqa: SIM115
+        if self._program is None:
+            argv = [sys.executable, "-m", "mlxq_cli", command]
+            cwd, base_env = ROOT, {**os.environ, "PYTHONPATH": str(ROOT)}
+        else:
+            argv = [str(self._program), command]
+            cwd, base_env = self._tmp_path, without_pythonpath(os.environ)
         process = subprocess.Popen(
-            [sys.executable, "-m", "mlxq_cli", command],
-            cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT), **env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            argv, cwd=cwd, env={**base_env, **env}, stdout=log, stderr=subprocess.STDOUT
         )
         process.log_path = log.name  # type: ignore[attr-defined]
         self._started.append(process)
