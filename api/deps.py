@@ -6,6 +6,7 @@ import redis
 import redis.asyncio as aioredis
 from fastapi import Depends, Request
 
+from api.core.respond import JobExchange
 from api.core.runner import JobRunner
 from shared.settings import Settings
 
@@ -26,9 +27,16 @@ def _async_redis(request: Request) -> aioredis.Redis:
     return request.app.state.async_redis
 
 
+def _job_exchange(request: Request) -> JobExchange:
+    state = request.app.state
+    return JobExchange(request, state.runner, state.settings, state.redis)
+
+
 SettingsDep = Annotated[Settings, Depends(_settings)]
 RunnerDep = Annotated[JobRunner, Depends(_runner)]
 RedisDep = Annotated[redis.Redis, Depends(_redis)]
 """A synchronous client, for fleet queries run in a thread (shared/fleet_view.py)."""
 AsyncRedisDep = Annotated[aioredis.Redis, Depends(_async_redis)]
 """The API's asyncio client (files and batches)."""
+JobExchangeDep = Annotated[JobExchange, Depends(_job_exchange)]
+"""What a route that runs a job needs (api/core/respond.py)."""

@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 CATCH_UP_AFTER_S = 5.0
 """Silence after which a waiter re-reads its job's stream, in case pub/sub lost a message."""
+CLOSE_WAIT_S = 2.0
+"""On shutdown, how long the hub waits for its last unsubscribes."""
 READ_TIMEOUT_S = 1.0
 """One wait of the hub's reader; it loops, so this only bounds how late a close is seen."""
 
@@ -47,6 +49,8 @@ class EventHub:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
+        if self._background:  # unsubscribes of requests that ended just now
+            await asyncio.wait(self._background, timeout=CLOSE_WAIT_S)
         with contextlib.suppress(RedisError, RuntimeError):
             await self._pubsub.aclose()
         await self._client.aclose()

@@ -8,14 +8,17 @@ gave it.
 """
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+import redis
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from api.core.disconnect import unless_disconnected
 from api.core.frames import JobStream, StreamRenderer, StreamResponse, frames
+from api.core.models import resolve_model
 from api.core.runner import JobRunner
 from shared.schemas import DoneEvent, JobEvent, JobRequest
 from shared.settings import Settings
@@ -66,3 +69,38 @@ async def respond(
     return StreamResponse(
         frames(stream, renderer), settings.stream_write_timeout, renderer.media_type
     )
+
+
+@dataclass(frozen=True)
+class JobExchange:
+    """One HTTP request that runs a job, with what its route needs from the app: the model
+    names it may use, and the response skeleton above. Routes take it as a dependency
+    (api/deps.py: ``JobExchangeDep``)."""
+
+    http_request: Request
+    runner: JobRunner
+    settings: Settings
+    fleet: redis.Redis
+    """A synchronous client, for the fleet queries (run in a thread)."""
+
+    async def model(self, name: str) -> str:
+        """The served model id ``name`` stands for, or ModelNotFound (404)."""
+        return await resolve_model(self.fleet, self.settings, name)
+
+    async def respond(
+        self,
+        request: JobRequest,
+        *,
+        answer: Answer,
+        renderer: StreamRenderer | None = None,
+        watch: Watch | None = None,
+    ) -> Response:
+        return await respond(
+            self.http_request,
+            self.runner,
+            request,
+            self.settings,
+            answer=answer,
+            renderer=renderer,
+            watch=watch,
+        )

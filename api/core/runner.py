@@ -40,6 +40,8 @@ RESULT_GRACE_S = 5.0
 TAKEN_CHECK_S = 2.0
 """While a job waits, how often the API checks that it is queued or started (not stuck in
 the hands of a worker that stalled, not lost by Redis)."""
+CLOSE_WAIT_S = 2.0
+"""On shutdown, how long cancellations under way may take to reach Redis."""
 SUSPECT_TTL_S = 30
 """A job seen taken-but-not-started is put back when the next check sees it so again."""
 
@@ -121,6 +123,11 @@ class JobRunner:
         finally:
             if not finished:
                 self._cancel_later(placed, job_id, enqueue)
+
+    async def aclose(self) -> None:
+        """On shutdown: let the cancellations under way reach Redis (bounded)."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=CLOSE_WAIT_S)
 
     async def run(
         self,

@@ -1,4 +1,4 @@
-"""``api.submit.JobSubmitter``: enqueueing, the fleet-wide queue bound, withdrawing and
+"""``api.core.submitter.JobSubmitter``: enqueueing, the fleet-wide queue bound, withdrawing and
 cancelling, against the test's real Redis. No process, no worker: a "worker taking a job"
 is the job id leaving the queue's list, as RQ's dequeue leaves it."""
 

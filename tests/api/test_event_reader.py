@@ -1,4 +1,5 @@
-"""``api.events.JobEvents``: one job's events in order, each once, whatever pub/sub delivered.
+"""``api.core.event_hub.JobEvents``: one job's events in order, each once, whatever pub/sub
+delivered.
 
 Pub/sub is played by hand (the test puts messages in the reader's inbox); the job's durable
 stream is real, in the test's Redis, written with ``shared.protocol.add_event`` as workers

@@ -1,12 +1,10 @@
 """``POST /v1/messages`` and ``POST /v1/messages/count_tokens``: Anthropic's Messages API."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from api.core.error_handlers import ERROR_STATUSES
-from api.core.models import resolve_model
-from api.core.respond import respond
-from api.deps import RedisDep, RunnerDep, SettingsDep
+from api.deps import JobExchangeDep
 from api.dialects.anthropic.answers import STREAM_EVENTS, AnthropicError, MessageOut, TokenCount
 from api.dialects.anthropic.render import MessageStream, message
 from api.dialects.anthropic.schemas import CountTokensRequest, MessagesRequest
@@ -42,46 +40,28 @@ _COUNT_RESPONSES: dict[int | str, dict] = {200: {"model": TokenCount}, **_ERRORS
 
 
 @router.post("/messages", response_model=None, responses=_MESSAGE_RESPONSES)
-async def messages(
-    body: MessagesRequest,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
-    model = await resolve_model(redis, settings, body.model)
-    request = messages_request(body, settings, model)
+async def messages(body: MessagesRequest, job: JobExchangeDep) -> Response:
+    model = await job.model(body.model)
+    request = messages_request(body, job.settings, model)
     message_id = f"msg_{request.request_id}"
-    return await respond(
-        http_request,
-        runner,
+    return await job.respond(
         request,
-        settings,
         answer=lambda done: message(message_id, body.model, done),
         renderer=MessageStream(message_id, body.model),
     )
 
 
 @router.post("/messages/count_tokens", response_model=None, responses=_COUNT_RESPONSES)
-async def count_tokens(
-    body: CountTokensRequest,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
+async def count_tokens(body: CountTokensRequest, job: JobExchangeDep) -> Response:
     """The prompt's length in tokens, as the model's tokenizer and chat template make it.
 
     The API has no tokenizer (it never imports MLX), so this runs the prompt as a greedy
     one-token generation on a worker and reports its prompt tokens. Its cost is that of a
     request: a place in the queue and the prompt's prefill (then kept in the worker's prefix
     cache, so the request that follows with the same prompt prefills little)."""
-    model = await resolve_model(redis, settings, body.model)
-    request = count_tokens_request(body, settings, model)
-    return await respond(
-        http_request,
-        runner,
+    model = await job.model(body.model)
+    request = count_tokens_request(body, job.settings, model)
+    return await job.respond(
         request,
-        settings,
         answer=lambda done: TokenCount(input_tokens=done.prompt_tokens),
     )

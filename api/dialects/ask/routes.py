@@ -1,13 +1,11 @@
 """``POST /ask``: the seed contract, answered whole or streamed."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
 from api.core.error_handlers import ERROR_STATUSES
-from api.core.models import resolve_model
 from api.core.neutral import generation_request
-from api.core.respond import respond
-from api.deps import RedisDep, RunnerDep, SettingsDep
+from api.deps import JobExchangeDep
 from api.dialects.ask.render import AskStream
 from api.dialects.ask.schemas import AskRequest, AskResponse, ErrorBody
 from shared.schemas import ChatMessage
@@ -35,27 +33,18 @@ _RESPONSES: dict[int | str, dict] = {
 
 
 @router.post("/ask", response_model=AskResponse, responses=_RESPONSES)
-async def ask(
-    body: AskRequest,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
-    model = await resolve_model(redis, settings, body.model or settings.model)
+async def ask(body: AskRequest, job: JobExchangeDep) -> Response:
+    model = await job.model(body.model or job.settings.model)
     request = generation_request(
-        settings,
+        job.settings,
         model=model,
         messages=[ChatMessage(role="user", content=body.question)],
         max_tokens=body.max_tokens,
         stream=body.stream,
         timeout=body.timeout,
     )
-    return await respond(
-        http_request,
-        runner,
+    return await job.respond(
         request,
-        settings,
         answer=lambda done: AskResponse(answer=done.text),
         renderer=AskStream(),
     )

@@ -4,14 +4,13 @@ and ``/api/embeddings``. Answers stream as newline-delimited JSON unless ``"stre
 
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from api.core.frames import NDJSON_MEDIA_TYPE
-from api.core.models import resolve_model
 from api.core.neutral import embedding_request
-from api.core.respond import respond
-from api.deps import RedisDep, RunnerDep, SettingsDep
+from api.core.respond import JobExchange
+from api.deps import JobExchangeDep
 from api.dialects.ollama.answers import (
     ERROR_RESPONSES,
     OllamaChatResponse,
@@ -44,20 +43,14 @@ def _stream_doc(model: type, what: str) -> dict:
     response_model=None,
     responses={200: _stream_doc(OllamaChatResponse, "The answer"), **ERROR_RESPONSES},
 )
-async def chat(
-    body: OllamaChatRequest,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
+async def chat(body: OllamaChatRequest, job: JobExchangeDep) -> Response:
     received = time.perf_counter_ns()
-    model = await resolve_model(redis, settings, body.model)
+    model = await job.model(body.model)
     shape = ChatShape(body.model)
     if not body.messages:
         return JSONResponse(shape.loaded())
-    request = chat_request(body, settings, model)
-    return await _answer(http_request, runner, settings, request, shape, Clock(received))
+    request = chat_request(body, job.settings, model)
+    return await _answer(job, request, shape, Clock(received))
 
 
 @router.post(
@@ -65,38 +58,24 @@ async def chat(
     response_model=None,
     responses={200: _stream_doc(OllamaGenerateResponse, "The completion"), **ERROR_RESPONSES},
 )
-async def generate(
-    body: OllamaGenerateRequest,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
+async def generate(body: OllamaGenerateRequest, job: JobExchangeDep) -> Response:
     received = time.perf_counter_ns()
-    model = await resolve_model(redis, settings, body.model)
+    model = await job.model(body.model)
     shape = GenerateShape(body.model)
     if not body.prompt:
         return JSONResponse(shape.loaded())
-    request = generate_request(body, settings, model)
-    return await _answer(http_request, runner, settings, request, shape, Clock(received))
+    request = generate_request(body, job.settings, model)
+    return await _answer(job, request, shape, Clock(received))
 
 
 async def _answer(
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    request: GenerationRequest,
-    shape: Shape,
-    clock: Clock,
+    job: JobExchange, request: GenerationRequest, shape: Shape, clock: Clock
 ) -> Response:
     def whole(done: DoneEvent) -> dict:
         return shape.final(done, clock, whole=True)
 
-    return await respond(
-        http_request,
-        runner,
+    return await job.respond(
         request,
-        settings,
         answer=whole,
         renderer=OllamaLines(shape, clock),
         watch=clock.see,
@@ -104,20 +83,18 @@ async def _answer(
 
 
 @router.post("/embed", response_model=None, responses=ERROR_RESPONSES)
-async def embed(
-    body: OllamaEmbedBody,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
+async def embed(body: OllamaEmbedBody, job: JobExchangeDep) -> Response:
     """A vector per input, from an embedding worker; inputs too long are cut to the model's
     limit unless ``truncate`` is false (Ollama's default is true)."""
     received = time.perf_counter_ns()
-    model = await resolve_model(redis, settings, body.model)
+    model = await job.model(body.model)
     inputs: list[str | list[int]] = [body.input] if isinstance(body.input, str) else [*body.input]
     request = embedding_request(
-        settings, model=model, inputs=inputs, truncate=body.truncate, dimensions=body.dimensions
+        job.settings,
+        model=model,
+        inputs=inputs,
+        truncate=body.truncate,
+        dimensions=body.dimensions,
     )
 
     def answer(done: DoneEvent) -> dict:
@@ -129,23 +106,17 @@ async def embed(
             "prompt_eval_count": done.prompt_tokens,
         }
 
-    return await respond(http_request, runner, request, settings, answer=answer)
+    return await job.respond(request, answer=answer)
 
 
 @router.post("/embeddings", response_model=None, responses=ERROR_RESPONSES)
-async def embeddings(
-    body: OllamaEmbeddingsBody,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
+async def embeddings(body: OllamaEmbeddingsBody, job: JobExchangeDep) -> Response:
     """Ollama's older route: one prompt, one vector (truncated to the model's limit, as
     Ollama does)."""
-    model = await resolve_model(redis, settings, body.model)
-    request = embedding_request(settings, model=model, inputs=[body.prompt], truncate=True)
+    model = await job.model(body.model)
+    request = embedding_request(job.settings, model=model, inputs=[body.prompt], truncate=True)
 
     def answer(done: DoneEvent) -> dict:
         return {"embedding": (done.embeddings or [[]])[0]}
 
-    return await respond(http_request, runner, request, settings, answer=answer)
+    return await job.respond(request, answer=answer)

@@ -1,12 +1,11 @@
 """OpenAI's routes: ``POST /v1/chat/completions``, ``/v1/completions`` (streamed or not),
 ``/v1/embeddings``, and ``GET /v1/models`` (ids may contain "/", as Hugging Face repo ids do)."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.core.models import LATEST_TAG, model_id, resolve_model, served_models
-from api.core.respond import respond
-from api.deps import RedisDep, RunnerDep, SettingsDep
+from api.core.models import LATEST_TAG, model_id, served_models
+from api.deps import JobExchangeDep, RedisDep, SettingsDep
 from api.dialects.openai.answers import (
     ERROR_RESPONSES,
     SSE_RESPONSE,
@@ -41,19 +40,13 @@ router = APIRouter(prefix="/v1", tags=["openai"])
     response_model=None,
     responses={200: {"model": ChatCompletion, **SSE_RESPONSE}, **ERROR_RESPONSES},
 )
-async def chat_completions(
-    body: ChatCompletionRequest,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
-    model = await resolve_model(redis, settings, body.model)
-    request = chat_request(body, settings, model)
+async def chat_completions(body: ChatCompletionRequest, job: JobExchangeDep) -> Response:
+    model = await job.model(body.model)
+    request = chat_request(body, job.settings, model)
     header = ResponseHeader("chatcmpl", request.request_id, body.model)
     stream = OpenAIStream(header, ChatRenderer(request.n), body.include_usage)
     answer = chat_answer(body, request)
-    return await respond(http_request, runner, request, settings, answer=answer, renderer=stream)
+    return await job.respond(request, answer=answer, renderer=stream)
 
 
 @router.post(
@@ -61,35 +54,21 @@ async def chat_completions(
     response_model=None,
     responses={200: {"model": Completion, **SSE_RESPONSE}, **ERROR_RESPONSES},
 )
-async def completions(
-    body: CompletionRequest,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
-    model = await resolve_model(redis, settings, body.model)
-    request = completion_request(body, settings, model)
+async def completions(body: CompletionRequest, job: JobExchangeDep) -> Response:
+    model = await job.model(body.model)
+    request = completion_request(body, job.settings, model)
     header = ResponseHeader("cmpl", request.request_id, body.model)
     stream = OpenAIStream(header, CompletionRenderer(), body.include_usage)
     answer = completion_answer(body, request)
-    return await respond(http_request, runner, request, settings, answer=answer, renderer=stream)
+    return await job.respond(request, answer=answer, renderer=stream)
 
 
 @router.post("/embeddings", response_model=None, responses=ERROR_RESPONSES)
-async def embeddings(
-    body: EmbeddingsBody,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
+async def embeddings(body: EmbeddingsBody, job: JobExchangeDep) -> Response:
     """A vector per input, from an embedding worker."""
-    model = await resolve_model(redis, settings, body.model)
-    request = embeddings_request(body, settings, model)
-    return await respond(
-        http_request, runner, request, settings, answer=lambda done: embeddings_answer(body, done)
-    )
+    model = await job.model(body.model)
+    request = embeddings_request(body, job.settings, model)
+    return await job.respond(request, answer=lambda done: embeddings_answer(body, done))
 
 
 _LIST_RESPONSES: dict[int | str, dict] = {

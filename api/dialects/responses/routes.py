@@ -1,11 +1,9 @@
 """``POST /v1/responses``: OpenAI's Responses API, stateless, streamed or not."""
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.core.models import resolve_model
-from api.core.respond import respond
-from api.deps import RedisDep, RunnerDep, SettingsDep
+from api.deps import JobExchangeDep
 from api.dialects.openai.answers import ERROR_RESPONSES
 from api.dialects.responses.answers import ResponseObject
 from api.dialects.responses.render import ResponseShape
@@ -35,21 +33,12 @@ _SSE = {
     response_model=None,
     responses={200: {"model": ResponseObject, **_SSE}, **ERROR_RESPONSES},
 )
-async def create_response(
-    body: ResponseRequest,
-    http_request: Request,
-    runner: RunnerDep,
-    settings: SettingsDep,
-    redis: RedisDep,
-) -> Response:
-    model = await resolve_model(redis, settings, body.model)
-    request = responses_request(body, settings, model)
+async def create_response(body: ResponseRequest, job: JobExchangeDep) -> Response:
+    model = await job.model(body.model)
+    request = responses_request(body, job.settings, model)
     shape = ResponseShape(body, request.request_id)
-    return await respond(
-        http_request,
-        runner,
+    return await job.respond(
         request,
-        settings,
         answer=shape.answer,
         renderer=ResponseEvents(shape),
     )
