@@ -42,16 +42,15 @@ from shared.errors import (
     JobTimedOut,
     MlxqError,
 )
-from shared.jobs import ALLOWED_FUNCTIONS, EMBED_FUNCTION
+from shared.job_functions import (
+    ALLOWED_FUNCTIONS,
+    UnreadableJob,
+    is_mlxq_job,
+    read_job_request,
+)
 from shared.keys import batch_lane_name, is_batch_lane, worker_queue_name
 from shared.rq_bridge import ConcurrentWorkerBase, release_queue
-from shared.schemas import (
-    EmbeddingRequest,
-    ErrorEvent,
-    GenerationRequest,
-    JobRequest,
-    StartedEvent,
-)
+from shared.schemas import ErrorEvent, JobRequest, StartedEvent
 from worker.engine_api import Engine, EngineRequest, PrefixCacheReport
 from worker.lanes import LaneSlots
 from worker.reporter import Outbox, Reporter, RunningJob
@@ -346,11 +345,7 @@ class BatchingWorker(ConcurrentWorkerBase):
             log.error("could not start a job", exc_info=future.exception())
 
     def _prepare_and_start(self, job: Job, job_queue: Queue) -> None:
-        try:
-            foreign = job.func_name not in ALLOWED_FUNCTIONS
-        except Exception:  # a payload that does not even deserialize (say, a pickle)
-            foreign = True
-        if foreign:
+        if not is_mlxq_job(job):
             self._refuse_foreign(job, job_queue)
             return
         if not self._claim(job):
@@ -469,11 +464,10 @@ class BatchingWorker(ConcurrentWorkerBase):
 
     def _read_request(self, job: Job) -> JobRequest:
         """The job's request, of the kind its function names (generation or embedding)."""
-        kind = EmbeddingRequest if job.func_name == EMBED_FUNCTION else GenerationRequest
         try:
-            request: JobRequest = kind.model_validate(job.kwargs["request"])
-        except Exception as exc:
-            raise InvalidRequest(f"Malformed job payload: {exc}") from exc
+            request = read_job_request(job)
+        except UnreadableJob as exc:
+            raise InvalidRequest(f"Malformed job payload: {exc}.") from exc
         if time.time() > request.deadline:
             raise JobTimedOut("The request's deadline passed while it waited in the queue.")
         return request

@@ -12,7 +12,7 @@ from rq.queue import Queue
 
 from shared import protocol
 from shared.errors import QueueFull
-from shared.jobs import EMBED_FUNCTION, GENERATE_FUNCTION
+from shared.job_functions import function_for
 from shared.keys import batch_lane_name, queue_name_for_model, shared_queue_of, worker_queue_name
 from shared.routing import prefix_hashes
 from shared.rq_bridge import EnqueueRecorder, move_queued_job, pushed_queue_length, queue_key
@@ -41,7 +41,7 @@ class JobSubmitter:
         own queue of the worker that holds the longest prefix of its conversation. An
         embedding job has no conversation to route by: it goes to the shared queue. A line
         of a batch goes to the model's batch lane, which workers serve last."""
-        function = EMBED_FUNCTION if isinstance(request, EmbeddingRequest) else GENERATE_FUNCTION
+        function = function_for(request)
         if batch_lane:
             placement = batch_lane_name(self.queue_name(request.model))
         elif isinstance(request, EmbeddingRequest):

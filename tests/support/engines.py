@@ -8,8 +8,8 @@ import os
 import threading
 import time
 
-from shared.errors import Cancelled, GenerationFailed, JobTimedOut
-from shared.schemas import GenerationRequest
+from shared.errors import Cancelled, GenerationFailed, InvalidRequest, JobTimedOut
+from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
 from shared.settings import Settings
 from worker.engine_api import EngineRequest, Failed, Finished, PrefixCacheReport, TokenOutput
 
@@ -149,3 +149,73 @@ class TinyContextEngine:
 
     def __getattr__(self, name: str):
         return getattr(self._echo, name)  # submit, cancel, start, stop and the counters
+
+
+class SlowEmbeddingEngine:
+    """Answers each embedding job MLXQ_TEST_EMBED_S seconds (default 4) after it arrives, with
+    a 3-dimensional vector per input; many jobs are in flight at once. Cancellations and
+    deadlines are checked every 0.05 s. Generation jobs are refused, as a real embedding
+    engine refuses them."""
+
+    context_length = None
+
+    def __init__(self, settings: Settings, emit) -> None:
+        self.model_id = settings.model
+        self._emit = emit
+        self._seconds = float(os.environ.get("MLXQ_TEST_EMBED_S", "4"))
+        self._jobs: dict[str, tuple[EngineRequest, float]] = {}
+        self._cancelled: set[str] = set()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self.peak_batch_size = 0
+        self.generated_tokens = 0
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def prepare(self, job_id: str, request: JobRequest, timeout_s: float) -> EngineRequest:
+        if not isinstance(request, EmbeddingRequest):
+            raise InvalidRequest(f"The model {self.model_id!r} computes embeddings.")
+        count = len(request.inputs)
+        return EngineRequest(
+            job_id, request, [[]] * count, [0] * count, time.monotonic() + timeout_s
+        )
+
+    def submit(self, request: EngineRequest) -> None:
+        with self._lock:
+            self._jobs[request.job_id] = (request, time.monotonic() + self._seconds)
+            self.peak_batch_size = max(self.peak_batch_size, len(self._jobs))
+
+    def cancel(self, job_id: str) -> None:
+        with self._lock:
+            self._cancelled.add(job_id)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stopping.wait(0.05):
+            now = time.monotonic()
+            with self._lock:
+                cancelled, self._cancelled = self._cancelled, set()
+                due = [
+                    (job_id, request, ready_at)
+                    for job_id, (request, ready_at) in self._jobs.items()
+                    if job_id in cancelled or now >= min(ready_at, request.timeout_at)
+                ]
+                for job_id, _, _ in due:
+                    del self._jobs[job_id]
+            for job_id, request, ready_at in due:
+                self._emit(self._answer(job_id, request, ready_at, job_id in cancelled, now))
+
+    def _answer(
+        self, job_id: str, request: EngineRequest, ready_at: float, cancelled: bool, now: float
+    ):
+        if cancelled:
+            return Failed(job_id, Cancelled("The client went away."))
+        if now < ready_at:
+            return Failed(job_id, JobTimedOut("The request's time limit passed while embedding."))
+        vectors = [[1.0, 0.0, 0.0] for _ in request.prompts]
+        return Finished(job_id, [], len(request.prompts), embeddings=vectors)

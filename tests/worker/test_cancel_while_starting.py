@@ -8,7 +8,7 @@ import pytest
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from shared.jobs import GENERATE_FUNCTION
+from shared.job_functions import GENERATE_FUNCTION
 from shared.redis_clients import worker_client
 from shared.schemas import ChatMessage, GenerationRequest
 from worker.engine_api import EngineRequest
