@@ -390,7 +390,7 @@ class BatchingWorker(ConcurrentWorkerBase):
         except redis.RedisError as exc:  # down, or full and refusing writes
             log.error("job %s: Redis failed while starting it (%s)", job.id, exc)
             if running.execution is not None:
-                self.executions.pop(running.execution.id, None)
+                self.undo_start(running.execution)
             self._tell_redis_failed(job.id, exc)
             self._free_slot(job.id)
             return False

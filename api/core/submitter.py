@@ -7,7 +7,6 @@ exactly as RQ writes them.
 """
 
 import redis.asyncio as aioredis
-from rq.job import Job
 from rq.queue import Queue
 
 from shared import protocol
@@ -15,7 +14,12 @@ from shared.errors import QueueFull
 from shared.job_functions import function_for
 from shared.keys import batch_lane_name, queue_name_for_model, shared_queue_of, worker_queue_name
 from shared.routing import prefix_hashes
-from shared.rq_bridge import EnqueueRecorder, move_queued_job, pushed_queue_length, queue_key
+from shared.rq_bridge import (
+    EnqueueRecorder,
+    move_queued_job,
+    pushed_queue_length,
+    withdraw_queued_job,
+)
 from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
 from shared.settings import Settings
 
@@ -97,10 +101,7 @@ class JobSubmitter:
 
     async def withdraw(self, queue_name: str, job_id: str) -> bool:
         """Take a job back out of its queue; False when a worker has already taken it."""
-        removed = await self._connection.lrem(queue_key(queue_name), 1, job_id)
-        if removed:
-            await self._connection.delete(Job.key_for(job_id))
-        return bool(removed)
+        return bool(await self._connection.eval(*withdraw_queued_job(job_id, queue_name)))
 
     async def to_shared_queue(self, queue_name: str, job_id: str) -> bool:
         """A job that waited too long in a worker's own queue goes to the front of the

@@ -22,7 +22,7 @@ from rq.queue import Queue
 
 from shared import protocol, rq_bridge
 from shared.errors import ErrorCode
-from shared.fleet_view import live_models
+from shared.fleet_view import serving_models
 from shared.job_functions import UnreadableJob, read_job_request
 from shared.keys import worker_queue_name
 from shared.schemas import ErrorEvent, JobEvent, TokenEvent
@@ -33,8 +33,6 @@ MAX_ATTEMPTS = 2
 """A job runs at most twice: once, and once more after its worker died."""
 REAPED_MARK_TTL_S = 86400
 """How long a reaped worker's mark waits for it to wake (a Mac may sleep overnight)."""
-ATTEMPTS_FIELD = "mlxq_attempts"
-"""Field in RQ's job hash counting the retries mlxq made (RQ's own fields are untouched)."""
 
 
 @dataclass(frozen=True)
@@ -114,8 +112,8 @@ def _recover(connection: redis.Redis, job_id: str, worker: str, event_ttl_s: int
         reason = f"its request could not be read ({exc})"
         _fail(connection, job, queue, _lost(worker, reason), protocol.next_seq(events), event_ttl_s)
         return
-    attempts = int(connection.hget(job.key, ATTEMPTS_FIELD) or 1)
-    decision = decide(attempts, events, request.model in live_models(connection))
+    attempts = rq_bridge.runs_so_far(connection, job)
+    decision = decide(attempts, events, request.model in serving_models(connection))
     if decision.action == "retry":
         _retry(connection, job, queue, attempts + 1)
     else:
@@ -149,9 +147,8 @@ def _tell_lost(
 def _retry(connection: redis.Redis, job: Job, queue: Queue, attempt: int) -> None:
     log.warning("job %s: retrying on another worker", job.id)
     with connection.pipeline() as pipeline:
-        pipeline.hset(job.key, ATTEMPTS_FIELD, attempt)
         protocol.add_release_job(pipeline, job.id)  # the next worker to take it runs it
-        rq_bridge.add_requeue_at_front(pipeline, job, queue)
+        rq_bridge.add_requeue_at_front(pipeline, job, queue, attempt)
         pipeline.execute()
 
 

@@ -10,13 +10,14 @@ from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from api.fleet.reaper import ATTEMPTS_FIELD, MAX_ATTEMPTS, decide, reap
-from shared import protocol, rq_bridge
+from api.fleet.reaper import MAX_ATTEMPTS, decide, reap
+from shared import fleet_view, protocol, rq_bridge
 from shared.errors import ErrorCode
 from shared.job_functions import EMBED_FUNCTION, GENERATE_FUNCTION
 from shared.keys import queue_name_for_model, worker_queue_name
@@ -86,9 +87,13 @@ def queue(connection: redis.Redis) -> Queue:
     return Queue(name, connection=connection, serializer=JSONSerializer)
 
 
-def heartbeat(connection: redis.Redis, name: str, seconds_ago: float = 0) -> None:
+def heartbeat(
+    connection: redis.Redis, name: str, seconds_ago: float = 0, suspended: bool = False
+) -> None:
     """A worker as the fleet sees it: its stats and its last beat, ``seconds_ago``."""
-    stats = protocol.WorkerStats(model=DEMO_MODEL_ID, queues=[queue_name_for_model(DEMO_MODEL_ID)])
+    stats = protocol.WorkerStats(
+        model=DEMO_MODEL_ID, queues=[queue_name_for_model(DEMO_MODEL_ID)], suspended=suspended
+    )
     with connection.pipeline() as pipeline:
         protocol.add_heartbeat(pipeline, name, stats, ttl_s=EVENT_TTL_S, running=[])
         pipeline.execute()
@@ -130,7 +135,7 @@ def test_a_dead_workers_job_goes_back_to_the_front_of_its_queue(
     assert reap(connection, EVENT_TTL_S) == [DEAD]
 
     assert queue.get_job_ids() == [running.id, waiting.id]  # at the front: it waited already
-    assert connection.hget(running.key, ATTEMPTS_FIELD) == b"2"
+    assert rq_bridge.runs_so_far(connection, running) == 2
     assert Job.fetch(running.id, connection, serializer=JSONSerializer).get_status() == "queued"
     assert queue.started_job_registry.get_job_ids() == []
     assert protocol.running_jobs(connection, DEAD) == []
@@ -156,6 +161,39 @@ def test_a_dead_workers_job_with_no_other_worker_fails_and_its_client_is_told(
     assert isinstance(last, ErrorEvent)
     assert last.seq == 1 and last.code == ErrorCode.WORKER_LOST
     assert DEAD in last.message and "no other live worker serves its model" in last.message
+
+
+def test_a_suspended_worker_does_not_serve_its_model(connection: redis.Redis, queue: Queue) -> None:
+    """One rule: a suspended worker takes no job, so a dead worker's job is not retried for
+    it (it would wait there until its deadline); the model is still listed as loaded."""
+    heartbeat(connection, DEAD, seconds_ago=60)
+    heartbeat(connection, LIVE, suspended=True)
+    job = enqueue(queue)
+    start(connection, queue, job, DEAD)
+    protocol.publish_event(connection, job.id, STARTED, EVENT_TTL_S)
+
+    assert fleet_view.serving_models(connection) == {}
+    assert fleet_view.loaded_models(connection) == {DEMO_MODEL_ID: 1}
+    assert reap(connection, EVENT_TTL_S) == [DEAD]
+
+    assert queue.get_job_ids() == []
+    *_, last = protocol.read_events(connection, job.id)
+    assert isinstance(last, ErrorEvent) and last.code == ErrorCode.WORKER_LOST
+    assert "no other live worker serves its model" in last.message
+
+
+@pytest.mark.anyio
+async def test_serves_model_asks_the_same_question_on_redis_asyncio(
+    connection: redis.Redis, redis_url: str, anyio_backend: str
+) -> None:
+    async_connection = aioredis.Redis.from_url(redis_url)
+    heartbeat(connection, LIVE, suspended=True)
+    assert not await fleet_view.serves_model(async_connection, DEMO_MODEL_ID)
+    heartbeat(connection, LIVE)
+    assert await fleet_view.serves_model(async_connection, DEMO_MODEL_ID)
+    assert fleet_view.serving_models(connection) == {DEMO_MODEL_ID: 1}
+    assert not await fleet_view.serves_model(async_connection, "another-model")
+    await async_connection.aclose()
 
 
 # -- a job the reaper cannot read strands nothing ---------------------------------------------
