@@ -12,6 +12,7 @@ from rq.serializers import JSONSerializer
 
 from shared.redis_clients import worker_client
 from shared.settings import DEMO_EMBEDDING_MODEL_ID, Settings, get_settings, without_password
+from worker.config import WorkerConfig
 from worker.cpu_backend import load_fast_blas
 from worker.engine_api import Emit, Engine, EngineFactory
 from worker.errors import ModelLoadError
@@ -55,7 +56,16 @@ def engine_name(settings: Settings) -> str:
 
 
 def build_engine(settings: Settings, emit: Emit) -> Engine:
-    return engine_factory(engine_name(settings))(settings, emit)
+    """The engine MLXQ_ENGINE names, refused at start-up when it lacks a member of the
+    protocol (an engine subclasses ``Engine`` for the defaults of its optional abilities)."""
+    name = engine_name(settings)
+    engine = engine_factory(name)(settings, emit)
+    if not isinstance(engine, Engine):
+        raise ModelLoadError(
+            f"MLXQ_ENGINE={name!r} is not an engine: subclass worker.engine_api.Engine "
+            "(it lacks some of its members)."
+        )
+    return engine
 
 
 def connect(settings: Settings) -> redis.Redis:
@@ -78,17 +88,11 @@ def build_worker(settings: Settings) -> BatchingWorker:
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     return BatchingWorker(
         [queue],
-        connection=connection,
-        serializer=JSONSerializer,
         engine=engine,
         outbox=outbox,
-        concurrency=settings.worker_concurrency,
-        event_ttl_s=settings.event_ttl,
-        job_timeout_s=settings.job_timeout,
-        drain_timeout_s=settings.drain_timeout,
-        refused_ttl_s=settings.refused_ttl,
-        log_content=settings.log_content,
-        batch_slots=settings.batch_slot_limit,
+        config=WorkerConfig.from_settings(settings),
+        connection=connection,
+        serializer=JSONSerializer,
     )
 
 
