@@ -15,10 +15,10 @@ from shared.settings import DEMO_EMBEDDING_MODEL_ID, Settings, get_settings, wit
 from worker.config import WorkerConfig
 from worker.cpu_backend import load_fast_blas
 from worker.engine_api import Emit, Engine, EngineFactory
-from worker.errors import ModelLoadError
 from worker.model import is_bert_folder
 from worker.reporter import Outbox
 from worker.rq_worker import BatchingWorker
+from worker.startup_error import StartupError
 
 log = logging.getLogger("mlxq.worker")
 
@@ -41,7 +41,7 @@ def engine_factory(name: str) -> EngineFactory:
     try:
         factory: EngineFactory = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ModelLoadError(f"MLXQ_ENGINE={name!r} cannot be loaded: {exc}") from exc
+        raise StartupError(f"MLXQ_ENGINE={name!r} cannot be loaded: {exc}") from exc
     return factory
 
 
@@ -61,7 +61,7 @@ def build_engine(settings: Settings, emit: Emit) -> Engine:
     name = engine_name(settings)
     engine = engine_factory(name)(settings, emit)
     if not isinstance(engine, Engine):
-        raise ModelLoadError(
+        raise StartupError(
             f"MLXQ_ENGINE={name!r} is not an engine: subclass worker.engine_api.Engine "
             "(it lacks some of its members)."
         )
@@ -73,7 +73,7 @@ def connect(settings: Settings) -> redis.Redis:
     try:
         connection.ping()
     except redis.RedisError as exc:
-        raise ModelLoadError(
+        raise StartupError(
             f"Cannot reach Redis at {without_password(settings.redis_url)}: {exc}"
         ) from exc
     return connection
@@ -104,7 +104,7 @@ def run(burst: bool = False) -> int:
     load_fast_blas(settings.cpu_blas)  # before anything imports MLX
     try:
         worker = build_worker(settings)
-    except ModelLoadError as exc:
+    except StartupError as exc:
         print(f"mlxq worker: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # any other start-up failure: one line, not a traceback
@@ -135,7 +135,7 @@ def prepare_model() -> int:
     settings = get_settings()
     try:
         path = resolve_model_path(settings.model, settings.cache_dir)
-    except ModelLoadError as exc:
+    except StartupError as exc:
         print(f"mlxq prepare-model: {exc}", file=sys.stderr)
         return 1
     print(path)
