@@ -1,7 +1,7 @@
 """Enqueueing RQ jobs from the event loop without blocking it.
 
 RQ's enqueue is synchronous. Rather than call it in a thread, ``JobSubmitter`` has RQ's own
-``Queue.enqueue_job`` recorded (shared/rq_bridge.py) and replays the commands on
+``Queue.enqueue_job`` recorded (shared/rq_bridge/enqueue.py) and replays the commands on
 redis.asyncio in one MULTI/EXEC round trip. The job hash, queue list and registries come out
 exactly as RQ writes them.
 """

@@ -1,6 +1,6 @@
 """``api.reaper``: the rule for a started job whose worker died (``decide``), and ``reap``
 carrying it out on a real Redis, with workers that exist only as their heartbeat records
-(shared/protocol.py) and a started RQ job made with RQ's own calls. No process."""
+(shared/protocol/) and a started RQ job made with RQ's own calls. No process."""
 
 import logging
 import time
