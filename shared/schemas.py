@@ -20,6 +20,10 @@ TOOL_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 """What a function tool's name may hold (OpenAI's rule; at most 64 characters)."""
 
 
+NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+"""The parameters of a function tool that declares none: an empty parameter list."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,7 +53,8 @@ class ChatMessage(_Strict):
 class ToolFunction(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=TOOL_NAME_PATTERN)
     description: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    parameters: dict[str, Any] = Field(default_factory=lambda: dict(NO_PARAMETERS))
+    """Left out: the function takes no arguments (OpenAI's empty parameter list)."""
     strict: bool | None = None
 
 
