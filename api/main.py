@@ -36,6 +36,7 @@ from api.edge.api_key import ApiKey
 from api.edge.body_limit import BodyLimit
 from api.edge.crash_guard import CrashGuard
 from api.edge.host_guard import HostGuard
+from api.edge.json_body import JsonBody
 from api.edge.request_log import RequestLog
 from api.fleet import routes as fleet_routes
 from api.fleet.beat import beat_forever
@@ -118,7 +119,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 def _add_edge(app: FastAPI, settings: Settings) -> None:
     """Added innermost first: RequestLog -> CrashGuard -> (HostGuard) -> CORS -> ApiKey ->
-    BodyLimit -> routes."""
+    BodyLimit -> JsonBody -> routes."""
+    app.add_middleware(JsonBody)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,

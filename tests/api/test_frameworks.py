@@ -1,6 +1,6 @@
 """The frameworks people build agents with, against the real service and the demo model:
 LangChain (structured output by all three methods, tools in a two-step agent loop) and
-litellm (chat and tools)."""
+litellm (chat and tools over OpenAI's API; chat over its two Ollama providers)."""
 
 import json
 
@@ -109,3 +109,29 @@ def test_litellm_chat_and_tools(model_service: Service) -> None:
     (call,) = called.choices[0].message.tool_calls
     assert call.function.name == "get_weather"
     assert isinstance(json.loads(call.function.arguments)["city"], str)
+
+
+# litellm's stream types trip pydantic warnings of their own (ReadOnly TypedDict items).
+@pytest.mark.filterwarnings("ignore:Item '.*' on TypedDict class:UserWarning")
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("provider", ["ollama", "ollama_chat"])
+def test_litellm_ollama_providers(
+    model_service: Service, monkeypatch: pytest.MonkeyPatch, provider: str, stream: bool
+) -> None:
+    """litellm's Ollama providers post JSON without a Content-Type (every call was a 400)."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network in tests
+    import litellm
+
+    answer = litellm.completion(
+        model=f"{provider}/{DEMO_MODEL_ID}",
+        api_base=model_service.base_url,
+        messages=[{"role": "user", "content": "Say hello."}],
+        temperature=0,
+        max_tokens=8,
+        stream=stream,
+    )
+    if stream:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in answer)
+    else:
+        text = answer.choices[0].message.content
+    assert text

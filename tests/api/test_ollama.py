@@ -324,3 +324,16 @@ def test_errors_come_back_as_ollama_response_errors(client: ollama.Client) -> No
         client.chat(model=DEMO_MODEL_ID, messages=QUESTION, format={"type": "nonsense"})
     assert unenforceable.value.status_code == 400
     assert unenforceable.value.error.startswith("format:")
+
+
+@pytest.mark.e2e
+def test_curl_d_bodies_are_answered(model_service: Service) -> None:
+    """``curl http://localhost:11434/api/generate -d '{...}'`` as Ollama's docs write it sends
+    ``application/x-www-form-urlencoded``; litellm sends no type at all."""
+    body = json.dumps({"model": DEMO_MODEL_ID, "prompt": "Hi", "stream": False, "options": GREEDY})
+    for headers in ({"content-type": "application/x-www-form-urlencoded"}, {}):
+        response = httpx.post(
+            f"{model_service.base_url}/api/generate", content=body, headers=headers, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["done"] is True and response.json()["response"]

@@ -41,11 +41,14 @@ async def queued_job(redis_url: str, model: str) -> dict:
 
 
 async def enqueued_request(
-    client: httpx.AsyncClient, redis_url: str, model: str, path: str, body: Any
+    client: httpx.AsyncClient, redis_url: str, model: str, path: str, body: Any = None, **post: Any
 ) -> dict:
-    """Send ``body`` and return the job request it enqueued for ``model`` (the request must
-    wait for a worker, not be refused); the waiting request is then cancelled."""
-    sent = asyncio.create_task(client.post(path, json=body))
+    """POST ``body`` as JSON (or what ``post`` gives httpx: ``content=``, ``headers=``) and
+    return the job request it enqueued for ``model`` (the request must wait for a worker, not
+    be refused); the waiting request is then cancelled."""
+    if body is not None:
+        post["json"] = body
+    sent = asyncio.create_task(client.post(path, **post))
     try:
         request = await queued_job(redis_url, model)
     except AssertionError:
