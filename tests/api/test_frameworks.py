@@ -1,7 +1,9 @@
 """The frameworks people build agents with, against the real service and the demo model:
-LangChain (structured output by all three methods, tools in a two-step agent loop) and
-litellm (chat and tools over OpenAI's API; chat over its two Ollama providers)."""
+LangChain (structured output by all three methods, tools in a two-step agent loop),
+litellm (chat and tools over OpenAI's API; chat over its two Ollama providers) and the
+OpenAI Agents SDK (an agent with a tool, over chat completions and Responses)."""
 
+import asyncio
 import json
 
 import pytest
@@ -135,3 +137,38 @@ def test_litellm_ollama_providers(
     else:
         text = answer.choices[0].message.content
     assert text
+
+
+@pytest.mark.parametrize("use_responses", [False, True], ids=["chat", "responses"])
+def test_openai_agents_runs_an_agent_by_the_short_alias(
+    model_service: Service, use_responses: bool
+) -> None:
+    """The Agents SDK reads "mlxq/..." as a provider prefix ("Unknown prefix: mlxq"): the
+    model's short alias is a name it can use."""
+    from agents import Agent, ModelSettings, RunConfig, Runner, function_tool
+    from agents.models.multi_provider import MultiProvider
+    from openai import AsyncOpenAI
+
+    alias = DEMO_MODEL_ID.rsplit("/", 1)[1]
+    client = AsyncOpenAI(base_url=f"{model_service.base_url}/v1", api_key="unused")
+    provider = MultiProvider(openai_client=client, openai_use_responses=use_responses)
+    config = RunConfig(model_provider=provider, tracing_disabled=True)
+    cities: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        cities.append(city)
+        return f"It is sunny in {city}."
+
+    agent = Agent(
+        name="weather",
+        instructions="Answer with the weather tool.",
+        model=alias,
+        tools=[get_weather],
+        tool_use_behavior="stop_on_first_tool",
+        model_settings=ModelSettings(temperature=0, max_tokens=60, tool_choice="required"),
+    )
+    run = Runner.run(agent, "What is the weather in Paris?", run_config=config)
+    result = asyncio.run(run)  # run_sync keeps one loop across tests; its client does not
+    assert len(cities) == 1 and result.final_output == f"It is sunny in {cities[0]}."

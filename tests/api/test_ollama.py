@@ -165,8 +165,10 @@ def ollama_error(response: httpx.Response, status: int) -> str:
 @pytest.mark.anyio
 async def test_version_tags_and_show_describe_the_default_model(api_client) -> None:
     assert (await api_client.get("/api/version")).json() == {"version": "0.14.0"}
-    (entry,) = (await api_client.get("/api/tags")).json()["models"]
+    entry, alias = (await api_client.get("/api/tags")).json()["models"]
     assert entry["name"] == entry["model"] == f"{DEMO_MODEL_ID}:latest"
+    assert alias["name"] == f"{DEMO_MODEL_ID.rsplit('/', 1)[1]}:latest"  # the short alias
+    assert alias["digest"] == entry["digest"]
     assert entry["details"]["format"] == "mlx" and entry["size"] == 0
     assert entry["details"]["parameter_size"] == "135M"
     assert entry["details"]["quantization_level"] == "Q4_1"
