@@ -175,6 +175,9 @@ class TokenEvent(_Strict):
     channel: Literal["content", "reasoning"] = "content"
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCall] | None = None
+    """Pieces of the choice's calls: a call's first piece brings its id, its name and the
+    start of its arguments; a later piece with the same id brings more of its arguments'
+    text (a forced call streams as it is decoded; a parsed one comes in one piece)."""
 
 
 class Choice(_Strict):

@@ -241,3 +241,69 @@ def test_unsupported_schemas_are_refused(compiler: Any) -> None:
         compiler.for_response_format({"type": "json_schema", "json_schema": {"name": "x"}})
     assert compiler.for_response_format({"type": "text"}) is None
     assert compiler.for_response_format(None) is None
+
+
+# -- forced tool calls (worker/tool_schemas.py) -------------------------------------------------
+
+WEATHER = {  # as LangChain, smolagents and Ollama's clients write it: nothing said of other keys
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+        },
+    },
+}
+NOW = {"type": "function", "function": {"name": "get_time"}}  # no parameters
+
+
+def accepted(compiler: Any, tokenizer: Any, schema: dict[str, Any], text: str) -> bool:
+    """Whether the constraint lets ``text`` be generated, token by token, and end there."""
+    import mlx.core as mx
+    import numpy as np
+
+    constraint = compiler.json_schema(schema)
+    context = chat(tokenizer, "x")
+    logits = mx.zeros((1, compiler.vocab_size))
+    for token in tokenizer.encode(text, add_special_tokens=False):
+        masked = np.array(constraint(mx.array(context), logits)[0])
+        if masked[token] == -np.inf:
+            return False
+        context.append(token)
+    constraint(mx.array(context), logits)
+    return constraint.is_accepting
+
+
+def test_required_with_parallel_calls_admits_several(loaded: Any, compiler: Any) -> None:
+    from worker.forced_calls import ForcedCalls
+    from worker.tool_schemas import tool_call_schema
+
+    two = '[{"name":"get_weather","arguments":{"city":"Paris"}},{"name":"get_time","arguments":{}}]'
+    several = tool_call_schema([WEATHER, NOW], "required", parallel=True)
+    one = tool_call_schema([WEATHER, NOW], "required", parallel=False)
+    assert accepted(compiler, loaded[1], several, two)
+    assert accepted(compiler, loaded[1], several, two[: two.index(",{")] + "]")
+    assert not accepted(compiler, loaded[1], several, "[]")
+    assert not accepted(compiler, loaded[1], one, two)
+    assert accepted(compiler, loaded[1], one, two[1 : two.index(",{")])
+    reader = ForcedCalls()
+    reader.feed(two)
+    assert [call.function.name for call in reader.calls()] == ["get_weather", "get_time"]
+
+
+def test_forced_arguments_hold_the_declared_properties_only(loaded: Any, compiler: Any) -> None:
+    from worker.tool_schemas import tool_call_schema
+
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    schema = tool_call_schema([WEATHER], named)
+    invented = '{"name":"get_weather","arguments":{"city":"Paris","temperature":"25.5"}}'
+    assert not accepted(compiler, loaded[1], schema, invented)
+    answer = generate(loaded, "What is the weather in Paris?", compiler.json_schema(schema), 0, 0)
+    assert list(json.loads(answer)["arguments"]) == ["city"]
+    no_parameters = tool_call_schema([NOW], {"type": "function", "function": {"name": "get_time"}})
+    assert accepted(compiler, loaded[1], no_parameters, '{"name":"get_time","arguments":{}}')
+    assert not accepted(
+        compiler, loaded[1], no_parameters, '{"name":"get_time","arguments":{"a":1}}'
+    )
