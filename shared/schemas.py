@@ -68,10 +68,18 @@ ToolChoice = Literal["auto", "none", "required"] | str
 
 
 class ResponseFormat(_Strict):
-    """Structured output, enforced token by token: any JSON object, or one JSON Schema."""
+    """Structured output, enforced token by token: any JSON object, one JSON Schema
+    (``json_schema`` is ``{"schema": ...}``), or vLLM's guided decoding: a match of a regular
+    expression (``pattern``), one of some strings (``choices``), a sentence of a Lark or GBNF
+    grammar (``grammar``)."""
 
-    type: Literal["json_object", "json_schema"]
+    type: Literal["json_object", "json_schema", "regex", "choice", "grammar"]
     json_schema: dict[str, Any] | None = None
+    pattern: str | None = None
+    choices: list[str] | None = Field(None, min_length=1)
+    grammar: str | None = None
+    field: str = "response_format"
+    """The request's field it came from, in the client's words: a refusal names it."""
 
 
 class SamplingParams(_Strict):

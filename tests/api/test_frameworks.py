@@ -1,10 +1,12 @@
 """The frameworks people build agents with, against the real service and the demo model:
 LangChain (structured output by all three methods, tools in a two-step agent loop),
-litellm (chat and tools over OpenAI's API; chat over its two Ollama providers) and the
-OpenAI Agents SDK (an agent with a tool, over chat completions and Responses)."""
+litellm (chat and tools over OpenAI's API; chat over its two Ollama providers), the OpenAI
+Agents SDK (an agent with a tool, over chat completions and Responses) and langchain-anthropic
+(structured output over Anthropic's Messages API)."""
 
 import asyncio
 import json
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -173,3 +175,31 @@ def test_openai_agents_runs_an_agent_by_the_short_alias(
     run = Runner.run(agent, "What is the weather in Paris?", run_config=config)
     result = asyncio.run(run)  # run_sync keeps one loop across tests; its client does not
     assert len(cities) == 1 and result.final_output == f"It is sunny in {cities[0]}."
+
+
+class Review(BaseModel):
+    """A movie and what people thought of it."""
+
+    title: str = Field(description="The movie's title")
+    year: int
+    verdict: Literal["bad", "fine", "great"]
+
+
+def test_langchain_anthropic_structured_output(model_service: Service) -> None:
+    """langchain-anthropic's json_schema method sends Anthropic's ``output_config.format``.
+    (The anthropic package moves bounds such as ``maximum`` into descriptions first, as
+    Anthropic's API wants: only what is left is enforced, so this schema has none.)"""
+    from langchain_anthropic import ChatAnthropic
+
+    model = ChatAnthropic(
+        model=DEMO_MODEL_ID,
+        base_url=model_service.base_url,
+        api_key="unused",
+        temperature=0,
+        max_tokens=80,
+        max_retries=0,
+    )
+    review = model.with_structured_output(Review, method="json_schema").invoke(
+        "Tell me about a famous movie."
+    )
+    assert isinstance(review, Review) and review.title and review.verdict

@@ -307,3 +307,62 @@ def test_forced_arguments_hold_the_declared_properties_only(loaded: Any, compile
     assert not accepted(
         compiler, loaded[1], no_parameters, '{"name":"get_time","arguments":{"a":1}}'
     )
+
+
+# -- vLLM's guided decoding: regex, choice, grammar --------------------------------------------
+
+
+def format_constraint(compiler: Any, **spec: Any) -> Any:
+    return compiler.for_response_format({"field": "guided_x", **spec})
+
+
+def test_regex_choice_and_grammar_allow_what_they_say(loaded: Any, compiler: Any) -> None:
+    tokenizer = loaded[1]
+    regex = {"type": "regex", "pattern": r"[0-9]{3}-[0-9]{4}"}
+    choice = {"type": "choice", "choices": ["yes", 'no "way"', "été 🙂"]}
+    lark = {"type": "grammar", "grammar": 'start: "Answer: " NUMBER\nNUMBER: /[0-9]+/'}
+    gbnf = {"type": "grammar", "grammar": 'root ::= "yes" | "no"'}
+    for spec, good, bad in [
+        (regex, "555-1234", "5555-123"),
+        (choice, 'no "way"', "maybe"),
+        (choice, "été 🙂", "été"),
+        (lark, "Answer: 42", "Answer: x"),
+        (gbnf, "no", "nope"),
+    ]:
+        schema_free = format_constraint(compiler, **spec)
+        assert schema_free is not None
+        assert accepted_by(schema_free, compiler, tokenizer, good), (spec, good)
+        assert not accepted_by(format_constraint(compiler, **spec), compiler, tokenizer, bad)
+
+
+def accepted_by(constraint: Any, compiler: Any, tokenizer: Any, text: str) -> bool:
+    import mlx.core as mx
+    import numpy as np
+
+    context = chat(tokenizer, "x")
+    logits = mx.zeros((1, compiler.vocab_size))
+    for token in tokenizer.encode(text, add_special_tokens=False):
+        if np.array(constraint(mx.array(context), logits)[0])[token] == -np.inf:
+            return False
+        context.append(token)
+    constraint(mx.array(context), logits)
+    return constraint.is_accepting
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ({"type": "regex", "pattern": "(abc"}, "regex cannot be compiled: .*unclosed group"),
+        ({"type": "grammar", "grammar": "start: (("}, "grammar cannot be compiled"),
+        ({"type": "grammar", "grammar": "root ::= ((("}, "grammar is not valid"),
+        ({"type": "choice", "choices": []}, "at least one choice"),
+    ],
+)
+def test_what_cannot_be_compiled_is_refused_naming_the_field(
+    compiler: Any, spec: dict, says: str
+) -> None:
+    from worker.constrained import SchemaError
+
+    with pytest.raises(SchemaError, match=says) as caught:
+        format_constraint(compiler, **spec)
+    assert caught.value.param == "guided_x"

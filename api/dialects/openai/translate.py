@@ -62,7 +62,7 @@ def openai_sampling(body: Any) -> SamplingParams:
 
 def chat_request(body: ChatCompletionRequest, settings: Settings, model: str) -> GenerationRequest:
     """The job of a chat completion; ``model`` is the served id the body's name stands for."""
-    response_format = None
+    response_format = body.guided_format()
     if body.response_format is not None and body.response_format.type != "text":
         schema = body.response_format.json_schema
         response_format = ResponseFormat(
@@ -104,6 +104,7 @@ def completion_request(
         stop=body.stops,
         logprobs=body.logprobs,
         echo=body.echo,
+        response_format=body.guided_format(),
         stream=body.streaming,
     )
 
