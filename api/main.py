@@ -34,7 +34,9 @@ from api.dialects.openai import routes as openai_routes
 from api.dialects.responses import routes as responses_routes
 from api.edge.api_key import ApiKey
 from api.edge.body_limit import BodyLimit
+from api.edge.crash_guard import CrashGuard
 from api.edge.host_guard import HostGuard
+from api.edge.json_body import JsonBody
 from api.edge.request_log import RequestLog
 from api.fleet import routes as fleet_routes
 from api.fleet.beat import beat_forever
@@ -116,8 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _add_edge(app: FastAPI, settings: Settings) -> None:
-    """Added innermost first: RequestLog -> (HostGuard) -> CORS -> ApiKey -> BodyLimit ->
-    routes."""
+    """Added innermost first: RequestLog -> CrashGuard -> (HostGuard) -> CORS -> ApiKey ->
+    BodyLimit -> JsonBody -> routes."""
+    app.add_middleware(JsonBody)
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
@@ -144,6 +147,7 @@ def _add_edge(app: FastAPI, settings: Settings) -> None:
             origins=frozenset(settings.cors_origins),
             dialects=DIALECTS,
         )
+    app.add_middleware(CrashGuard, dialects=DIALECTS)
     app.add_middleware(RequestLog, count=lambda route, status: _count(app, route, status))
 
 

@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     REDIS_UNAVAILABLE = "redis_unavailable"
     WORKER_LOST = "worker_lost"
     NOT_FOUND = "not_found"
+    INTERNAL_ERROR = "internal_error"
+    """A bug: an unhandled exception in the API (api/edge/crash_guard.py)."""
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -37,6 +39,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.QUEUE_FULL: 429,
     ErrorCode.CANCELLED: 499,
     ErrorCode.GENERATION_FAILED: 500,
+    ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.WORKER_LOST: 502,
     ErrorCode.NO_WORKER: 503,
     ErrorCode.REDIS_UNAVAILABLE: 503,

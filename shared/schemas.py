@@ -20,6 +20,10 @@ TOOL_NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 """What a function tool's name may hold (OpenAI's rule; at most 64 characters)."""
 
 
+NO_PARAMETERS: dict[str, Any] = {"type": "object", "properties": {}}
+"""The parameters of a function tool that declares none: an empty parameter list."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,7 +53,8 @@ class ChatMessage(_Strict):
 class ToolFunction(_Strict):
     name: str = Field(min_length=1, max_length=64, pattern=TOOL_NAME_PATTERN)
     description: str | None = None
-    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    parameters: dict[str, Any] = Field(default_factory=lambda: dict(NO_PARAMETERS))
+    """Left out: the function takes no arguments (OpenAI's empty parameter list)."""
     strict: bool | None = None
 
 
@@ -63,10 +68,18 @@ ToolChoice = Literal["auto", "none", "required"] | str
 
 
 class ResponseFormat(_Strict):
-    """Structured output, enforced token by token: any JSON object, or one JSON Schema."""
+    """Structured output, enforced token by token: any JSON object, one JSON Schema
+    (``json_schema`` is ``{"schema": ...}``), or vLLM's guided decoding: a match of a regular
+    expression (``pattern``), one of some strings (``choices``), a sentence of a Lark or GBNF
+    grammar (``grammar``)."""
 
-    type: Literal["json_object", "json_schema"]
+    type: Literal["json_object", "json_schema", "regex", "choice", "grammar"]
     json_schema: dict[str, Any] | None = None
+    pattern: str | None = None
+    choices: list[str] | None = Field(None, min_length=1)
+    grammar: str | None = None
+    field: str = "response_format"
+    """The request's field it came from, in the client's words: a refusal names it."""
 
 
 class SamplingParams(_Strict):
@@ -170,6 +183,9 @@ class TokenEvent(_Strict):
     channel: Literal["content", "reasoning"] = "content"
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCall] | None = None
+    """Pieces of the choice's calls: a call's first piece brings its id, its name and the
+    start of its arguments; a later piece with the same id brings more of its arguments'
+    text (a forced call streams as it is decoded; a parsed one comes in one piece)."""
 
 
 class Choice(_Strict):

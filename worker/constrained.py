@@ -1,8 +1,10 @@
-"""Structured output: OpenAI ``response_format`` enforced by constrained decoding.
+"""Structured output: ``response_format`` (and every dialect's way to say it) enforced by
+constrained decoding.
 
 Each constrained sequence gets a grammar matcher that, before every sampling step, computes
 which tokens may come next and sets every other logit to -inf, so the text can only be JSON
-that matches the schema, and EOS is allowed only once that JSON is complete. The matcher
+that matches the schema (or a match of a regular expression, one of some strings, a sentence
+of a Lark grammar: vLLM's guided decoding), and EOS is allowed only once it is complete. The matcher
 runs as an mlx-lm logits processor, so the same object works in ``generate_step`` and in
 ``BatchGenerator`` (per-sequence processors), next to unconstrained sequences.
 
@@ -25,6 +27,7 @@ import llguidance
 import llguidance.numpy as llg_numpy
 import mlx.core as mx
 import numpy as np
+from llguidance.gbnf_to_lark import GbnfToLarkError, any_to_lark
 
 if TYPE_CHECKING:  # only in llguidance's type stubs
     from llguidance._lib import JsonCompileOptions
@@ -38,7 +41,8 @@ JSON_OBJECT_SCHEMA: dict[str, Any] = {"type": "object"}
 
 
 class SchemaError(ValueError):
-    """A ``response_format`` the engine cannot enforce; the API answers 400 with ``param``."""
+    """A format the engine cannot enforce; the API answers 400 naming ``param``, the request
+    field it came from."""
 
     def __init__(self, message: str, param: str = "response_format") -> None:
         super().__init__(message)
@@ -46,8 +50,13 @@ class SchemaError(ValueError):
 
 
 def _first_line(message: str) -> str:
-    """llguidance errors append a multi-line parser state dump; clients need the cause."""
-    return message.strip().split("\n<state>")[0].strip().splitlines()[0] if message else ""
+    """llguidance errors append a multi-line parser state dump (and a regex error a picture
+    of where it is); clients need the cause: the first line, and any ``error:`` line."""
+    if not message:
+        return ""
+    lines = message.strip().split("\n<state>")[0].strip().splitlines()
+    causes = [line.strip() for line in lines[1:] if line.strip().startswith("error:")]
+    return "; ".join([lines[0].rstrip(":"), *causes])
 
 
 def _llg_tokenizer(tokenizer: Any) -> llguidance.LLTokenizer:
@@ -88,20 +97,46 @@ class GrammarCompiler:
         """A constraint for ``{"type": "json_object"}``: any JSON object."""
         return self.json_schema(JSON_OBJECT_SCHEMA)
 
-    def json_schema(self, schema: Mapping[str, Any]) -> JsonConstraint:
+    def json_schema(
+        self, schema: Mapping[str, Any], param: str = "response_format"
+    ) -> JsonConstraint:
         """A fresh per-request constraint; raises SchemaError for schemas it cannot enforce."""
         if not isinstance(schema, Mapping):
-            raise SchemaError("the JSON schema must be a JSON object")
+            raise SchemaError("the JSON schema must be a JSON object", param)
         try:
-            key = json.dumps(schema, separators=(",", ":"))
+            text = json.dumps(schema, separators=(",", ":"))
         except (TypeError, ValueError) as exc:
-            raise SchemaError(f"the JSON schema is not JSON: {exc}") from exc
+            raise SchemaError(f"the JSON schema is not JSON: {exc}", param) from exc
+        return self._constraint("json_schema", text, param)
+
+    def regex(self, pattern: str, param: str) -> JsonConstraint:
+        """Text that matches ``pattern`` (Rust regex syntax, as llguidance reads it) whole."""
+        return self._constraint("regex", pattern, param)
+
+    def choice(self, choices: list[str], param: str) -> JsonConstraint:
+        """Exactly one of ``choices``."""
+        if not choices:
+            raise SchemaError("give at least one choice", param)
+        alternatives = " | ".join(json.dumps(c, ensure_ascii=False) for c in choices)
+        return self._constraint("lark", f"start: {alternatives}", param)
+
+    def grammar(self, grammar: str, param: str) -> JsonConstraint:
+        """A sentence of ``grammar``: Lark, as llguidance reads it, or GBNF/EBNF (llama.cpp's
+        and xgrammar's ``root ::= ...``), converted to Lark first."""
+        try:
+            lark = any_to_lark(grammar)
+        except GbnfToLarkError as exc:
+            raise SchemaError(f"the grammar is not valid: {_first_line(str(exc))}", param) from exc
+        return self._constraint("lark", lark, param)
+
+    def _constraint(self, kind: str, text: str, param: str) -> JsonConstraint:
+        key = f"{kind}:{text}"
         with self._lock:
             template = self._cache.get(key)
             if template is not None:
                 self._cache.move_to_end(key)
         if template is None:
-            template = self._compile(key)  # outside the lock: llguidance drops the GIL
+            template = self._compile(kind, text, param)  # outside the lock: no GIL held
             with self._lock:
                 self._cache[key] = template
                 while len(self._cache) > self._cache_size:
@@ -111,29 +146,44 @@ class GrammarCompiler:
     def for_response_format(
         self, response_format: Mapping[str, Any] | None
     ) -> JsonConstraint | None:
-        """The constraint for an OpenAI ``response_format`` (None for text/absent)."""
-        kind = (response_format or {}).get("type", "text")
+        """The constraint for a job's ``response_format`` (shared/schemas.py:ResponseFormat;
+        None for text/absent)."""
+        spec = response_format or {}
+        kind, param = spec.get("type", "text"), spec.get("field") or "response_format"
         if kind == "text":
             return None
         if kind == "json_object":
-            return self.json_object()
+            return self.json_schema(JSON_OBJECT_SCHEMA, param)
         if kind == "json_schema":
-            spec = response_format.get("json_schema")  # type: ignore[union-attr]
-            if not isinstance(spec, Mapping) or "schema" not in spec:
-                raise SchemaError("json_schema.schema is required")
-            return self.json_schema(spec["schema"])
-        raise SchemaError(f"type {kind!r} is not supported")
+            schema = spec.get("json_schema")
+            if not isinstance(schema, Mapping) or "schema" not in schema:
+                raise SchemaError("json_schema.schema is required", param)
+            return self.json_schema(schema["schema"], param)
+        if kind == "regex":
+            return self.regex(str(spec.get("pattern")), param)
+        if kind == "choice":
+            return self.choice(list(spec.get("choices") or []), param)
+        if kind == "grammar":
+            return self.grammar(str(spec.get("grammar")), param)
+        raise SchemaError(f"type {kind!r} is not supported", param)
 
-    def _compile(self, key: str) -> llguidance.LLMatcher:
+    def _compile(self, kind: str, text: str, param: str) -> llguidance.LLMatcher:
+        what = "JSON schema" if kind == "json_schema" else kind if kind == "regex" else "grammar"
         try:
-            grammar = llguidance.LLMatcher.grammar_from_json_schema(key, overrides=JSON_OPTIONS)
+            if kind == "json_schema":
+                grammar = llguidance.LLMatcher.grammar_from_json_schema(
+                    text, overrides=JSON_OPTIONS
+                )
+            elif kind == "regex":
+                grammar = llguidance.LLMatcher.grammar_from_regex(text)
+            else:
+                grammar = llguidance.LLMatcher.grammar_from_lark(text)
         except ValueError as exc:
-            raise SchemaError(f"the JSON schema is not valid: {exc}") from exc
+            raise SchemaError(f"the {what} is not valid: {_first_line(str(exc))}", param) from exc
         matcher = llguidance.LLMatcher(self._tokenizer, grammar, log_level=0)
         if matcher.is_error():
-            raise SchemaError(
-                "the JSON schema is not supported: " + _first_line(matcher.get_error())
-            )
+            problem = "is not supported" if kind == "json_schema" else "cannot be compiled"
+            raise SchemaError(f"the {what} {problem}: {_first_line(matcher.get_error())}", param)
         return matcher
 
 

@@ -229,8 +229,6 @@ class MLXEngine(ThreadedEngine):
         self._send(sequence, last)
         job = self._jobs[sequence.job_id]
         choice = sequence.choice(reason)
-        if sequence.spec.forced_tool_call and choice.tool_calls:  # decided only at the end
-            self._send(sequence, Released(tool_calls=choice.tool_calls))
         if job.request.request.echo:
             echo = self._tokenizer.decode(sequence.prompt)
             choice = choice.model_copy(update={"text": echo + choice.text})

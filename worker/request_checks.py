@@ -18,7 +18,8 @@ from worker.model import LoadedModel
 from worker.prompt import fit_max_tokens, prompt_token_lists
 from worker.sampling import check_logit_bias
 from worker.sequence import SequenceSpec
-from worker.tools import parse_tool_calls, tool_call_schema
+from worker.tool_schemas import tool_call_schema
+from worker.tools import parse_tool_calls
 
 
 class RequestPreparer:
@@ -113,7 +114,7 @@ class RequestPreparer:
                 choice: str | dict = request.tool_choice
                 if choice != "required":
                     choice = {"type": "function", "function": {"name": choice}}
-                schema = tool_call_schema(tools, choice)
+                schema = tool_call_schema(tools, choice, request.parallel_tool_calls)
                 make = partial(compiler.json_schema, schema)
             else:
                 assert request.response_format is not None

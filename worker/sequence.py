@@ -6,14 +6,13 @@ content and tool-call blocks, split by the model's markers). What a token releas
 ``Released``: the engine streams it, and ``choice`` sums it up at the end.
 """
 
-import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from shared.schemas import Choice, FunctionCall, TokenLogprob, ToolCall
 from worker.channels import TextChannels
+from worker.forced_calls import ForcedCalls, new_call_id
 from worker.stops import StopMatcher
 
 ToolParser = Callable[[str], list[dict[str, str]]]
@@ -41,7 +40,8 @@ class SequenceSpec:
     channels: Callable[[], TextChannels | None]
     tool_parser: ToolParser | None = None
     forced_tool_call: bool = False
-    """The whole answer is one tool call's JSON (tool_choice "required" or a named one)."""
+    """The whole answer is tool calls' JSON (tool_choice "required" or a named one), read as
+    it is decoded (worker/forced_calls.py)."""
     parallel_tool_calls: bool = True
     logprobs: int | None = None
 
@@ -75,6 +75,7 @@ class Sequence:
         self._reasoning: list[str] = []
         self._raw: list[str] = []
         self._tool_calls: list[ToolCall] = []
+        self._forced = ForcedCalls() if spec.forced_tool_call else None
         self._logprobs: list[TokenLogprob] = []
 
     def add(self, token: int, logprob: TokenLogprob | None = None) -> tuple[Released, bool]:
@@ -101,12 +102,12 @@ class Sequence:
         return "".join(self._content) or "".join(self._raw)
 
     def choice(self, finish_reason: Literal["stop", "length"]) -> Choice:
+        """The choice as it ended. Forced calls cut short by ``max_tokens`` are returned as
+        far as they were written, with ``finish_reason`` "length" (OpenAI's way)."""
         tool_calls = self._tool_calls
         content = "".join(self._content)
-        if self.spec.forced_tool_call:
-            forced = self._forced_call()
-            tool_calls = [forced] if forced is not None else []
-            content = "" if forced is not None else "".join(self._raw)
+        if self._forced is not None:
+            tool_calls, content = self._forced.calls(), ""
         reason: Literal["stop", "length", "tool_calls"] = finish_reason
         if tool_calls and finish_reason == "stop":
             reason = "tool_calls"
@@ -127,9 +128,9 @@ class Sequence:
     def _route(self, text: str) -> Released:
         if not text:
             return Released()
-        if self.spec.forced_tool_call:
-            self._raw.append(text)  # one JSON object, returned whole at the end
-            return Released()
+        if self._forced is not None:
+            self._raw.append(text)
+            return Released(tool_calls=self._forced.feed(text))
         if self._channels is None:
             self._content.append(text)
             return Released(content=text)
@@ -163,20 +164,9 @@ class Sequence:
             released.tool_calls.append(call)
         return True
 
-    def _forced_call(self) -> ToolCall | None:
-        """The constrained answer {"name": ..., "arguments": {...}} as a tool call; None when
-        it was cut short (max_tokens), and the partial JSON is returned as text."""
-        try:
-            parsed = json.loads("".join(self._raw))
-            return _tool_call(parsed["name"], json.dumps(parsed["arguments"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-
 
 def _tool_call(name: str, arguments: str) -> ToolCall:
-    return ToolCall(
-        id=f"call_{uuid.uuid4().hex[:24]}", function=FunctionCall(name=name, arguments=arguments)
-    )
+    return ToolCall(id=new_call_id(), function=FunctionCall(name=name, arguments=arguments))
 
 
 def _merge(first: Released, second: Released) -> Released:

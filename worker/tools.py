@@ -38,8 +38,9 @@ Hermes / Qwen2.5 convention written into plain messages, so any template renders
   ``<tool_response>\\n{result}\\n</tool_response>`` block per result, separated by a newline.
 
 ``tool_choice="none"`` renders no tools (history is still rendered). ``"required"`` and a
-named function are enforced by constrained decoding with :func:`tool_call_schema`; the model
-then writes the bare JSON object, which :func:`parse_tool_call` also reads.
+named function are enforced by constrained decoding under worker/tool_schemas.py's schemas;
+the model then writes bare JSON (one call, or an array of calls), which
+worker/forced_calls.py reads as it is generated.
 """
 
 from __future__ import annotations
@@ -151,47 +152,6 @@ def _arguments(function: dict[str, Any]) -> Any:
 
 def _dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
-
-
-def tool_call_schema(
-    tools: list[dict[str, Any]] | None, tool_choice: str | dict[str, Any] | None
-) -> dict[str, Any]:
-    """The JSON Schema that constrained decoding enforces for ``tool_choice`` "required"
-    (any one of the tools) or a named function (that one): ``{"name", "arguments"}``.
-
-    Raises ValueError for other choices, no tools, or a named function not in ``tools``.
-    """
-    by_name: dict[str, dict[str, Any]] = {}
-    for tool in tools or []:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise ValueError("Each tool must be {'type': 'function', 'function': {'name': ...}}.")
-        by_name[function["name"]] = _call_schema(function)
-    if not by_name:
-        raise ValueError(f"tool_choice {tool_choice!r} needs at least one tool in 'tools'.")
-    if tool_choice == "required":
-        return {"anyOf": list(by_name.values())}
-    if isinstance(tool_choice, dict):
-        name = (tool_choice.get("function") or {}).get("name")
-        if name not in by_name:
-            raise ValueError(
-                f"tool_choice names the function {name!r}, which is not in 'tools' "
-                f"(available: {', '.join(sorted(by_name))})."
-            )
-        return by_name[name]
-    raise ValueError(f"tool_choice {tool_choice!r} does not constrain the output to a tool call.")
-
-
-def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "name": {"type": "string", "const": function["name"]},
-            "arguments": function.get("parameters") or {"type": "object"},
-        },
-        "required": ["name", "arguments"],
-        "additionalProperties": False,
-    }
 
 
 def parse_tool_calls(

@@ -81,7 +81,7 @@ async def create_batch(
     if meta["purpose"] != "batch":
         raise InvalidRequest(f"File {body.input_file_id!r} is not a batch input file.")
     lines = await asyncio.to_thread(parse_lines, content, body.endpoint, settings)
-    lines = await _refuse_unserved_models(lines, fleet, settings)
+    lines, models = await _resolve_models(lines, fleet, settings)
     now = int(time.time())
     window_match = WINDOW.match(body.completion_window)
     assert window_match is not None  # validated
@@ -95,6 +95,7 @@ async def create_batch(
         "metadata": body.metadata,
         "total": len(lines),
         "output_ttl_s": body.output_expires_after.seconds if body.output_expires_after else None,
+        "models": models,
     }
     bad = [line for line in lines if isinstance(line, BadLine)]
     errors = [
@@ -108,22 +109,26 @@ async def create_batch(
     return await _batch(redis, record["id"])
 
 
-async def _refuse_unserved_models(
+async def _resolve_models(
     lines: list[Line | BadLine], fleet: RedisDep, settings: Settings
-) -> list[Line | BadLine]:
-    """A line for a model no worker serves fails (as the live request would, with a 404)."""
+) -> tuple[list[Line | BadLine], dict[str, str]]:
+    """The served id each line's model name stands for (an alias is resolved now, once, and
+    kept in the batch's record); a line for a model no worker serves fails (as the live
+    request would, with a 404)."""
     unserved: dict[str, str] = {}
-    for model in {line.model for line in lines if isinstance(line, Line)}:
+    models: dict[str, str] = {}
+    for name in {line.model for line in lines if isinstance(line, Line)}:
         try:
-            await resolve_model(fleet, settings, model)
+            models[name] = await resolve_model(fleet, settings, name)
         except ModelNotFound as exc:
-            unserved[model] = exc.message
-    return [
+            unserved[name] = exc.message
+    checked = [
         BadLine(line.number, line.custom_id, f"Line {line.number + 1}: {unserved[line.model]}")
         if isinstance(line, Line) and line.model in unserved
         else line
         for line in lines
     ]
+    return checked, models
 
 
 @router.get("/batches/{batch_id}", responses=ERROR_RESPONSES)

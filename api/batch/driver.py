@@ -116,11 +116,14 @@ class _BatchRun:
         self._settings = driver._settings
         self._batch_id = batch_id
         self._in_flight: set[asyncio.Task] = set()
+        self._models: dict[str, str] = {}
+        """Model name -> served id, resolved when the batch was created (aliases)."""
 
     async def run(self) -> None:
         state = await store.batch_state(self._connection, self._batch_id)
         if state is None or state.ended:
             return
+        self._models = state.record.get("models") or {}
         lines = await self._lines(state)
         if lines is None:
             return
@@ -181,13 +184,16 @@ class _BatchRun:
     async def _stop_earlier_attempts(self, lines: list[Line]) -> None:
         """A driver that died left attempts behind: take them out of the queue, or stop them,
         before running those lines again."""
-        models = {line.number: line.model for line in lines}
+        models = {line.number: self._model(line) for line in lines}
         attempts = await store.attempts(self._connection, self._batch_id)
         for number, job_id in attempts.items():
             model = models.get(number, self._settings.model)
             lane = batch_lane_name(self._driver._submitter.queue_name(model))
             await self._driver._submitter.cancel(lane, job_id)
             await store.forget_attempt(self._connection, self._batch_id, number)
+
+    def _model(self, line: Line) -> str:
+        return self._models.get(line.model, line.model)
 
     def _launch(self, line: Line, record: dict) -> None:
         task = asyncio.create_task(self._answer(line, record))
@@ -200,7 +206,7 @@ class _BatchRun:
         waiting = Backoff(first_s=1.0, cap_s=30.0)
         lost_retries = WORKER_LOST_RETRIES
         while True:
-            request = endpoint.job(line.body, self._settings).model_copy(
+            request = endpoint.job(line.body, self._settings, self._model(line)).model_copy(
                 update={"deadline": float(record["expires_at"])}
             )
             job_id = uuid.uuid4().hex

@@ -36,9 +36,10 @@ class Endpoint:
     translate: Callable[[Any, Settings, str], JobRequest]
     answer: Callable[[Any, JobRequest, DoneEvent], dict]
 
-    def job(self, body: Any, settings: Settings) -> JobRequest:
-        """The line's job, for the served model its body names."""
-        return self.translate(body, settings, model_id(body.model))
+    def job(self, body: Any, settings: Settings, model: str | None = None) -> JobRequest:
+        """The line's job, for ``model``: the served id its body's name stands for, resolved
+        when the batch was created (an alias); by default the name itself."""
+        return self.translate(body, settings, model or model_id(body.model))
 
 
 ENDPOINTS: dict[str, Endpoint] = {
@@ -70,7 +71,7 @@ class Line:
 
     @property
     def model(self) -> str:
-        """The served model id the line names (``:latest`` dropped)."""
+        """The model name the line gives (``:latest`` dropped): an id or an alias."""
         return model_id(self.body.model)
 
 

@@ -166,6 +166,16 @@ def sdk(api, key: str = "unused") -> anthropic.AsyncAnthropic:
         ),
         ({"messages": [*QUESTION, {"role": "assistant", "content": "The"}]}, "prefill"),
         ({"messages": [{"role": "system", "content": "no"}]}, "messages.0.role"),
+        ({"output_config": {"effort": "high"}}, "output_config.effort"),
+        ({"output_config": {"format": {"type": "text"}}}, "output_config.format.type"),
+        (
+            {
+                "output_config": {"format": {"type": "json_schema", "schema": {}}},
+                "tools": [WEATHER],
+                "tool_choice": {"type": "any"},
+            },
+            "output_config.format cannot be combined",
+        ),
     ],
 )
 async def test_refusals_are_anthropic_400s_that_name_the_field(

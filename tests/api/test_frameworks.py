@@ -1,8 +1,12 @@
 """The frameworks people build agents with, against the real service and the demo model:
-LangChain (structured output by all three methods, tools in a two-step agent loop) and
-litellm (chat and tools)."""
+LangChain (structured output by all three methods, tools in a two-step agent loop),
+litellm (chat and tools over OpenAI's API; chat over its two Ollama providers), the OpenAI
+Agents SDK (an agent with a tool, over chat completions and Responses) and langchain-anthropic
+(structured output over Anthropic's Messages API)."""
 
+import asyncio
 import json
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -66,6 +70,7 @@ def test_langchain_two_step_agent_loop(chat_model) -> None:
     call_message = caller.invoke(messages)
     (call,) = call_message.tool_calls
     assert call["name"] == "get_weather" and isinstance(call["args"]["city"], str)
+    assert list(call["args"]) == ["city"]  # nothing invented beside the one parameter
 
     messages += [
         call_message,
@@ -109,3 +114,92 @@ def test_litellm_chat_and_tools(model_service: Service) -> None:
     (call,) = called.choices[0].message.tool_calls
     assert call.function.name == "get_weather"
     assert isinstance(json.loads(call.function.arguments)["city"], str)
+
+
+# litellm's stream types trip pydantic warnings of their own (ReadOnly TypedDict items).
+@pytest.mark.filterwarnings("ignore:.*on TypedDict class.*ReadOnly:UserWarning")
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+@pytest.mark.parametrize("provider", ["ollama", "ollama_chat"])
+def test_litellm_ollama_providers(
+    model_service: Service, monkeypatch: pytest.MonkeyPatch, provider: str, stream: bool
+) -> None:
+    """litellm's Ollama providers post JSON without a Content-Type (every call was a 400)."""
+    monkeypatch.setenv("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network in tests
+    import litellm
+
+    answer = litellm.completion(
+        model=f"{provider}/{DEMO_MODEL_ID}",
+        api_base=model_service.base_url,
+        messages=[{"role": "user", "content": "Say hello."}],
+        temperature=0,
+        max_tokens=8,
+        stream=stream,
+    )
+    if stream:
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in answer)
+    else:
+        text = answer.choices[0].message.content
+    assert text
+
+
+@pytest.mark.parametrize("use_responses", [False, True], ids=["chat", "responses"])
+def test_openai_agents_runs_an_agent_by_the_short_alias(
+    model_service: Service, use_responses: bool
+) -> None:
+    """The Agents SDK reads "mlxq/..." as a provider prefix ("Unknown prefix: mlxq"): the
+    model's short alias is a name it can use."""
+    from agents import Agent, ModelSettings, RunConfig, Runner, function_tool
+    from agents.models.multi_provider import MultiProvider
+    from openai import AsyncOpenAI
+
+    alias = DEMO_MODEL_ID.rsplit("/", 1)[1]
+    client = AsyncOpenAI(base_url=f"{model_service.base_url}/v1", api_key="unused")
+    provider = MultiProvider(openai_client=client, openai_use_responses=use_responses)
+    config = RunConfig(model_provider=provider, tracing_disabled=True)
+    cities: list[str] = []
+
+    @function_tool
+    def get_weather(city: str) -> str:
+        """The current weather in a city."""
+        cities.append(city)
+        return f"It is sunny in {city}."
+
+    agent = Agent(
+        name="weather",
+        instructions="Answer with the weather tool.",
+        model=alias,
+        tools=[get_weather],
+        tool_use_behavior="stop_on_first_tool",
+        model_settings=ModelSettings(temperature=0, max_tokens=60, tool_choice="required"),
+    )
+    run = Runner.run(agent, "What is the weather in Paris?", run_config=config)
+    result = asyncio.run(run)  # run_sync keeps one loop across tests; its client does not
+    assert len(cities) == 1 and result.final_output == f"It is sunny in {cities[0]}."
+
+
+class Review(BaseModel):
+    """A movie and what people thought of it."""
+
+    title: str = Field(description="The movie's title")
+    year: int
+    verdict: Literal["bad", "fine", "great"]
+
+
+def test_langchain_anthropic_structured_output(model_service: Service) -> None:
+    """langchain-anthropic's json_schema method sends Anthropic's ``output_config.format``.
+    (The anthropic package moves bounds such as ``maximum`` into descriptions first, as
+    Anthropic's API wants: only what is left is enforced, so this schema has none.)"""
+    from langchain_anthropic import ChatAnthropic
+
+    model = ChatAnthropic(
+        model=DEMO_MODEL_ID,
+        base_url=model_service.base_url,
+        api_key="unused",
+        temperature=0,
+        max_tokens=80,
+        max_retries=0,
+    )
+    review = model.with_structured_output(Review, method="json_schema").invoke(
+        "Tell me about a famous movie."
+    )
+    assert isinstance(review, Review) and review.title and review.verdict

@@ -165,8 +165,10 @@ def ollama_error(response: httpx.Response, status: int) -> str:
 @pytest.mark.anyio
 async def test_version_tags_and_show_describe_the_default_model(api_client) -> None:
     assert (await api_client.get("/api/version")).json() == {"version": "0.14.0"}
-    (entry,) = (await api_client.get("/api/tags")).json()["models"]
+    entry, alias = (await api_client.get("/api/tags")).json()["models"]
     assert entry["name"] == entry["model"] == f"{DEMO_MODEL_ID}:latest"
+    assert alias["name"] == f"{DEMO_MODEL_ID.rsplit('/', 1)[1]}:latest"  # the short alias
+    assert alias["digest"] == entry["digest"]
     assert entry["details"]["format"] == "mlx" and entry["size"] == 0
     assert entry["details"]["parameter_size"] == "135M"
     assert entry["details"]["quantization_level"] == "Q4_1"
@@ -324,3 +326,16 @@ def test_errors_come_back_as_ollama_response_errors(client: ollama.Client) -> No
         client.chat(model=DEMO_MODEL_ID, messages=QUESTION, format={"type": "nonsense"})
     assert unenforceable.value.status_code == 400
     assert unenforceable.value.error.startswith("format:")
+
+
+@pytest.mark.e2e
+def test_curl_d_bodies_are_answered(model_service: Service) -> None:
+    """``curl http://localhost:11434/api/generate -d '{...}'`` as Ollama's docs write it sends
+    ``application/x-www-form-urlencoded``; litellm sends no type at all."""
+    body = json.dumps({"model": DEMO_MODEL_ID, "prompt": "Hi", "stream": False, "options": GREEDY})
+    for headers in ({"content-type": "application/x-www-form-urlencoded"}, {}):
+        response = httpx.post(
+            f"{model_service.base_url}/api/generate", content=body, headers=headers, timeout=60
+        )
+        assert response.status_code == 200, response.text
+        assert response.json()["done"] is True and response.json()["response"]

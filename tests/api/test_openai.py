@@ -58,7 +58,8 @@ def chat(client: openai.OpenAI, **options):
 
 
 def test_models_lists_the_served_model(client: openai.OpenAI) -> None:
-    assert [m.id for m in client.models.list().data] == [DEMO_MODEL_ID]
+    alias = DEMO_MODEL_ID.rsplit("/", 1)[1]  # for clients that read "mlxq/" as a provider
+    assert [m.id for m in client.models.list().data] == [DEMO_MODEL_ID, alias]
 
 
 def test_chat_completion_with_usage_counted_by_the_tokenizer(
@@ -185,3 +186,12 @@ def test_ask_streams_plain_text_pieces_and_a_final_event(model_service: Service)
     assert len(pieces) > 3
     assert "".join(pieces) == whole
     assert len(final) == 1 and f'"answer":"{whole}"' in final[0]
+
+
+def test_a_short_alias_is_answered_under_that_name(client: openai.OpenAI) -> None:
+    alias = DEMO_MODEL_ID.rsplit("/", 1)[1]
+    completion = client.chat.completions.create(
+        model=alias, messages=[{"role": "user", "content": "Hi"}], max_tokens=4, temperature=0
+    )
+    assert completion.model == alias
+    assert client.models.retrieve(alias).id == alias

@@ -315,15 +315,17 @@ def test_streamed_tool_calls_arrive_as_deltas(client) -> None:
         stream=True,
         max_tokens=60,
     )
-    calls, reasons = [], []
+    deltas, reasons = [], []
     for chunk in stream:
         for choice in chunk.choices:
-            calls += choice.delta.tool_calls or []
+            deltas += choice.delta.tool_calls or []
             reasons.append(choice.finish_reason)
     assert reasons[-1] == "tool_calls"
-    (call,) = calls
-    assert call.index == 0 and call.function.name == "get_weather"
-    json.loads(call.function.arguments)
+    first, *more = deltas  # a forced call streams its arguments while they are decoded
+    assert first.index == 0 and first.id and first.function.name == "get_weather"
+    assert more and all(d.index == 0 and d.id is None and d.function.name is None for d in more)
+    arguments = "".join(d.function.arguments for d in deltas)
+    assert list(json.loads(arguments)) == ["city", "unit"]
 
 
 @pytest.mark.e2e

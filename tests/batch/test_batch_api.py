@@ -85,6 +85,22 @@ def test_a_batch_runs_to_completion(service: tuple[openai.OpenAI, str]) -> None:
     assert client.files.retrieve(done.output_file_id).purpose == "batch_output"
 
 
+def test_lines_may_name_the_short_alias(service: tuple[openai.OpenAI, str]) -> None:
+    """An alias is resolved when the batch is created; the driver runs the line on the model
+    it stands for, and the answer carries the name the line used."""
+    client, _ = service
+    alias = DEMO_MODEL_ID.rsplit("/", 1)[1]
+    content = lines_file(2).replace(f'"{DEMO_MODEL_ID}"'.encode(), f'"{alias}:latest"'.encode())
+    upload = client.files.create(file=("in.jsonl", content), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=upload.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = finished(client, batch.id)
+    assert done.status == "completed" and done.request_counts.completed == 2, done
+    for row in jsonl(client, done.output_file_id):
+        assert row["response"]["body"]["model"] == f"{alias}:latest"
+
+
 def test_bad_lines_go_to_the_error_file(service: tuple[openai.OpenAI, str]) -> None:
     client, _ = service
     good = lines_file(2, endpoint="/v1/completions").decode()

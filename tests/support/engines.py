@@ -39,6 +39,14 @@ class FailingEngine(Engine):
         pass
 
 
+class ChoicelessEngine(FailingEngine):
+    """Answers every request with no choice at all, an answer no dialect can render: a bug
+    in a worker becomes an unhandled exception in the API (tests/faults/test_internal_error.py)."""
+
+    def submit(self, request: EngineRequest) -> None:
+        self._emit(Finished(request.job_id, [], prompt_tokens=1))
+
+
 class SlowEngine(ThreadedEngine):
     """Generates "w0 w1 w2 ..." for all its jobs at once, one word per step of
     MLXQ_TEST_STEP_S seconds (default 0.1), max_tokens words (default 20); it checks

@@ -241,3 +241,128 @@ def test_unsupported_schemas_are_refused(compiler: Any) -> None:
         compiler.for_response_format({"type": "json_schema", "json_schema": {"name": "x"}})
     assert compiler.for_response_format({"type": "text"}) is None
     assert compiler.for_response_format(None) is None
+
+
+# -- forced tool calls (worker/tool_schemas.py) -------------------------------------------------
+
+WEATHER = {  # as LangChain, smolagents and Ollama's clients write it: nothing said of other keys
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "maxLength": 20}},
+            "required": ["city"],
+        },
+    },
+}
+NOW = {"type": "function", "function": {"name": "get_time"}}  # no parameters
+
+
+def accepted(compiler: Any, tokenizer: Any, schema: dict[str, Any], text: str) -> bool:
+    """Whether the constraint lets ``text`` be generated, token by token, and end there."""
+    import mlx.core as mx
+    import numpy as np
+
+    constraint = compiler.json_schema(schema)
+    context = chat(tokenizer, "x")
+    logits = mx.zeros((1, compiler.vocab_size))
+    for token in tokenizer.encode(text, add_special_tokens=False):
+        masked = np.array(constraint(mx.array(context), logits)[0])
+        if masked[token] == -np.inf:
+            return False
+        context.append(token)
+    constraint(mx.array(context), logits)
+    return constraint.is_accepting
+
+
+def test_required_with_parallel_calls_admits_several(loaded: Any, compiler: Any) -> None:
+    from worker.forced_calls import ForcedCalls
+    from worker.tool_schemas import tool_call_schema
+
+    two = '[{"name":"get_weather","arguments":{"city":"Paris"}},{"name":"get_time","arguments":{}}]'
+    several = tool_call_schema([WEATHER, NOW], "required", parallel=True)
+    one = tool_call_schema([WEATHER, NOW], "required", parallel=False)
+    assert accepted(compiler, loaded[1], several, two)
+    assert accepted(compiler, loaded[1], several, two[: two.index(",{")] + "]")
+    assert not accepted(compiler, loaded[1], several, "[]")
+    assert not accepted(compiler, loaded[1], one, two)
+    assert accepted(compiler, loaded[1], one, two[1 : two.index(",{")])
+    reader = ForcedCalls()
+    reader.feed(two)
+    assert [call.function.name for call in reader.calls()] == ["get_weather", "get_time"]
+
+
+def test_forced_arguments_hold_the_declared_properties_only(loaded: Any, compiler: Any) -> None:
+    from worker.tool_schemas import tool_call_schema
+
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    schema = tool_call_schema([WEATHER], named)
+    invented = '{"name":"get_weather","arguments":{"city":"Paris","temperature":"25.5"}}'
+    assert not accepted(compiler, loaded[1], schema, invented)
+    answer = generate(loaded, "What is the weather in Paris?", compiler.json_schema(schema), 0, 0)
+    assert list(json.loads(answer)["arguments"]) == ["city"]
+    no_parameters = tool_call_schema([NOW], {"type": "function", "function": {"name": "get_time"}})
+    assert accepted(compiler, loaded[1], no_parameters, '{"name":"get_time","arguments":{}}')
+    assert not accepted(
+        compiler, loaded[1], no_parameters, '{"name":"get_time","arguments":{"a":1}}'
+    )
+
+
+# -- vLLM's guided decoding: regex, choice, grammar --------------------------------------------
+
+
+def format_constraint(compiler: Any, **spec: Any) -> Any:
+    return compiler.for_response_format({"field": "guided_x", **spec})
+
+
+def test_regex_choice_and_grammar_allow_what_they_say(loaded: Any, compiler: Any) -> None:
+    tokenizer = loaded[1]
+    regex = {"type": "regex", "pattern": r"[0-9]{3}-[0-9]{4}"}
+    choice = {"type": "choice", "choices": ["yes", 'no "way"', "été 🙂"]}
+    lark = {"type": "grammar", "grammar": 'start: "Answer: " NUMBER\nNUMBER: /[0-9]+/'}
+    gbnf = {"type": "grammar", "grammar": 'root ::= "yes" | "no"'}
+    for spec, good, bad in [
+        (regex, "555-1234", "5555-123"),
+        (choice, 'no "way"', "maybe"),
+        (choice, "été 🙂", "été"),
+        (lark, "Answer: 42", "Answer: x"),
+        (gbnf, "no", "nope"),
+    ]:
+        schema_free = format_constraint(compiler, **spec)
+        assert schema_free is not None
+        assert accepted_by(schema_free, compiler, tokenizer, good), (spec, good)
+        assert not accepted_by(format_constraint(compiler, **spec), compiler, tokenizer, bad)
+
+
+def accepted_by(constraint: Any, compiler: Any, tokenizer: Any, text: str) -> bool:
+    import mlx.core as mx
+    import numpy as np
+
+    context = chat(tokenizer, "x")
+    logits = mx.zeros((1, compiler.vocab_size))
+    for token in tokenizer.encode(text, add_special_tokens=False):
+        if np.array(constraint(mx.array(context), logits)[0])[token] == -np.inf:
+            return False
+        context.append(token)
+    constraint(mx.array(context), logits)
+    return constraint.is_accepting
+
+
+@pytest.mark.parametrize(
+    ("spec", "says"),
+    [
+        ({"type": "regex", "pattern": "(abc"}, "regex cannot be compiled: .*unclosed group"),
+        ({"type": "grammar", "grammar": "start: (("}, "grammar cannot be compiled"),
+        ({"type": "grammar", "grammar": "root ::= ((("}, "grammar is not valid"),
+        ({"type": "choice", "choices": []}, "at least one choice"),
+    ],
+)
+def test_what_cannot_be_compiled_is_refused_naming_the_field(
+    compiler: Any, spec: dict, says: str
+) -> None:
+    from worker.constrained import SchemaError
+
+    with pytest.raises(SchemaError, match=says) as caught:
+        format_constraint(compiler, **spec)
+    assert caught.value.param == "guided_x"

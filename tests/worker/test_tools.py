@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 from mlx_lm.tool_parsers import json_tools
 
-from worker.tools import parse_tool_call, parse_tool_calls, tool_call_schema, tool_prompt
+from worker.tool_schemas import closed, tool_call_schema
+from worker.tools import parse_tool_call, parse_tool_calls, tool_prompt
 
 WEATHER = {
     "type": "function",
@@ -146,12 +147,56 @@ def test_required_allows_any_tool_and_named_allows_one() -> None:
         "type": "object",
         "properties": {
             "name": {"type": "string", "const": "get_time"},
-            "arguments": {"type": "object"},
+            "arguments": {"type": "object", "properties": {}, "additionalProperties": False},
         },
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
-    assert required["anyOf"][0]["properties"]["arguments"] == WEATHER["function"]["parameters"]
+    assert required["anyOf"][0]["properties"]["arguments"] == {
+        **WEATHER["function"]["parameters"],
+        "additionalProperties": False,
+    }
+
+
+def test_required_with_parallel_calls_is_one_or_more_calls() -> None:
+    several = tool_call_schema([WEATHER, TIME], "required", parallel=True)
+    assert several == {
+        "type": "array",
+        "items": tool_call_schema([WEATHER, TIME], "required"),
+        "minItems": 1,
+    }
+    named = {"type": "function", "function": {"name": "get_time"}}
+    assert tool_call_schema([WEATHER, TIME], named, parallel=True)["type"] == "object"
+
+
+def test_arguments_hold_the_declared_properties_only() -> None:
+    """LangChain, smolagents and Ollama-style schemas never say additionalProperties."""
+    given = {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string"},
+            "where": {"properties": {"lat": {"type": "number"}}},
+            "tags": {"type": "array", "items": {"type": "object", "properties": {}}},
+            "extra": {"type": "object", "additionalProperties": {"type": "string"}},
+            "either": {"anyOf": [{"type": "object"}, {"type": "null"}]},
+            "both": {"allOf": [{"type": "object", "properties": {"a": {}}}]},
+        },
+        "$defs": {"Point": {"type": "object", "properties": {"x": {"type": "number"}}}},
+    }
+    schema = closed(given)
+    assert schema["additionalProperties"] is False
+    props = schema["properties"]
+    assert props["where"]["additionalProperties"] is False
+    assert props["tags"]["items"]["additionalProperties"] is False
+    assert props["extra"]["additionalProperties"] == {"type": "string"}  # it allows more
+    assert props["either"]["anyOf"][0]["additionalProperties"] is False
+    assert props["both"] == given["properties"]["both"]  # allOf members are left as given
+    assert schema["$defs"]["Point"]["additionalProperties"] is False
+    assert closed({"type": "object", "additionalProperties": True}) == {
+        "type": "object",
+        "additionalProperties": True,
+    }
+    assert "additionalProperties" not in given  # the request's own schema is not changed
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,6 @@ How the answer maps:
 - A reasoning model's reasoning is left out (Anthropic's extended thinking is refused).
 """
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -21,6 +20,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.core.dialect import validation_summary
 from api.core.frames import StreamRenderer, sse_json
+from api.core.tool_arguments import arguments_object
 from api.dialects.anthropic.answers import (
     MessageOut,
     StopReason,
@@ -59,10 +59,11 @@ def usage(done: DoneEvent) -> UsageOut:
 
 
 def _tool_use(call: ToolCall) -> ToolUseBlockOut:
-    """The worker's calls carry their arguments as a JSON object's text (always an object:
-    worker/tools.py normalizes them)."""
+    """The worker's calls carry their arguments as a JSON object's text (worker/tools.py
+    normalizes parsed ones); a call cut short by max_tokens has as much of its input as
+    closes into an object."""
     return ToolUseBlockOut(
-        id=call.id, name=call.function.name, input=json.loads(call.function.arguments)
+        id=call.id, name=call.function.name, input=arguments_object(call.function.arguments) or {}
     )
 
 
@@ -87,44 +88,54 @@ def _event(name: str, **fields: Any) -> str:
 
 
 class _Blocks:
-    """The content blocks of a streamed message: a text block opened by the first text
-    and closed by a tool call (a tool_use block is sent whole: start, its input's JSON in
-    one delta, stop) or by the end. Block indexes count up from 0, as in the answer."""
+    """The content blocks of a streamed message, indexed from 0 as in the answer: a text
+    block opened by the first text, a tool_use block by each call's first piece, its input
+    streamed as ``input_json_delta``s (a forced call's as it is decoded); the open block
+    is closed by the next one or by the end."""
 
     def __init__(self) -> None:
         self._count = 0
-        self._text_open = False
+        self._open: str | None = None  # "text", or the id ("call_...") of the open call
         self._calls_sent: set[str] = set()
 
     def text(self, text: str) -> list[str]:
         frames = []
-        if not self._text_open:
-            self._text_open = True
+        if self._open != "text":
+            frames = self.close()
+            self._open = "text"
             block = {"type": "text", "text": ""}
             frames.append(_event("content_block_start", index=self._count, content_block=block))
         delta = {"type": "text_delta", "text": text}
         frames.append(_event("content_block_delta", index=self._count, delta=delta))
         return frames
 
-    def tool_calls(self, calls: list[ToolCall]) -> list[str]:
-        new = [call for call in calls if call.id not in self._calls_sent]
-        frames = self.close() if new else []
-        for call in new:
-            self._calls_sent.add(call.id)
-            block = {"type": "tool_use", "id": call.id, "name": call.function.name, "input": {}}
-            delta = {"type": "input_json_delta", "partial_json": call.function.arguments}
-            frames += [
-                _event("content_block_start", index=self._count, content_block=block),
-                _event("content_block_delta", index=self._count, delta=delta),
-                _event("content_block_stop", index=self._count),
-            ]
-            self._count += 1
+    def tool_calls(self, pieces: list[ToolCall]) -> list[str]:
+        frames = []
+        for piece in pieces:
+            if piece.id != self._open:
+                frames += self.close()
+                self._open = piece.id
+                self._calls_sent.add(piece.id)
+                block = {
+                    "type": "tool_use",
+                    "id": piece.id,
+                    "name": piece.function.name,
+                    "input": {},
+                }
+                frames.append(_event("content_block_start", index=self._count, content_block=block))
+            if piece.function.arguments:
+                delta = {"type": "input_json_delta", "partial_json": piece.function.arguments}
+                frames.append(_event("content_block_delta", index=self._count, delta=delta))
         return frames
 
+    def unsent(self, calls: list[ToolCall]) -> list[ToolCall]:
+        """The answer's calls that no piece announced (the final event has them whole)."""
+        return [call for call in calls if call.id not in self._calls_sent]
+
     def close(self) -> list[str]:
-        if not self._text_open:
+        if self._open is None:
             return []
-        self._text_open = False
+        self._open = None
         self._count += 1
         return [_event("content_block_stop", index=self._count - 1)]
 
@@ -166,7 +177,8 @@ class MessageStream(StreamRenderer):
 
     def done(self, event: DoneEvent) -> Iterable[str]:
         choice = event.choices[0]
-        frames = [*self._blocks.tool_calls(choice.tool_calls or []), *self._blocks.close()]
+        calls = self._blocks.unsent(choice.tool_calls or [])
+        frames = [*self._blocks.tool_calls(calls), *self._blocks.close()]
         delta = {"stop_reason": STOP_REASONS[choice.finish_reason], "stop_sequence": None}
         frames.append(_event("message_delta", delta=delta, usage=usage(event).model_dump()))
         frames.append(_event("message_stop"))

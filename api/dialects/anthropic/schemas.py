@@ -234,6 +234,26 @@ class PromptRequest(StrictBody):
         return not choice.disable_parallel_tool_use
 
 
+class JsonOutputFormat(StrictBody):
+    """Structured outputs: the answer's text is JSON that follows ``schema``, enforced token
+    by token (as ``response_format`` is on OpenAI's API)."""
+
+    type: Literal["json_schema"]
+    schema_: dict[str, Any] = Field(alias="schema")
+
+
+class OutputConfig(StrictBody):
+    format: JsonOutputFormat | None = None
+    effort: str | None = Field(None, description="Refused unless null: no effort levels here.")
+
+    @field_validator("effort")
+    @classmethod
+    def _no_effort(cls, effort: str | None) -> str | None:
+        if effort is not None:
+            raise ValueError("effort levels are not supported (they steer extended thinking)")
+        return effort
+
+
 class MessagesRequest(PromptRequest):
     max_tokens: int = Field(ge=1)
     stop_sequences: list[str] | None = Field(None, max_length=MAX_STOP_SEQUENCES)
@@ -242,6 +262,31 @@ class MessagesRequest(PromptRequest):
     top_k: int | None = Field(None, ge=0, description="0: off.")
     stream: bool | None = None
     metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
+    output_format: JsonOutputFormat | None = Field(
+        None, description="The structured-outputs beta's name for output_config.format."
+    )
+
+    @model_validator(mode="after")
+    def _one_output_format(self) -> "MessagesRequest":
+        if self.output_format is not None and self.output_config and self.output_config.format:
+            raise ValueError("give output_config.format or output_format, not both")
+        forced = self.tool_choice is not None and self.tool_choice.type in ("any", "tool")
+        if self.json_format is not None and forced:
+            raise ValueError(
+                f"{self.json_format[0]} cannot be combined with tool_choice "
+                f'"{self.tool_choice.type}": the answer is the tool call'  # type: ignore[union-attr]
+            )
+        return self
+
+    @property
+    def json_format(self) -> tuple[str, dict[str, Any]] | None:
+        """The requested output format: (the field that gave it, its JSON Schema)."""
+        if self.output_config is not None and self.output_config.format is not None:
+            return "output_config.format", self.output_config.format.schema_
+        if self.output_format is not None:
+            return "output_format", self.output_format.schema_
+        return None
 
     @field_validator("stop_sequences")
     @classmethod

@@ -4,7 +4,13 @@ from typing import Any
 
 from api.core.neutral import generation_request, temperature_and_top_p
 from api.dialects.anthropic.schemas import MessagesRequest, PromptRequest, ToolIn
-from shared.schemas import GenerationRequest, SamplingParams, ToolDefinition, ToolFunction
+from shared.schemas import (
+    GenerationRequest,
+    ResponseFormat,
+    SamplingParams,
+    ToolDefinition,
+    ToolFunction,
+)
 from shared.settings import Settings
 
 ANTHROPIC_DEFAULT_TEMPERATURE = 1.0
@@ -17,6 +23,12 @@ def messages_request(body: MessagesRequest, settings: Settings, model: str) -> G
     if temperature is None:
         temperature = ANTHROPIC_DEFAULT_TEMPERATURE
     temperature, top_p = temperature_and_top_p(temperature, body.top_p)
+    response_format = None
+    if body.json_format is not None:
+        field, schema = body.json_format
+        response_format = ResponseFormat(
+            type="json_schema", json_schema={"schema": schema}, field=field
+        )
     return _request(
         settings,
         body,
@@ -24,6 +36,7 @@ def messages_request(body: MessagesRequest, settings: Settings, model: str) -> G
         max_tokens=body.max_tokens,
         sampling=SamplingParams(temperature=temperature, top_p=top_p, top_k=body.top_k or 0),
         stop=body.stop_sequences,
+        response_format=response_format,
         stream=bool(body.stream),
     )
 

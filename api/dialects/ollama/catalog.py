@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from api.core.models import LATEST_TAG, resolve_model, served_models
+from api.core.models import LATEST_TAG, ModelNames, resolve_model, served_models
 from api.deps import RedisDep, SettingsDep
 from api.dialects.ollama.answers import (
     ERROR_RESPONSES,
@@ -64,10 +64,11 @@ def _details(model: str) -> dict[str, Any]:
     }
 
 
-def _entry(model: str) -> dict[str, Any]:
+def _entry(model: str, name: str | None = None) -> dict[str, Any]:
+    """``model`` listed under ``name`` (its id by default, or an alias), tagged ``:latest``."""
     return {
-        "name": model + LATEST_TAG,
-        "model": model + LATEST_TAG,
+        "name": (name or model) + LATEST_TAG,
+        "model": (name or model) + LATEST_TAG,
         "modified_at": UNKNOWN_TIME,
         "size": 0,
         "digest": hashlib.sha256(model.encode()).hexdigest(),
@@ -83,9 +84,15 @@ async def version() -> dict:
 @router.get("/tags", responses={200: {"model": OllamaTags}, 401: {"model": OllamaError}})
 async def tags(redis: RedisDep, settings: SettingsDep) -> dict:
     """The models requests may name: every model with a live worker, and the default model
-    (accepted while its worker starts). Sizes are 0: the API never reads model files."""
-    served = await served_models(redis)
-    return {"models": [_entry(m) for m in sorted({settings.model, *served})]}
+    (accepted while its worker starts), each by its id, then by its short alias
+    (api/core/models.py). Sizes are 0: the API never reads model files."""
+    names = ModelNames.of({settings.model, *await served_models(redis)})
+    entries = [
+        _entry(model, name)
+        for model in sorted(names.models)
+        for name in (model, *names.aliases_of(model))
+    ]
+    return {"models": entries}
 
 
 @router.get("/ps", responses={200: {"model": OllamaPs}, 401: {"model": OllamaError}})

@@ -114,6 +114,9 @@ class ModelCard(BaseModel):
     created: int
     owned_by: str
     workers: int = Field(description="mlxq: live workers serving the model.")
+    root: str = Field(
+        description="The model's id (as vLLM names it): itself, or the model an alias stands for."
+    )
 
 
 class ModelList(BaseModel):

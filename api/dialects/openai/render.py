@@ -50,7 +50,8 @@ class ChatRenderer:
 
     def __init__(self, n: int) -> None:
         self._n = n
-        self._calls_sent: dict[int, int] = {}
+        self._call_index: dict[int, dict[str, int]] = {}
+        """Per choice: each call's id -> its index among the choice's calls."""
 
     def choice(self, choice: Choice) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": choice.text}
@@ -80,17 +81,22 @@ class ChatRenderer:
         elif event.text:
             delta["content"] = event.text
         if event.tool_calls:
-            first = self._calls_sent.get(event.index, 0)
-            self._calls_sent[event.index] = first + len(event.tool_calls)
-            delta["tool_calls"] = [
-                {"index": first + k, **call} for k, call in enumerate(_tool_calls(event.tool_calls))
-            ]
+            delta["tool_calls"] = [self._call_delta(event.index, c) for c in event.tool_calls]
         return {
             "index": event.index,
             "delta": delta,
             "logprobs": _chat_logprobs(event.logprobs),
             "finish_reason": None,
         }
+
+    def _call_delta(self, choice: int, call: ToolCall) -> dict[str, Any]:
+        """OpenAI's delta of a call's piece: its first with id, type and name; later ones
+        (more of its arguments) with the index alone."""
+        known = self._call_index.setdefault(choice, {})
+        if call.id in known:
+            return {"index": known[call.id], "function": {"arguments": call.function.arguments}}
+        known[call.id] = len(known)
+        return {"index": known[call.id], **call.model_dump(mode="json")}
 
     def ending(self, choice: Choice) -> dict[str, Any]:
         return {

@@ -4,7 +4,7 @@
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.core.models import LATEST_TAG, model_id, served_models
+from api.core.models import ModelNames, served_models
 from api.deps import JobExchangeDep, RedisDep, SettingsDep
 from api.dialects.openai.answers import (
     ERROR_RESPONSES,
@@ -30,7 +30,6 @@ from api.dialects.openai.translate import (
     embeddings_answer,
     embeddings_request,
 )
-from shared.errors import ModelNotFound
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -82,26 +81,37 @@ _ONE_RESPONSES: dict[int | str, dict] = {
 
 
 @router.get("/models", responses=_LIST_RESPONSES)
-async def list_models(redis: RedisDep) -> dict:
-    """The models that have at least one live worker."""
+async def list_models(redis: RedisDep, settings: SettingsDep) -> dict:
+    """The models that have at least one live worker, each by its id, then by its short
+    alias (api/core/models.py)."""
     served = await served_models(redis)
-    data = [_card(model, count) for model, count in sorted(served.items())]
+    names = ModelNames.of({settings.model, *served})
+    data = [
+        _card(name, model, count)
+        for model, count in sorted(served.items())
+        for name in (model, *names.aliases_of(model))
+    ]
     return {"object": "list", "data": data}
 
 
 @router.get("/models/{name:path}", responses=_ONE_RESPONSES)
 async def retrieve_model(name: str, redis: RedisDep, settings: SettingsDep) -> dict:
-    """A served model, or the default model (its worker may be starting); ``:latest`` names
-    the same model."""
+    """A served model, or the default model (its worker may be starting), by any name it
+    answers to (its id or alias, with or without ``:latest``), under that name."""
     served = await served_models(redis)
-    model = model_id(name)
-    if model not in served and model != settings.model:
-        raise ModelNotFound(f"The model {name!r} is not served here.")
-    card = _card(model, served.get(model, 0))
-    if name.endswith(LATEST_TAG):
-        card["id"] = name
-    return card
+    names = ModelNames.of({settings.model, *served})
+    model = names.resolve(name)
+    if model is None:
+        raise names.not_found(name)
+    return _card(name, model, served.get(model, 0))
 
 
-def _card(model: str, workers: int) -> dict:
-    return {"id": model, "object": "model", "created": 0, "owned_by": "mlxq", "workers": workers}
+def _card(name: str, model: str, workers: int) -> dict:
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "mlxq",
+        "workers": workers,
+        "root": model,
+    }

@@ -22,6 +22,7 @@ from api.core.validators import (
     policy,
     refuser,
 )
+from api.dialects.openai.guided import GuidedDecoding
 from shared.schemas import MAX_CHOICES, MAX_TOP_LOGPROBS, JSONScalar
 
 MAX_PROMPTS = 16
@@ -130,7 +131,7 @@ _REFUSED_WHY = {
 }
 
 
-class _Generation(StrictBody):
+class _Generation(GuidedDecoding):
     model: str = Field(min_length=1, **policy("honoured"))
     max_tokens: int | None = Field(None, ge=1, **policy("honoured"))
     temperature: float | None = Field(None, ge=0.0, le=2.0, **policy("honoured"))

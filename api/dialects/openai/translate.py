@@ -21,6 +21,7 @@ from api.dialects.openai.schemas import (
     CompletionRequest,
     EmbeddingsBody,
     MessageIn,
+    ToolIn,
 )
 from shared.schemas import (
     ChatMessage,
@@ -61,7 +62,7 @@ def openai_sampling(body: Any) -> SamplingParams:
 
 def chat_request(body: ChatCompletionRequest, settings: Settings, model: str) -> GenerationRequest:
     """The job of a chat completion; ``model`` is the served id the body's name stands for."""
-    response_format = None
+    response_format = body.guided_format()
     if body.response_format is not None and body.response_format.type != "text":
         schema = body.response_format.json_schema
         response_format = ResponseFormat(
@@ -80,7 +81,7 @@ def chat_request(body: ChatCompletionRequest, settings: Settings, model: str) ->
         stop=body.stops,
         logprobs=body.logprob_count,
         response_format=response_format,
-        tools=[ToolDefinition.model_validate(t.model_dump()) for t in body.tools or []] or None,
+        tools=[_tool(t) for t in body.tools or []] or None,
         tool_choice=body.tool_choice_name,
         parallel_tool_calls=body.parallel_tool_calls,
         stream=body.streaming,
@@ -103,6 +104,7 @@ def completion_request(
         stop=body.stops,
         logprobs=body.logprobs,
         echo=body.echo,
+        response_format=body.guided_format(),
         stream=body.streaming,
     )
 
@@ -153,6 +155,12 @@ def embeddings_answer(body: EmbeddingsBody, done: DoneEvent) -> dict:
 def base64_vector(vector: list[float]) -> str:
     """OpenAI's base64 encoding: the float32 values, little-endian, base64."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def _tool(tool: ToolIn) -> ToolDefinition:
+    """A function tool; without ``parameters`` it takes none (OpenAI's empty parameter list),
+    the default of ToolFunction."""
+    return ToolDefinition.model_validate(tool.model_dump(exclude_none=True))
 
 
 def _message(message: MessageIn) -> ChatMessage:

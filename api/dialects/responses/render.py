@@ -2,6 +2,7 @@
 reasoning models), its text (one ``message``) and its tool calls (``function_call`` items);
 the request's settings are echoed back, as OpenAI does."""
 
+import json
 import time
 import uuid
 from typing import Any, Literal
@@ -99,8 +100,25 @@ class ResponseShape:
                     content=[ResponsesOutputTextOut(text=choice.text)],
                 )
             )
-        output += [function_call(call) for call in choice.tool_calls or []]
+        output += [
+            function_call(call, call_status(call, status_of(choice)))
+            for call in choice.tool_calls or []
+        ]
         return self.finished(done, output).model_dump(mode="json")
+
+
+def call_status(
+    call: ToolCall, answer: Literal["completed", "incomplete"]
+) -> Literal["completed", "incomplete"]:
+    """A call is incomplete when the answer is and its arguments were cut short (they are
+    no JSON yet: a forced call that max_output_tokens cut)."""
+    if answer == "completed":
+        return answer
+    try:
+        json.loads(call.function.arguments)
+    except ValueError:
+        return "incomplete"
+    return "completed"
 
 
 def function_call(call: ToolCall, status: str = "completed") -> ResponsesFunctionCallOut:

@@ -13,23 +13,30 @@ from api.dialects.responses.answers import (
     ResponsesReasoningOut,
     ResponsesReasoningTextOut,
 )
-from api.dialects.responses.render import ResponseShape, function_call, item_id, status_of
+from api.dialects.responses.render import (
+    ResponseShape,
+    call_status,
+    function_call,
+    item_id,
+    status_of,
+)
 from shared.errors import MlxqError
-from shared.schemas import DoneEvent, TokenEvent, ToolCall
+from shared.schemas import DoneEvent, FunctionCall, TokenEvent, ToolCall
 
 
 class ResponseEvents(StreamRenderer):
     """A streamed Response: the typed events that open, fill and close its output items, in
-    order, numbered from 0. One item is open at a time (a reasoning or a message item); a
-    tool call closes it and is sent whole, as one item of its own."""
+    order, numbered from 0. One item is open at a time: a reasoning, a message or a
+    function_call item (each call is one)."""
 
     def __init__(self, shape: ResponseShape) -> None:
         self.shape = shape
         self.output: list[OutputItem] = []
         self._sequence = 0
-        self._open: str | None = None  # "reasoning" or "message"
+        self._open: str | None = None  # "reasoning", "message" or "call"
         self._open_id = ""
-        self._open_text: list[str] = []
+        self._open_text: list[str] = []  # the open item's text, or its call's arguments
+        self._open_call = ToolCall(id="", function=FunctionCall(name="", arguments=""))
         self._sent: dict[str, list[str]] = {"reasoning": [], "message": []}
         self._calls_sent: set[str] = set()
 
@@ -87,9 +94,12 @@ class ResponseEvents(StreamRenderer):
         ]
 
     def close(self, status: Literal["completed", "incomplete"]) -> list[str]:
-        """Closes the open item, if any: its text's done events, then the item's."""
+        """Closes the open item, if any: its text's (or arguments') done events, then the
+        item's."""
         if self._open is None:
             return []
+        if self._open == "call":
+            return self._close_call(status)
         text = "".join(self._open_text)
         where = {"item_id": self._open_id, "output_index": len(self.output), "content_index": 0}
         item: OutputItem
@@ -116,46 +126,72 @@ class ResponseEvents(StreamRenderer):
         self._open = None
         return frames
 
-    def calls(self, calls: list[ToolCall]) -> list[str]:
+    def calls(self, pieces: list[ToolCall]) -> list[str]:
+        """Each call is a function_call item: opened by its first piece, its arguments
+        streamed as deltas (a forced call's as it is decoded), closed by the next item or
+        the end."""
         frames: list[str] = []
-        for call in calls:
-            if call.id in self._calls_sent:
-                continue
-            self._calls_sent.add(call.id)
-            frames += self.close("completed")
-            item = function_call(call)
-            index = len(self.output)
-            where = {"item_id": item.id, "output_index": index}
-            opened = item.model_copy(update={"arguments": "", "status": "in_progress"})
-            frames += [
-                self.event(
-                    "response.output_item.added",
-                    output_index=index,
-                    item=opened.model_dump(mode="json"),
-                ),
-                self.event("response.function_call_arguments.delta", **where, delta=item.arguments),
-                self.event(
-                    "response.function_call_arguments.done",
-                    **where,
-                    name=item.name,
-                    arguments=item.arguments,
-                ),
-                self.event(
-                    "response.output_item.done",
-                    output_index=index,
-                    item=item.model_dump(mode="json"),
-                ),
-            ]
-            self.output.append(item)
+        for piece in pieces:
+            if self._open != "call" or piece.id != self._open_call.id:
+                frames += self.close("completed")
+                frames += self._open_call_item(piece)
+            if piece.function.arguments:
+                self._open_text.append(piece.function.arguments)
+                where = {"item_id": self._open_id, "output_index": len(self.output)}
+                delta = piece.function.arguments
+                frames.append(
+                    self.event("response.function_call_arguments.delta", **where, delta=delta)
+                )
+        return frames
+
+    def _open_call_item(self, piece: ToolCall) -> list[str]:
+        self._calls_sent.add(piece.id)
+        opened = function_call(piece, "in_progress").model_copy(update={"arguments": ""})
+        self._open, self._open_id, self._open_text, self._open_call = "call", opened.id, [], piece
+        return [
+            self.event(
+                "response.output_item.added",
+                output_index=len(self.output),
+                item=opened.model_dump(mode="json"),
+            )
+        ]
+
+    def _close_call(self, status: Literal["completed", "incomplete"]) -> list[str]:
+        arguments = "".join(self._open_text)
+        call = self._open_call.model_copy(
+            update={
+                "function": self._open_call.function.model_copy(update={"arguments": arguments})
+            }
+        )
+        item = function_call(call, call_status(call, status)).model_copy(
+            update={"id": self._open_id}
+        )
+        where = {"item_id": self._open_id, "output_index": len(self.output)}
+        frames = [
+            self.event(
+                "response.function_call_arguments.done",
+                **where,
+                name=item.name,
+                arguments=arguments,
+            ),
+            self.event(
+                "response.output_item.done",
+                output_index=len(self.output),
+                item=item.model_dump(mode="json"),
+            ),
+        ]
+        self.output.append(item)
+        self._open = None
         return frames
 
     def done(self, done: DoneEvent) -> list[str]:
-        """What the stream did not carry (text decided only at the end, such as a forced
-        tool call cut short), the last item closed, and the finished Response."""
+        """What the stream did not carry (text decided only at the end), the last item
+        closed (a call cut short by max_output_tokens is incomplete), and the finished
+        Response."""
         choice = done.choices[0]
         frames = self.text("reasoning", _rest(self._sent["reasoning"], choice.reasoning or ""))
         frames += self.text("message", _rest(self._sent["message"], choice.text))
-        frames += self.calls(choice.tool_calls or [])
+        frames += self.calls([c for c in choice.tool_calls or [] if c.id not in self._calls_sent])
         if not self.output and self._open is None:  # an empty answer is an empty message
             frames += self._open_item("message")
         frames += self.close(status_of(choice))

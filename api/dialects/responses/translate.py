@@ -87,6 +87,6 @@ def _response_format(body: ResponseRequest) -> ResponseFormat | None:
 
 
 def _tool(tool: ResponsesFunctionTool) -> ToolDefinition:
-    """A function tool in chat's shape (no parameters: any object)."""
+    """A function tool in chat's shape (no parameters: it takes none)."""
     fields = tool.model_dump(exclude={"type"}, exclude_none=True)
     return ToolDefinition(function=ToolFunction.model_validate(fields))
