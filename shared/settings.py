@@ -77,6 +77,12 @@ class Settings(BaseSettings):
         description="Seconds a request routed to the worker holding its conversation's cache "
         "may wait for it; then any worker may take it.",
     )
+    redis_outage_grace: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a waiting request rides out an unreachable Redis (a restart) "
+        "before it is answered 503; a request that arrives while Redis is down is a 503 at once.",
+    )
     request_timeout: float = Field(
         600.0,
         gt=0,
