@@ -23,6 +23,8 @@ class ErrorCode(StrEnum):
     REDIS_UNAVAILABLE = "redis_unavailable"
     WORKER_LOST = "worker_lost"
     NOT_FOUND = "not_found"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    OVERLOADED = "overloaded"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -34,11 +36,13 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.HEADERS_TOO_LARGE: 431,
     ErrorCode.QUEUE_FULL: 429,
     ErrorCode.CANCELLED: 499,
     ErrorCode.GENERATION_FAILED: 500,
     ErrorCode.WORKER_LOST: 502,
     ErrorCode.NO_WORKER: 503,
+    ErrorCode.OVERLOADED: 503,
     ErrorCode.REDIS_UNAVAILABLE: 503,
     ErrorCode.TIMEOUT: 504,
 }

@@ -17,7 +17,10 @@ COMMAND_TIMEOUT_S = 5.0
 API_POOL_SIZE = 64
 """Connections for the API's commands: waits share one pub/sub connection, so this bounds
 bursts of enqueues only; a burst waits for a free connection instead of failing."""
-API_POOL_WAIT_S = 5.0
+API_POOL_WAIT_S = 30.0
+"""A burst waits this long for a free connection: thousands of requests arriving at once
+queue here (2,000 at once took over 5 s on two cores) rather than fail; an unreachable
+Redis still fails at once (a refused connect, not a wait)."""
 
 
 def _fail_fast_retry() -> AsyncRetry:

@@ -106,10 +106,17 @@ class Settings(BaseSettings):
     keepalive_timeout: float = Field(
         5.0, gt=0, description="Seconds an idle kept-alive connection stays open."
     )
-    max_connections: int = Field(
-        1024,
+    max_connections: int | None = Field(
+        None,
         ge=1,
-        description="Open connections (and requests) at once; beyond it the API answers 503.",
+        description="Open connections (and requests) at once; beyond it a new connection is "
+        "answered 503 with Retry-After. Default: the process's open-file limit less 256.",
+    )
+    max_connections_per_client: int | None = Field(
+        None,
+        ge=1,
+        description="Open connections one client address may hold; beyond it a 503. Default: a "
+        "quarter of MLXQ_MAX_CONNECTIONS.",
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted; larger ones get a 413."
