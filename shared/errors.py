@@ -25,6 +25,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     HEADERS_TOO_LARGE = "headers_too_large"
     OVERLOADED = "overloaded"
+    STORAGE_FULL = "storage_full"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -45,6 +46,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.OVERLOADED: 503,
     ErrorCode.REDIS_UNAVAILABLE: 503,
     ErrorCode.TIMEOUT: 504,
+    ErrorCode.STORAGE_FULL: 507,
 }
 
 
@@ -116,3 +118,9 @@ class JobTimedOut(MlxqError):
 
 class RedisUnavailable(MlxqError):
     code = ErrorCode.REDIS_UNAVAILABLE
+
+
+class StorageFull(MlxqError):
+    """An upload that does not fit the files budget or Redis' free memory."""
+
+    code = ErrorCode.STORAGE_FULL

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest file accepted by POST /v1/files (batch input); larger ones get a 413.",
     )
+    files_budget: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes all stored files (batch inputs and outputs) may take in Redis; an "
+        "upload past it is refused with a 507. Default: half of Redis' maxmemory (2 GiB "
+        "without a cap).",
+    )
     batch_retention: int = Field(
         604_800,
         ge=60,
