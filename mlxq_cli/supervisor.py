@@ -17,10 +17,14 @@ from urllib.parse import urlparse
 from shared.redis_clients import is_reachable
 from shared.settings import Settings, get_settings, without_password
 
-STOP_TIMEOUT_S = 70.0
-"""How long children get to stop (workers finish running jobs) before they are killed."""
+STOP_MARGIN_S = 10.0
+"""Beyond MLXQ_DRAIN_TIMEOUT, how long a stopping child gets for the rest of its exit (a
+worker stops its engine and reporter and deregisters; the API closes its connections)."""
 REDIS_START_TIMEOUT_S = 5.0
 """A local redis-server answers within milliseconds of starting."""
+REDIS_STOP_TIMEOUT_S = 10.0
+"""The Redis it started writes its append-only file and exits within this (the children,
+stopped first, no longer write)."""
 POLL_S = 0.05
 """How often the supervisor looks at its children and at the Redis it started."""
 DEFAULT_REDIS_PORT = 6379
@@ -107,10 +111,16 @@ def up(workers: int = 1, embedding_workers: int = 0) -> int:
             print(f"mlxq up: {_name(exited[0])} exited ({exited[0].returncode}); stopping")
             break
         time.sleep(POLL_S)
-    _stop_all(children)
+    _stop_all(children, stop_timeout_s(settings))
     if redis_process is not None:
-        _stop_all([redis_process])
+        _stop_all([redis_process], REDIS_STOP_TIMEOUT_S)
     return exit_code
+
+
+def stop_timeout_s(settings: Settings) -> float:
+    """How long children get to stop before they are killed: a worker may spend
+    MLXQ_DRAIN_TIMEOUT finishing its running jobs, then STOP_MARGIN_S to exit."""
+    return settings.drain_timeout + STOP_MARGIN_S
 
 
 def embedding_worker_env(settings: Settings) -> dict[str, str]:
@@ -126,11 +136,12 @@ def _name(child: subprocess.Popen) -> str:
     return " ".join(str(a) for a in args[3:]) if isinstance(args, list) else str(args)
 
 
-def _stop_all(processes: list[subprocess.Popen]) -> None:
+def _stop_all(processes: list[subprocess.Popen], timeout_s: float) -> None:
+    """SIGTERM to each, then SIGKILL to any still running after ``timeout_s``."""
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    deadline = time.monotonic() + timeout_s
     for process in processes:
         try:
             process.wait(timeout=max(0.1, deadline - time.monotonic()))

@@ -1,23 +1,46 @@
 """The fleet as Redis sees it: who is alive, which model each serves, how deep the queues are.
 
-Read by the API (/ready, /fleet, /metrics, the reaper) and by ``mlxq status``.
+Read by the API (/ready, /fleet, /metrics, the reaper, model names) and by ``mlxq status``.
+
+Two questions about models, asked apart:
+
+- **Which models are served** (``serving_models``, ``serves_model``): a live worker serves
+  its model when it takes jobs, that is, when it is not suspended (``rq suspend``;
+  ``WorkerStats.takes_jobs`` is the rule). Whatever depends on a job being run asks this: the
+  reaper's retry, the API's queue timeout, ``/ready``.
+- **Which models are loaded** (``loaded_models``): every live worker's model, suspended or
+  not. What the fleet lists and accepts by name asks this (``/v1/models``, ``/api/tags``): a
+  request for a suspended worker's model waits in its queue, it is not a 404.
 """
 
 import time
+from collections import Counter
 
 import redis
+import redis.asyncio as aioredis
 
 from shared import protocol, rq_bridge
 
 
-def live_models(connection: redis.Redis) -> dict[str, int]:
-    """Model id -> number of workers that heartbeated within the liveness window."""
+def _live_stats(connection: redis.Redis) -> list[protocol.WorkerStats]:
     names = [name for name, _ in protocol.live_worker_beats(connection)]
-    counts: dict[str, int] = {}
-    for stats in protocol.read_stats(connection, names) if names else []:
-        if stats.model is not None:
-            counts[stats.model] = counts.get(stats.model, 0) + 1
-    return counts
+    return protocol.read_stats(connection, names) if names else []
+
+
+def serving_models(connection: redis.Redis) -> dict[str, int]:
+    """Model id -> live workers that take its jobs now (suspended ones do not)."""
+    return dict(Counter(s.model for s in _live_stats(connection) if s.takes_jobs and s.model))
+
+
+async def serves_model(connection: aioredis.Redis, model: str) -> bool:
+    """A live worker takes ``model``'s jobs now (``serving_models``' rule, on redis.asyncio)."""
+    live = await protocol.read_live_stats_async(connection)
+    return any(stats.takes_jobs and stats.model == model for stats in live)
+
+
+def loaded_models(connection: redis.Redis) -> dict[str, int]:
+    """Model id -> live workers that hold it loaded, suspended ones included."""
+    return dict(Counter(s.model for s in _live_stats(connection) if s.model is not None))
 
 
 def snapshot(connection: redis.Redis) -> dict:

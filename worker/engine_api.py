@@ -1,14 +1,14 @@
 """The contract between the RQ side of a worker and a generation engine.
 
-Every engine (MLX, echo, a plug-in named by MLXQ_ENGINE=module:Class) is built the same way,
-``EngineClass(settings, emit)``, and answers through ``emit`` from its own thread. The RQ side
-calls ``prepare`` (on the main thread: validation, tokenization), then ``submit`` and, when a
-client goes away, ``cancel``.
+Every engine (MLX, embedding, echo, a plug-in named by MLXQ_ENGINE=module:Class) subclasses
+``Engine``, is built the same way, ``EngineClass(settings, emit)``, and answers through
+``emit`` from its own thread. The RQ side calls ``prepare`` (on a preparer thread: validation,
+tokenization), then ``submit`` and, when a client goes away, ``cancel``.
 """
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, runtime_checkable
 
 from typing_extensions import TypeVar
 
@@ -25,7 +25,7 @@ LogitsProcessor = Callable[[Any, Any], Any]
 
 @dataclass(frozen=True)
 class EngineRequest(Generic[RequestT]):
-    """A job, checked and tokenized on the main thread, ready for the engine thread."""
+    """A job, checked and tokenized on a preparer thread, ready for the engine thread."""
 
     job_id: str
     request: RequestT
@@ -95,9 +95,37 @@ EngineOutput = TokenOutput | Finished | Failed
 Emit = Callable[[EngineOutput], None]
 
 
+@dataclass(frozen=True)
+class PrefixCacheReport:
+    """What an engine's prefix cache has done so far (``Engine.prefix_cache_report``)."""
+
+    queried_tokens: int
+    hit_tokens: int
+    bytes: int
+
+
+@runtime_checkable
 class Engine(Protocol):
+    """What the RQ side of a worker needs of an engine. Subclass it: an engine then has the
+    defaults of the optional abilities below (no prefix cache, no suggested temperature,
+    nothing to start or stop), and writes the rest. ``build_engine`` refuses, at start-up,
+    an engine that lacks a member.
+
+    The threaded engines share their inbox, cancel set and thread: worker/engine_thread.py.
+    """
+
     model_id: str
-    context_length: int | None
+    context_length: int | None = None
+    """Tokens the model reads at most (None: no limit the worker knows of)."""
+    suggested_temperature: float | None = None
+    """The model's own temperature (its generation_config.json), for clients to start from."""
+    reuses_prefixes: bool = False
+    """The engine keeps a prefix cache, so the conversations this worker answers are routed
+    back to it (shared/routing.py)."""
+    peak_batch_size: int
+    """The most sequences it has run at once."""
+    generated_tokens: int
+    """Tokens generated since the engine started (for the tokens/s the worker reports)."""
 
     def prepare(self, job_id: str, request: JobRequest, timeout_s: float) -> EngineRequest[Any]:
         """Validate and tokenize; raises MlxqError for requests that cannot run (among them
@@ -110,26 +138,15 @@ class Engine(Protocol):
         """Stop generating for a job (its client went away); it ends as Failed(Cancelled)."""
         ...
 
-    def start(self) -> None: ...
+    def start(self) -> None:
+        """Start the engine's own thread, if it has one."""
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Fail what it still runs, and stop its thread."""
 
-    @property
-    def peak_batch_size(self) -> int: ...
-
-    @property
-    def generated_tokens(self) -> int:
-        """Tokens generated since the engine started (for the tokens/s the worker reports)."""
-        ...
-
-
-@dataclass(frozen=True)
-class PrefixCacheReport:
-    """An engine with a prefix cache may report it (``prefix_cache_report()``)."""
-
-    queried_tokens: int
-    hit_tokens: int
-    bytes: int
+    def prefix_cache_report(self) -> PrefixCacheReport:
+        """The prefix cache's counters (all zero for an engine without one)."""
+        return PrefixCacheReport(0, 0, 0)
 
 
 def refuse_other_kind(request: JobRequest, model_id: str) -> GenerationRequest:

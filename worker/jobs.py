@@ -1,4 +1,4 @@
-"""The job functions mlxq enqueues (see shared/jobs.py for their dotted paths).
+"""The job functions mlxq enqueues (see shared/job_functions.py for their dotted paths).
 
 An mlxq worker never calls these: it reads the job's request and hands it to its batching
 engine. They exist so that each RQ job names a real function, and so that a stock

@@ -12,12 +12,13 @@ from rq.serializers import JSONSerializer
 
 from shared.redis_clients import worker_client
 from shared.settings import DEMO_EMBEDDING_MODEL_ID, Settings, get_settings, without_password
+from worker.config import WorkerConfig
 from worker.cpu_backend import load_fast_blas
 from worker.engine_api import Emit, Engine, EngineFactory
-from worker.errors import ModelLoadError
 from worker.model import is_bert_folder
 from worker.reporter import Outbox
 from worker.rq_worker import BatchingWorker
+from worker.startup_error import StartupError
 
 log = logging.getLogger("mlxq.worker")
 
@@ -40,7 +41,7 @@ def engine_factory(name: str) -> EngineFactory:
     try:
         factory: EngineFactory = getattr(importlib.import_module(module_name), class_name)
     except (ImportError, AttributeError, ValueError) as exc:
-        raise ModelLoadError(f"MLXQ_ENGINE={name!r} cannot be loaded: {exc}") from exc
+        raise StartupError(f"MLXQ_ENGINE={name!r} cannot be loaded: {exc}") from exc
     return factory
 
 
@@ -55,7 +56,16 @@ def engine_name(settings: Settings) -> str:
 
 
 def build_engine(settings: Settings, emit: Emit) -> Engine:
-    return engine_factory(engine_name(settings))(settings, emit)
+    """The engine MLXQ_ENGINE names, refused at start-up when it lacks a member of the
+    protocol (an engine subclasses ``Engine`` for the defaults of its optional abilities)."""
+    name = engine_name(settings)
+    engine = engine_factory(name)(settings, emit)
+    if not isinstance(engine, Engine):
+        raise StartupError(
+            f"MLXQ_ENGINE={name!r} is not an engine: subclass worker.engine_api.Engine "
+            "(it lacks some of its members)."
+        )
+    return engine
 
 
 def connect(settings: Settings) -> redis.Redis:
@@ -63,7 +73,7 @@ def connect(settings: Settings) -> redis.Redis:
     try:
         connection.ping()
     except redis.RedisError as exc:
-        raise ModelLoadError(
+        raise StartupError(
             f"Cannot reach Redis at {without_password(settings.redis_url)}: {exc}"
         ) from exc
     return connection
@@ -78,17 +88,11 @@ def build_worker(settings: Settings) -> BatchingWorker:
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     return BatchingWorker(
         [queue],
-        connection=connection,
-        serializer=JSONSerializer,
         engine=engine,
         outbox=outbox,
-        concurrency=settings.worker_concurrency,
-        event_ttl_s=settings.event_ttl,
-        job_timeout_s=settings.job_timeout,
-        drain_timeout_s=settings.drain_timeout,
-        refused_ttl_s=settings.refused_ttl,
-        log_content=settings.log_content,
-        batch_slots=settings.batch_slot_limit,
+        config=WorkerConfig.from_settings(settings),
+        connection=connection,
+        serializer=JSONSerializer,
     )
 
 
@@ -100,7 +104,7 @@ def run(burst: bool = False) -> int:
     load_fast_blas(settings.cpu_blas)  # before anything imports MLX
     try:
         worker = build_worker(settings)
-    except ModelLoadError as exc:
+    except StartupError as exc:
         print(f"mlxq worker: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # any other start-up failure: one line, not a traceback
@@ -131,7 +135,7 @@ def prepare_model() -> int:
     settings = get_settings()
     try:
         path = resolve_model_path(settings.model, settings.cache_dir)
-    except ModelLoadError as exc:
+    except StartupError as exc:
         print(f"mlxq prepare-model: {exc}", file=sys.stderr)
         return 1
     print(path)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import DEMO_EMBEDDING_MODEL_ID, DEMO_MODEL_ID
-from worker.errors import ModelLoadError
+from worker.startup_error import StartupError
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def resolve_model_path(model_id: str, cache_dir: Path) -> Path:
         check_model_folder(path)
         return path
     if path.exists() or not _REPO_ID.match(model_id):
-        raise ModelLoadError(
+        raise StartupError(
             f"MLXQ_MODEL={model_id!r} is neither an MLX model folder nor a Hugging Face repo id "
             "(org/name)."
         )
@@ -60,7 +60,7 @@ def check_model_folder(path: Path) -> None:
         if not present
     ]
     if missing:
-        raise ModelLoadError(
+        raise StartupError(
             f"MLXQ_MODEL={str(path)!r} is a folder but not an MLX model: it has no "
             f"{' and no '.join(missing)}."
         )
@@ -73,7 +73,7 @@ def _download(repo_id: str) -> Path:
     try:
         return Path(snapshot_download(repo_id))
     except Exception as exc:
-        raise ModelLoadError(
+        raise StartupError(
             f"Could not download {repo_id!r} from the Hugging Face hub ({type(exc).__name__}: "
             f"{exc}). Without network access, set MLXQ_MODEL to a local MLX model folder."
         ) from exc
@@ -115,7 +115,7 @@ def is_bert_folder(path: Path) -> bool:
 
 
 def load_model(model_id: str, cache_dir: Path, *, cpu_dequantize: bool = True) -> LoadedModel:
-    """Load once; any failure becomes a ModelLoadError with a message a person can act on."""
+    """Load once; any failure becomes a StartupError with a message a person can act on."""
     path = resolve_model_path(model_id, cache_dir)
     from mlx_lm import load
 
@@ -124,7 +124,7 @@ def load_model(model_id: str, cache_dir: Path, *, cpu_dequantize: bool = True) -
     try:
         model, tokenizer = load(str(path))[:2]
     except Exception as exc:
-        raise ModelLoadError(f"Could not load the model in {path}: {exc}") from exc
+        raise StartupError(f"Could not load the model in {path}: {exc}") from exc
     if cpu_dequantize and on_cpu():
         expanded = dequantize_to_float32(model)
         if expanded:

@@ -1,9 +1,10 @@
 """The reporter thread: turns engine outputs into job events and RQ job endings.
 
 It runs beside the engine thread so that Redis round trips never stall a decode step, and
-batches whatever outputs are waiting into one pipeline. Its ``Outbox`` has two producers,
-each with a named door: the engine thread (``post``, every output of an accepted job) and
-the main thread (``refuse``, a job refused before it reached the engine).
+batches whatever outputs are waiting into one pipeline. Its ``Outbox`` has a named door for
+each producer: the engine thread (``post``, every output of an accepted job), the preparer
+threads (``refuse``, a job refused before it reached the engine) and the main thread
+(``reaped``, after a pause in which the worker was declared dead).
 """
 
 import logging
@@ -30,6 +31,7 @@ from shared.schemas import (
     JobRequest,
     TokenEvent,
 )
+from worker.config import WorkerConfig
 from worker.engine_api import EngineOutput, Failed, Finished, TokenOutput
 
 log = logging.getLogger(__name__)
@@ -58,7 +60,7 @@ class RunningJob:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def take_seq(self) -> int:
-        """Called from the main thread (``started``) and the reporter thread (the rest)."""
+        """Called from a preparer thread (``started``) and the reporter thread (the rest)."""
         with self._lock:
             seq, self.next_seq = self.next_seq, self.next_seq + 1
             return seq
@@ -98,7 +100,7 @@ class Outbox:
         self._items.put(output)
 
     def refuse(self, job_id: str, error: MlxqError) -> None:
-        """The main thread: a job that ends before reaching the engine."""
+        """A preparer thread: a job that ends before reaching the engine."""
         self._items.put(Failed(job_id, error))
 
     def reaped(self) -> None:
@@ -130,10 +132,8 @@ class Reporter:
         on_abandon: Callable[[str], None],
         *,
         outbox: Outbox,
-        event_ttl_s: int,
-        log_content: bool = False,
-        claims_prefixes: bool = False,
-        refused_ttl_s: int = 300,
+        config: WorkerConfig,
+        claims_prefixes: bool,
     ) -> None:
         """``claims_prefixes``: the engine keeps a prefix cache, so the conversations this
         worker answers are routed back to it (shared/routing.py)."""
@@ -143,15 +143,16 @@ class Reporter:
         self._ender = ender
         self._on_job_done = on_job_done
         self._on_abandon = on_abandon
-        self._event_ttl_s = event_ttl_s
-        self._log_content = log_content
+        self._event_ttl_s = config.event_ttl_s
+        self._log_content = config.log_content
         self._claims_prefixes = claims_prefixes
-        self._refused_ttl_s = refused_ttl_s
+        self._refused_ttl_s = config.refused_ttl_s
         self._jobs: dict[str, RunningJob] = {}
         self._thread = threading.Thread(target=self._run, name="mlxq-reporter", daemon=True)
 
     def track(self, running: RunningJob) -> None:
-        """Main thread: from now on the job's outputs are reported, and it counts as running."""
+        """A preparer thread: from now on the job's outputs are reported, and it counts as
+        running."""
         self._jobs[running.job.id] = running
 
     def is_running(self, job_id: str) -> bool:

@@ -1,4 +1,4 @@
-"""Turning a job's request into what the engine runs, on the worker's main thread.
+"""Turning a job's request into what the engine runs, on a preparer thread of the worker.
 
 Everything that can refuse a request is done here, before it reaches the engine thread:
 tokenizing (chat template, tools), fitting ``max_tokens`` into the context, checking token

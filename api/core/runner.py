@@ -23,6 +23,7 @@ from api.core.metrics import Metrics
 from api.core.submitter import JobSubmitter
 from shared import protocol
 from shared.errors import JobTimedOut, MlxqError, NoWorkerAvailable, RedisUnavailable
+from shared.fleet_view import serves_model
 from shared.keys import shared_queue_of
 from shared.rq_bridge import recover_taken_job
 from shared.schemas import (
@@ -294,7 +295,7 @@ class JobRunner:
             )
 
     async def _fleet_serves(self, model: str) -> bool:
-        return await protocol.live_workers_serve(self._connection, model)
+        return await serves_model(self._connection, model)
 
     async def _reroute(self, placed: "_Placement", job_id: str) -> None:
         """The worker this job was routed to has not taken it within MLXQ_ROUTE_WAIT: any

@@ -1,21 +1,25 @@
 """Enqueueing RQ jobs from the event loop without blocking it.
 
 RQ's enqueue is synchronous. Rather than call it in a thread, ``JobSubmitter`` has RQ's own
-``Queue.enqueue_job`` recorded (shared/rq_bridge.py) and replays the commands on
+``Queue.enqueue_job`` recorded (shared/rq_bridge/enqueue.py) and replays the commands on
 redis.asyncio in one MULTI/EXEC round trip. The job hash, queue list and registries come out
 exactly as RQ writes them.
 """
 
 import redis.asyncio as aioredis
-from rq.job import Job
 from rq.queue import Queue
 
 from shared import protocol
 from shared.errors import QueueFull
-from shared.jobs import EMBED_FUNCTION, GENERATE_FUNCTION
+from shared.job_functions import function_for
 from shared.keys import batch_lane_name, queue_name_for_model, shared_queue_of, worker_queue_name
 from shared.routing import prefix_hashes
-from shared.rq_bridge import EnqueueRecorder, move_queued_job, pushed_queue_length, queue_key
+from shared.rq_bridge import (
+    EnqueueRecorder,
+    move_queued_job,
+    pushed_queue_length,
+    withdraw_queued_job,
+)
 from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
 from shared.settings import Settings
 
@@ -41,7 +45,7 @@ class JobSubmitter:
         own queue of the worker that holds the longest prefix of its conversation. An
         embedding job has no conversation to route by: it goes to the shared queue. A line
         of a batch goes to the model's batch lane, which workers serve last."""
-        function = EMBED_FUNCTION if isinstance(request, EmbeddingRequest) else GENERATE_FUNCTION
+        function = function_for(request)
         if batch_lane:
             placement = batch_lane_name(self.queue_name(request.model))
         elif isinstance(request, EmbeddingRequest):
@@ -97,10 +101,7 @@ class JobSubmitter:
 
     async def withdraw(self, queue_name: str, job_id: str) -> bool:
         """Take a job back out of its queue; False when a worker has already taken it."""
-        removed = await self._connection.lrem(queue_key(queue_name), 1, job_id)
-        if removed:
-            await self._connection.delete(Job.key_for(job_id))
-        return bool(removed)
+        return bool(await self._connection.eval(*withdraw_queued_job(job_id, queue_name)))
 
     async def to_shared_queue(self, queue_name: str, job_id: str) -> bool:
         """A job that waited too long in a worker's own queue goes to the front of the

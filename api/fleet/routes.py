@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import RedisDep, SettingsDep
-from shared.fleet_view import live_models, snapshot
+from shared.fleet_view import serving_models, snapshot
 from shared.history import read_history
 
 router = APIRouter(tags=["fleet"])
@@ -27,7 +27,7 @@ async def health() -> dict[str, str]:
 @router.get("/ready", responses={503: {"description": "Not ready, with the reason"}})
 async def ready(connection: RedisDep, settings: SettingsDep) -> JSONResponse:
     try:
-        served = await asyncio.to_thread(live_models, connection)
+        served = await asyncio.to_thread(serving_models, connection)
     except redis.RedisError as exc:
         return _not_ready(f"Redis is unreachable: {exc}")
     workers = served.get(settings.model, 0)

@@ -1,25 +1,35 @@
 """``api.fleet.reaper``: the rule for a started job whose worker died (``decide``), and ``reap``
 carrying it out on a real Redis, with workers that exist only as their heartbeat records
-(shared/protocol.py) and a started RQ job made with RQ's own calls. No process."""
+(shared/protocol/) and a started RQ job made with RQ's own calls. No process."""
 
+import logging
 import time
 import uuid
+import zlib
 from collections.abc import Iterator
 
 import pytest
 import redis
+import redis.asyncio as aioredis
 from rq.executions import Execution
 from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from api.fleet.reaper import ATTEMPTS_FIELD, MAX_ATTEMPTS, decide, reap
-from shared import protocol
+from api.fleet.reaper import MAX_ATTEMPTS, decide, reap
+from shared import fleet_view, protocol, rq_bridge
 from shared.errors import ErrorCode
-from shared.jobs import GENERATE_FUNCTION
-from shared.keys import queue_name_for_model
-from shared.schemas import ChatMessage, ErrorEvent, GenerationRequest, StartedEvent, TokenEvent
-from shared.settings import DEMO_MODEL_ID
+from shared.job_functions import EMBED_FUNCTION, GENERATE_FUNCTION
+from shared.keys import queue_name_for_model, worker_queue_name
+from shared.schemas import (
+    ChatMessage,
+    EmbeddingRequest,
+    ErrorEvent,
+    GenerationRequest,
+    StartedEvent,
+    TokenEvent,
+)
+from shared.settings import DEMO_EMBEDDING_MODEL_ID, DEMO_MODEL_ID
 
 STARTED = StartedEvent(seq=0, worker="w")
 TOKEN = TokenEvent(seq=1, text="Hel")
@@ -77,9 +87,13 @@ def queue(connection: redis.Redis) -> Queue:
     return Queue(name, connection=connection, serializer=JSONSerializer)
 
 
-def heartbeat(connection: redis.Redis, name: str, seconds_ago: float = 0) -> None:
+def heartbeat(
+    connection: redis.Redis, name: str, seconds_ago: float = 0, suspended: bool = False
+) -> None:
     """A worker as the fleet sees it: its stats and its last beat, ``seconds_ago``."""
-    stats = protocol.WorkerStats(model=DEMO_MODEL_ID, queues=[queue_name_for_model(DEMO_MODEL_ID)])
+    stats = protocol.WorkerStats(
+        model=DEMO_MODEL_ID, queues=[queue_name_for_model(DEMO_MODEL_ID)], suspended=suspended
+    )
     with connection.pipeline() as pipeline:
         protocol.add_heartbeat(pipeline, name, stats, ttl_s=EVENT_TTL_S, running=[])
         pipeline.execute()
@@ -105,7 +119,7 @@ def start(connection: redis.Redis, queue: Queue, job: Job, worker: str) -> None:
         job.set_status(JobStatus.STARTED, pipeline=pipeline)
         protocol.add_running_job(pipeline, worker, job.id)
         pipeline.execute()
-    assert queue.started_job_registry.get_job_ids() == [job.id]
+    assert job.id in queue.started_job_registry.get_job_ids()
 
 
 def test_a_dead_workers_job_goes_back_to_the_front_of_its_queue(
@@ -121,7 +135,7 @@ def test_a_dead_workers_job_goes_back_to_the_front_of_its_queue(
     assert reap(connection, EVENT_TTL_S) == [DEAD]
 
     assert queue.get_job_ids() == [running.id, waiting.id]  # at the front: it waited already
-    assert connection.hget(running.key, ATTEMPTS_FIELD) == b"2"
+    assert rq_bridge.runs_so_far(connection, running) == 2
     assert Job.fetch(running.id, connection, serializer=JSONSerializer).get_status() == "queued"
     assert queue.started_job_registry.get_job_ids() == []
     assert protocol.running_jobs(connection, DEAD) == []
@@ -147,3 +161,114 @@ def test_a_dead_workers_job_with_no_other_worker_fails_and_its_client_is_told(
     assert isinstance(last, ErrorEvent)
     assert last.seq == 1 and last.code == ErrorCode.WORKER_LOST
     assert DEAD in last.message and "no other live worker serves its model" in last.message
+
+
+def test_a_suspended_worker_does_not_serve_its_model(connection: redis.Redis, queue: Queue) -> None:
+    """One rule: a suspended worker takes no job, so a dead worker's job is not retried for
+    it (it would wait there until its deadline); the model is still listed as loaded."""
+    heartbeat(connection, DEAD, seconds_ago=60)
+    heartbeat(connection, LIVE, suspended=True)
+    job = enqueue(queue)
+    start(connection, queue, job, DEAD)
+    protocol.publish_event(connection, job.id, STARTED, EVENT_TTL_S)
+
+    assert fleet_view.serving_models(connection) == {}
+    assert fleet_view.loaded_models(connection) == {DEMO_MODEL_ID: 1}
+    assert reap(connection, EVENT_TTL_S) == [DEAD]
+
+    assert queue.get_job_ids() == []
+    *_, last = protocol.read_events(connection, job.id)
+    assert isinstance(last, ErrorEvent) and last.code == ErrorCode.WORKER_LOST
+    assert "no other live worker serves its model" in last.message
+
+
+@pytest.mark.anyio
+async def test_serves_model_asks_the_same_question_on_redis_asyncio(
+    connection: redis.Redis, redis_url: str, anyio_backend: str
+) -> None:
+    async_connection = aioredis.Redis.from_url(redis_url)
+    heartbeat(connection, LIVE, suspended=True)
+    assert not await fleet_view.serves_model(async_connection, DEMO_MODEL_ID)
+    heartbeat(connection, LIVE)
+    assert await fleet_view.serves_model(async_connection, DEMO_MODEL_ID)
+    assert fleet_view.serving_models(connection) == {DEMO_MODEL_ID: 1}
+    assert not await fleet_view.serves_model(async_connection, "another-model")
+    await async_connection.aclose()
+
+
+# -- a job the reaper cannot read strands nothing ---------------------------------------------
+
+SECRET = "confidential-prompt-text"
+"""In every planted payload: none of it may reach the log (MLXQ_LOG_CONTENT is off)."""
+
+
+def heartbeat_model(connection: redis.Redis, name: str, model: str) -> None:
+    stats = protocol.WorkerStats(model=model, queues=[queue_name_for_model(model)])
+    with connection.pipeline() as pipeline:
+        protocol.add_heartbeat(pipeline, name, stats, ttl_s=EVENT_TTL_S, running=[])
+        pipeline.execute()
+
+
+def enqueue_embedding(connection: redis.Redis) -> tuple[Job, Queue]:
+    queue = Queue(
+        queue_name_for_model(DEMO_EMBEDDING_MODEL_ID),
+        connection=connection,
+        serializer=JSONSerializer,
+    )
+    request = EmbeddingRequest(
+        request_id=uuid.uuid4().hex,
+        model=DEMO_EMBEDDING_MODEL_ID,
+        inputs=[SECRET, f"another {SECRET}"],
+        deadline=time.time() + 60,
+    )
+    job = queue.enqueue(EMBED_FUNCTION, kwargs={"request": request.model_dump(mode="json")})
+    return job, queue
+
+
+def plant(queue: Queue, function: str, request: object) -> Job:
+    """A job mlxq's API never makes, as someone with access to Redis could write it."""
+    return queue.enqueue(function, kwargs={"request": request})
+
+
+def test_one_unreadable_job_strands_none_of_the_others(
+    connection: redis.Redis, queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    heartbeat(connection, DEAD, seconds_ago=60)
+    heartbeat(connection, LIVE)  # serves the chat model
+    heartbeat_model(connection, "embedding-worker", DEMO_EMBEDDING_MODEL_ID)
+    chat = enqueue(queue)
+    embedding, embedding_queue = enqueue_embedding(connection)
+    invalid = plant(queue, GENERATE_FUNCTION, {"model": DEMO_MODEL_ID, "messages": SECRET})
+    foreign = plant(queue, "os.system", {"model": DEMO_MODEL_ID, "command": SECRET})
+    not_json = plant(queue, GENERATE_FUNCTION, {})
+    readable, unreadable = [chat, embedding], [invalid, foreign, not_json]
+    for job in readable + unreadable:
+        start(connection, rq_bridge.job_queue(connection, job), job, DEAD)
+        protocol.publish_event(connection, job.id, STARTED, EVENT_TTL_S)
+    connection.hset(not_json.key, "data", zlib.compress(f"{{not json {SECRET}".encode()))
+    own_queue = Queue(
+        worker_queue_name(queue.name, DEAD), connection=connection, serializer=JSONSerializer
+    )
+    routed = enqueue(own_queue)
+
+    assert reap(connection, EVENT_TTL_S) == [DEAD]
+
+    assert queue.get_job_ids() == [routed.id, chat.id]  # both retried, at the front
+    assert embedding_queue.get_job_ids() == [embedding.id]
+    for job in unreadable:
+        assert Job.fetch(job.id, connection, serializer=JSONSerializer).get_status() == "failed"
+        *_, last = protocol.read_events(connection, job.id)
+        assert isinstance(last, ErrorEvent)  # its waiter is answered, not left to time out
+        assert last.seq == 1 and last.code == ErrorCode.WORKER_LOST
+        assert DEAD in last.message and "could not be read" in last.message
+        assert SECRET not in last.message
+    assert sorted(queue.failed_job_registry.get_job_ids()) == sorted(j.id for j in unreadable)
+    assert queue.started_job_registry.get_job_ids() == []
+    assert embedding_queue.started_job_registry.get_job_ids() == []
+    assert protocol.running_jobs(connection, DEAD) == []
+    assert own_queue.name not in rq_bridge.queue_names(connection)
+    assert SECRET not in caplog.text
+    assert all(record.exc_info is None for record in caplog.records)
+    for job in unreadable:
+        assert job.id in caplog.text  # each is named in the log, without its payload

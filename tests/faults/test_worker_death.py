@@ -1,12 +1,19 @@
 """A worker killed with SIGKILL mid-generation: noticed within 10 s, its jobs retried once on
-another live worker or failed clearly; clients never hang; RQ's started registry is emptied."""
+another live worker or failed clearly; clients never hang; RQ's started registry is emptied.
+The same for an embedding worker's jobs."""
 
 import concurrent.futures
 import signal
 import time
 
 import httpx
+import redis
+from rq.queue import Queue
+from rq.serializers import JSONSerializer
+from rq.worker import Worker
 
+from shared.keys import queue_name_for_model
+from shared.settings import DEMO_EMBEDDING_MODEL_ID
 from tests.faults.helpers import (
     ask_in_background,
     live_worker_names,
@@ -96,3 +103,94 @@ def test_a_stream_cut_off_by_a_killed_worker_ends_with_an_error_event(
     assert "event: error" in rest
     error = rest[rest.index("event: error") + 1]
     assert '"code":"worker_lost"' in error and "already streamed" in error
+
+
+# -- embedding workers: their jobs are recovered like generation jobs ------------------------
+
+EMBEDDING_JOBS = 6
+
+
+def embedding_env(base: dict[str, str]) -> dict[str, str]:
+    """Embedding workers whose (test) engine answers each job 4 s after it arrives."""
+    return {
+        **base,
+        "MLXQ_MODEL": DEMO_EMBEDDING_MODEL_ID,
+        "MLXQ_ENGINE": "tests.support.engines:SlowEmbeddingEngine",
+        "MLXQ_TEST_EMBED_S": "4",
+    }
+
+
+def embed_in_background(pool: concurrent.futures.Executor, api: str) -> concurrent.futures.Future:
+    def embed() -> tuple[httpx.Response, float]:
+        body = {"model": DEMO_EMBEDDING_MODEL_ID, "input": ["first text", "second text"]}
+        response = httpx.post(f"{api}/v1/embeddings", json=body, timeout=30)
+        return response, time.monotonic()
+
+    return pool.submit(embed)
+
+
+def start_busy_embedding_worker(processes: Processes, env: dict[str, str], api: str, pool):
+    """One embedding worker running EMBEDDING_JOBS jobs; returns it, its name and the futures."""
+    worker = processes.worker(env)
+    (name,) = live_worker_names(env["MLXQ_REDIS_URL"])
+    futures = [embed_in_background(pool, api) for _ in range(EMBEDDING_JOBS)]
+    wait_until(
+        lambda: running_jobs(env["MLXQ_REDIS_URL"], name) == EMBEDDING_JOBS, 10, "jobs to start"
+    )
+    return worker, name, futures
+
+
+def embedding_queue(redis_url: str) -> Queue:
+    connection = redis.Redis.from_url(redis_url)
+    name = queue_name_for_model(DEMO_EMBEDDING_MODEL_ID)
+    return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def test_embedding_jobs_of_a_killed_worker_are_answered_by_another(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    """Issue 18: the reaper read every job as a generation request, failed on the first
+    embedding job, and left the other clients waiting for their own timeout."""
+    env = embedding_env(mlxq_env)
+    api = processes.api(mlxq_env)
+    with concurrent.futures.ThreadPoolExecutor(EMBEDDING_JOBS) as pool:
+        doomed, name, futures = start_busy_embedding_worker(processes, env, api, pool)
+        processes.worker(env)
+        killed_at = time.monotonic()
+        doomed.send_signal(signal.SIGKILL)
+        results = [f.result() for f in futures]
+
+    for response, answered_at in results:
+        assert response.status_code == 200, response.text
+        assert [d["embedding"] for d in response.json()["data"]] == [[1.0, 0.0, 0.0]] * 2
+        assert answered_at - killed_at < DETECTION_LIMIT_S + 4 * 1.5  # detection + a fresh job
+    redis_url = env["MLXQ_REDIS_URL"]
+    queue = embedding_queue(redis_url)
+    wait_until(lambda: queue.started_job_registry.count == 0, 5, "RQ's started registry to empty")
+    assert queue.finished_job_registry.count == EMBEDDING_JOBS
+    assert name not in live_worker_names(redis_url)
+    rq_workers = Worker.all(connection=redis.Redis.from_url(redis_url))
+    assert name not in {w.name for w in rq_workers}  # RQ no longer lists the dead worker
+
+
+def test_embedding_jobs_of_a_killed_worker_fail_promptly_when_it_was_alone(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    env = embedding_env(mlxq_env)
+    api = processes.api(mlxq_env)
+    with concurrent.futures.ThreadPoolExecutor(EMBEDDING_JOBS) as pool:
+        doomed, name, futures = start_busy_embedding_worker(processes, env, api, pool)
+        killed_at = time.monotonic()
+        doomed.send_signal(signal.SIGKILL)
+        results = [f.result() for f in futures]
+
+    for response, answered_at in results:
+        assert response.status_code == 502, response.text
+        error = response.json()["error"]
+        assert error["code"] == "worker_lost"
+        assert "no other live worker serves" in error["message"]
+        assert answered_at - killed_at < DETECTION_LIMIT_S
+    queue = embedding_queue(env["MLXQ_REDIS_URL"])
+    assert queue.started_job_registry.count == 0
+    assert queue.failed_job_registry.count == EMBEDDING_JOBS
+    assert name not in live_worker_names(env["MLXQ_REDIS_URL"])

@@ -8,19 +8,20 @@ import pytest
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
-from shared.jobs import GENERATE_FUNCTION
+from shared.job_functions import GENERATE_FUNCTION
 from shared.redis_clients import worker_client
-from shared.schemas import ChatMessage, GenerationRequest
-from worker.engine_api import EngineRequest
+from shared.schemas import ChatMessage, GenerationRequest, JobRequest
+from shared.settings import Settings
+from worker.config import WorkerConfig
+from worker.engine_api import Engine, EngineRequest
 from worker.reporter import Outbox
 from worker.rq_worker import BatchingWorker
 
 
-class RecordingEngine:
+class RecordingEngine(Engine):
     """Takes every job and remembers what it was told; generates nothing."""
 
     model_id = "m"
-    context_length = None
     peak_batch_size = 1
     generated_tokens = 0
 
@@ -28,7 +29,7 @@ class RecordingEngine:
         self.submitted: list[str] = []
         self.cancelled: list[str] = []
 
-    def prepare(self, job_id: str, request: GenerationRequest, timeout_s: float) -> EngineRequest:
+    def prepare(self, job_id: str, request: JobRequest, timeout_s: float) -> EngineRequest:
         return EngineRequest(job_id, request, [[]], [1], time.monotonic() + timeout_s)
 
     def submit(self, request: EngineRequest) -> None:
@@ -37,30 +38,22 @@ class RecordingEngine:
     def cancel(self, job_id: str) -> None:
         self.cancelled.append(job_id)
 
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
 
 @pytest.fixture
 def worker(redis_url: str):
     connection = worker_client(redis_url)
     queue = Queue("mlxq-test", connection=connection, serializer=JSONSerializer)
+    settings = Settings(worker_concurrency=1, event_ttl=60, job_timeout=60, drain_timeout=1)
     worker = BatchingWorker(
         [queue],
-        connection=connection,
-        serializer=JSONSerializer,
         engine=RecordingEngine(),
         outbox=Outbox(),
-        concurrency=1,
-        event_ttl_s=60,
-        job_timeout_s=60,
-        drain_timeout_s=1,
+        config=WorkerConfig.from_settings(settings),
+        connection=connection,
+        serializer=JSONSerializer,
     )
     yield worker
-    worker._preparers.shutdown()
+    worker.starter.shutdown()
     connection.close()
 
 
@@ -86,11 +79,11 @@ def test_a_cancel_that_arrives_while_the_job_starts_stops_it(worker: BatchingWor
     def cancel_then_track(running):
         # The start's round trip has checked the cancel key (nothing yet); the API's cancel
         # lands now, and its message reaches the listener before the job is tracked.
-        worker._on_cancel(running.job.id)
+        worker.cancels.on_cancel(running.job.id)
         track(running)
 
     worker.reporter.track = cancel_then_track  # type: ignore[method-assign]
-    worker._prepare_and_start(job, queue)
+    worker.starter.prepare_and_start(job, queue)
     assert engine.submitted == [job.id]
     assert engine.cancelled == [job.id]  # once the engine has it: it stops within a step
 
@@ -98,8 +91,8 @@ def test_a_cancel_that_arrives_while_the_job_starts_stops_it(worker: BatchingWor
 def test_cancels_for_running_and_unknown_jobs(worker: BatchingWorker) -> None:
     job, queue = _queued_job(worker)
     engine: RecordingEngine = worker.engine  # type: ignore[assignment]
-    worker._on_cancel(uuid.uuid4().hex)  # another worker's job
-    worker._prepare_and_start(job, queue)
+    worker.cancels.on_cancel(uuid.uuid4().hex)  # another worker's job
+    worker.starter.prepare_and_start(job, queue)
     assert engine.cancelled == []
-    worker._on_cancel(job.id)
+    worker.cancels.on_cancel(job.id)
     assert engine.submitted == [job.id] and engine.cancelled == [job.id]

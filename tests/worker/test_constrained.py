@@ -172,7 +172,7 @@ def test_batch_generator_constrains_one_sequence_only(loaded: Any, compiler: Any
 
 
 def test_moved_from_generate_step_into_batch(loaded: Any, compiler: Any) -> None:
-    """The engine's hand-over (worker/mlx_engine.py): generate_step has already fed its last
+    """The scheduler's hand-over (worker/scheduler.py): generate_step has already fed its last
     token to the processor; the batch gets that token again as a one-token prompt."""
     import mlx.core as mx
     from mlx_lm.generate import BatchGenerator, generate_step

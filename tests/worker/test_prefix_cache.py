@@ -114,20 +114,21 @@ def test_a_small_byte_bound_evicts_and_answers_stay_right(reference: dict[str, s
 
 def test_a_request_joining_a_running_batch_answers_the_same(reference: dict[str, str]) -> None:
     """One request arriving while another decodes has its short uncached tail prefilled at
-    once (MLXEngine._insert_prefilled), and still gives the same answer."""
+    once (Scheduler._insert_prefilled), and still gives the same answer."""
     engine = Engine(cache_bytes=1 << 30)
     engine.ask("Say hello.")  # caches the system prompt
     prefilled = []
-    original = engine.engine._insert_prefilled
+    scheduler = engine.engine.scheduler
+    original = scheduler._insert_prefilled
 
     def spy(*args: object) -> None:
         prefilled.append(args[0])
         original(*args)  # type: ignore[arg-type]
 
-    engine.engine._insert_prefilled = spy  # type: ignore[method-assign]
+    scheduler._insert_prefilled = spy  # type: ignore[method-assign]
     first = engine.submit(QUESTIONS[0])
     deadline = time.monotonic() + 60
-    while engine.engine._single is None and not engine.engine._in_batch:
+    while not scheduler.running:
         assert time.monotonic() < deadline, "the first request never started"
         time.sleep(0.001)
     second = engine.submit(QUESTIONS[1])

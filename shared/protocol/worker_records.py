@@ -1,0 +1,179 @@
+"""Worker records: each worker's heartbeat (a sorted set of last-beat times), its typed stats
+hash, the set of jobs it runs (so they can be recovered if it dies) and the mark the reaper
+leaves on a worker it declared dead.
+
+Which live workers count as serving a model is shared/fleet_view.py's rule, on these records.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict
+
+from shared.protocol.common import PREFIX, text
+
+WORKER_LIVENESS_S = 5.0
+"""A worker whose last heartbeat is older than this is not counted as live."""
+HEARTBEAT_INTERVAL_S = 1.0
+"""How often a worker heartbeats: several beats fit in WORKER_LIVENESS_S."""
+STATS_GRACE_S = 60
+"""A stats hash outlives its worker's RQ registration by this much, then expires."""
+
+LIVE_WORKERS = f"{PREFIX}:workers:live"
+"""Sorted set: worker name -> time of its last heartbeat."""
+
+
+def worker_stats_key(worker_name: str) -> str:
+    return f"{PREFIX}:worker:{worker_name}:stats"
+
+
+def worker_jobs_key(worker_name: str) -> str:
+    return f"{PREFIX}:worker:{worker_name}:jobs"
+
+
+def worker_reaped_key(worker_name: str) -> str:
+    """Set by the reaper when it declares a worker dead; the worker, if it wakes, sees it."""
+    return f"{PREFIX}:worker:{worker_name}:reaped"
+
+
+class WorkerStats(BaseModel):
+    """What a worker publishes with each heartbeat, for /fleet, /metrics and ``mlxq status``."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = None
+    queues: list[str] = []
+    host: str | None = None
+    pid: int = 0
+    slots: int = 0
+    running: int = 0
+    peak_batch: int = 0
+    tokens_total: int = 0
+    tokens_per_s: float = 0.0
+    suspended: bool = False
+    """``rq suspend`` is in force: the worker takes no job."""
+    prefix_cache_bytes: int = 0
+    prefix_cache_queried_tokens: int = 0
+    """Prompt tokens looked up in the prefix cache since the worker started."""
+    prefix_cache_hit_tokens: int = 0
+    """Of those, the tokens whose KV came from the cache."""
+    suggested_temperature: float | None = None
+    """The model's own temperature (its generation_config.json), where it names one."""
+
+    @property
+    def takes_jobs(self) -> bool:
+        """A live worker with these stats takes jobs: it loaded a model and is not suspended.
+        The one rule for "serves its model" (shared/fleet_view.py counts by it)."""
+        return self.model is not None and not self.suspended
+
+    def to_hash(self) -> dict[str, str | int | float]:
+        fields = self.model_dump(exclude_none=True)
+        fields["queues"] = ",".join(self.queues)
+        fields["suspended"] = int(self.suspended)
+        return fields
+
+    @classmethod
+    def from_hash(cls, fields: dict[bytes, bytes]) -> WorkerStats:
+        decoded = {k.decode(): v.decode() for k, v in fields.items()}
+        queues = [q for q in decoded.pop("queues", "").split(",") if q]
+        return cls.model_validate({**decoded, "queues": queues})
+
+
+_CHECK_IN = """
+if redis.call('DEL', KEYS[1]) == 1 then return 1 end
+redis.call('DEL', KEYS[2])
+if #ARGV > 0 then redis.call('SADD', KEYS[2], unpack(ARGV)) end
+return 0
+"""
+"""Reaped (the mark is set): 1, and nothing else. Else the worker's running set becomes
+exactly the jobs it runs: a Redis restart without persistence lost them (and without them
+the worker could not publish its answers), and a job that ended meanwhile drops out."""
+
+
+def add_heartbeat(
+    pipeline: Any, name: str, stats: WorkerStats, ttl_s: int, running: list[str]
+) -> None:
+    """Queue a worker's heartbeat: its stats (expiring after ``ttl_s``) and its beat time.
+    Its first reply says whether the reaper declared the worker dead meanwhile (a pause)."""
+    pipeline.eval(_CHECK_IN, 2, worker_reaped_key(name), worker_jobs_key(name), *running)
+    key = worker_stats_key(name)
+    pipeline.hset(key, mapping=stats.to_hash())
+    pipeline.expire(key, ttl_s + STATS_GRACE_S)
+    pipeline.zadd(LIVE_WORKERS, {name: time.time()})
+
+
+def deregister_worker(connection: redis.Redis, name: str) -> None:
+    connection.zrem(LIVE_WORKERS, name)
+
+
+def live_worker_beats(connection: redis.Redis) -> list[tuple[str, float]]:
+    """(name, time of last heartbeat) of the workers that beat within WORKER_LIVENESS_S."""
+    since = time.time() - WORKER_LIVENESS_S
+    beats: Any = connection.zrangebyscore(LIVE_WORKERS, since, "+inf", withscores=True)
+    return [(text(name), float(beat)) for name, beat in beats]
+
+
+def silent_workers(connection: redis.Redis) -> list[str]:
+    """Workers registered as live whose heartbeat stopped more than WORKER_LIVENESS_S ago."""
+    cutoff = time.time() - WORKER_LIVENESS_S
+    return [text(name) for name in connection.zrangebyscore(LIVE_WORKERS, "-inf", cutoff)]
+
+
+def claim_silent_worker(connection: redis.Redis, name: str) -> bool:
+    """Take a silent worker off the live set; False when another API process already did."""
+    return connection.zrem(LIVE_WORKERS, name) == 1
+
+
+def read_stats(connection: redis.Redis, names: list[str]) -> list[WorkerStats]:
+    with connection.pipeline(transaction=False) as pipeline:
+        for name in names:
+            pipeline.hgetall(worker_stats_key(name))
+        return [WorkerStats.from_hash(fields) for fields in pipeline.execute()]
+
+
+async def read_live_stats_async(connection: aioredis.Redis) -> list[WorkerStats]:
+    """The stats of every worker that heartbeated within WORKER_LIVENESS_S."""
+    names = await connection.zrangebyscore(LIVE_WORKERS, time.time() - WORKER_LIVENESS_S, "+inf")
+    if not names:
+        return []
+    async with connection.pipeline(transaction=False) as pipeline:
+        for name in names:
+            pipeline.hgetall(worker_stats_key(text(name)))
+        return [WorkerStats.from_hash(fields) for fields in await pipeline.execute()]
+
+
+def add_running_job(pipeline: Any, worker: str, job_id: str) -> None:
+    pipeline.sadd(worker_jobs_key(worker), job_id)
+
+
+def remove_running_job(pipeline: Any, worker: str, job_id: str) -> None:
+    pipeline.srem(worker_jobs_key(worker), job_id)
+
+
+def running_jobs(connection: redis.Redis, worker: str) -> list[str]:
+    job_ids: Any = connection.smembers(worker_jobs_key(worker))
+    return [text(job_id) for job_id in job_ids]
+
+
+def forget_running_jobs(connection: redis.Redis, worker: str) -> None:
+    connection.delete(worker_jobs_key(worker))
+
+
+async def worker_has_room(connection: aioredis.Redis, worker: str) -> bool:
+    """The worker heartbeated within WORKER_LIVENESS_S, takes jobs and reported a free slot."""
+    async with connection.pipeline(transaction=False) as pipeline:
+        pipeline.zscore(LIVE_WORKERS, worker)
+        pipeline.hgetall(worker_stats_key(worker))
+        beat, fields = await pipeline.execute()
+    if beat is None or time.time() - float(beat) > WORKER_LIVENESS_S:
+        return False
+    stats = WorkerStats.from_hash(fields)
+    return stats.takes_jobs and stats.running < stats.slots
+
+
+def add_reaped_mark(pipeline: Any, worker: str, ttl_s: int) -> None:
+    pipeline.set(worker_reaped_key(worker), 1, ex=ttl_s)

@@ -1,0 +1,85 @@
+"""The plumbing every engine with a thread of its own shares: its inbox, its cancel set, and
+starting and stopping its thread.
+
+Work reaches an engine thread through two doors: a preparer thread submits a request
+(``submit``: the inbox, a queue only the engine thread reads), and any thread may ``cancel``
+a job (a set under a lock, read by the engine thread between steps: the cancel listener, the
+heartbeat for a job whose API process is gone, a preparer for a cancel held while the job
+started, the reporter for a job given to another worker). ``stop`` puts a stop marker in the
+inbox, behind whatever was submitted before it.
+
+A subclass writes ``_run``, the engine thread's body: it takes new requests with
+``_arrivals`` and cancellations with ``_take_cancelled`` until ``_arrivals`` says stop.
+"""
+
+import queue
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from shared.errors import GenerationFailed
+from worker.engine_api import Emit, Engine, EngineRequest, Failed
+
+ENGINE_JOIN_S = 30.0
+"""How long ``stop`` waits for the engine thread to fail what it still holds and exit."""
+SHUT_DOWN_MESSAGE = "The worker shut down before the answer was complete."
+
+
+class _Stop:
+    """Put in the inbox by ``stop``: the engine thread ends after it."""
+
+
+class ThreadedEngine(Engine):
+    def __init__(self, emit: Emit, thread_name: str) -> None:
+        self._emit = emit
+        self._inbox: queue.Queue[EngineRequest[Any] | _Stop] = queue.Queue()
+        self._cancelled: set[str] = set()
+        self._cancel_lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    # -- called from the RQ side -------------------------------------------------------------
+
+    def submit(self, request: EngineRequest[Any]) -> None:
+        self._inbox.put(request)
+
+    def cancel(self, job_id: str) -> None:
+        """Stop working for a job; the engine thread sees it before its next step."""
+        with self._cancel_lock:
+            self._cancelled.add(job_id)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._inbox.put(_Stop())
+        self._thread.join(timeout=ENGINE_JOIN_S)
+
+    # -- the engine thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        """The engine thread's body (a subclass writes it)."""
+        raise NotImplementedError
+
+    def _arrivals(self, wait: bool) -> list[EngineRequest[Any]] | None:
+        """Every request waiting in the inbox, blocking for the first one when ``wait``;
+        None once ``stop`` was called. A request submitted before the stop but not taken yet
+        is failed here: nothing will run it."""
+        arrivals: list[EngineRequest[Any]] = []
+        try:
+            item = self._inbox.get(block=wait)
+            while True:
+                if isinstance(item, _Stop):
+                    for request in arrivals:
+                        self._emit(Failed(request.job_id, GenerationFailed(SHUT_DOWN_MESSAGE)))
+                    return None
+                arrivals.append(item)
+                item = self._inbox.get_nowait()
+        except queue.Empty:
+            return arrivals
+
+    def _take_cancelled(self, job_ids: Iterable[str] | None = None) -> set[str]:
+        """The cancellations asked for these jobs (for any job when None), each taken once."""
+        with self._cancel_lock:
+            found = set(self._cancelled) if job_ids is None else self._cancelled & set(job_ids)
+            self._cancelled -= found
+            return found

@@ -1,0 +1,148 @@
+"""The worker's heartbeat, on the main thread, once a second (``tick``).
+
+One round trip tells the fleet the worker is alive (``protocol.add_heartbeat``: its typed
+``WorkerStats``, its running set), adds its figures to the fleet's history and renews RQ's
+own heartbeat. Its reply says whether the reaper declared the worker dead meanwhile (it
+paused: a sleeping Mac): then the worker drops its jobs and registers again. The beat also
+stops the jobs whose API process is gone, and notices ``rq suspend`` and ``rq resume``.
+
+It owns the suspension flag (written here, on the main thread; read by the reporter thread
+under the state lock) and the token-rate samples.
+"""
+
+import collections
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from shared import history, protocol
+from shared.rq_bridge import ConcurrentWorkerBase
+from worker.config import WorkerConfig
+from worker.engine_api import Engine
+from worker.reporter import Reporter
+
+log = logging.getLogger(__name__)
+
+TOKEN_RATE_WINDOW_S = 10.0
+"""Window over which the worker's reported tokens/s is averaged."""
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        worker: ConcurrentWorkerBase,
+        engine: Engine,
+        reporter: Reporter,
+        state_lock: threading.Lock,
+        config: WorkerConfig,
+    ) -> None:
+        """``state_lock``: held while the running set and RQ's worker state change together
+        (the worker's, shared with the job starter and the reporter)."""
+        self._worker = worker
+        self._engine = engine
+        self._reporter = reporter
+        self._state_lock = state_lock
+        self._slots = config.concurrency
+        self._last_beat = 0.0
+        self._missing_since: dict[str, float] = {}
+        self._token_samples: collections.deque[tuple[float, int]] = collections.deque()
+        self.suspended = False
+        """``rq suspend`` is in force: the worker takes no new job."""
+
+    def tick(self) -> None:
+        """Beat, if HEARTBEAT_INTERVAL_S has passed since the last beat."""
+        if time.monotonic() - self._last_beat < protocol.HEARTBEAT_INTERVAL_S:
+            return
+        self._last_beat = time.monotonic()
+        worker = self._worker
+        try:
+            # The beat rewrites the running set from this worker's own list: under the state
+            # lock, so that no job starts (on a preparer thread) between the two.
+            with self._state_lock, worker.connection.pipeline() as pipeline:
+                running = [r.job.id for r in self._reporter.running_jobs()]
+                stats = self._stats()
+                protocol.add_heartbeat(pipeline, worker.name, stats, worker.worker_ttl, running)
+                history.add_worker_sample(pipeline, worker.name, stats, time.time())
+                worker.heartbeat(pipeline=pipeline)
+                reaped = pipeline.execute()[0]
+            if reaped:
+                self._rejoin()
+            self._stop_orphans()
+            self._note_suspension(worker.is_suspended())
+            if worker.should_run_maintenance_tasks:
+                worker.run_maintenance_tasks()
+        except redis.RedisError as exc:  # unreachable, or full (maxmemory): beat again later
+            log.warning("worker %s: heartbeat failed (%s)", worker.name, exc)
+
+    def _stop_orphans(self) -> None:
+        """Stop the jobs whose API process is gone (it crashed or was killed): nobody waits
+        for their answers. A waiter must be missing for WAITER_GRACE_S first, since a Redis
+        restart loses the API processes' beats for a moment."""
+        by_waiter: dict[str, list[str]] = {}
+        for running in self._reporter.running_jobs():
+            if running.request is not None and running.request.waiter:
+                by_waiter.setdefault(running.request.waiter, []).append(running.job.id)
+        now = time.monotonic()
+        missing = protocol.missing_waiters(self._worker.connection, set(by_waiter))
+        self._missing_since = {w: self._missing_since.get(w, now) for w in missing}
+        for waiter, since in self._missing_since.items():
+            if now - since >= protocol.WAITER_GRACE_S:
+                for job_id in by_waiter[waiter]:
+                    log.info("job %s: its API process is gone; stopping it", job_id)
+                    self._engine.cancel(job_id)
+
+    def _rejoin(self) -> None:
+        """This worker paused (a sleeping Mac, a stopped VM) long enough to be declared dead:
+        its jobs went to other workers or failed. Drop them all without a word, and register
+        again with RQ, which forgot it; every slot is free again once they are dropped."""
+        log.warning(
+            "worker %s: declared dead during a pause; dropping its jobs, rejoining",
+            self._worker.name,
+        )
+        self._reporter.outbox.reaped()
+        self._worker.rejoin()
+        self._worker.show_state(suspended=self.suspended, running=0)
+
+    def _note_suspension(self, suspended: bool) -> None:
+        if suspended == self.suspended:
+            return
+        log.info(
+            "worker %s: %s",
+            self._worker.name,
+            "suspended (rq suspend): taking no new job" if suspended else "resumed",
+        )
+        with self._state_lock:
+            self.suspended = suspended
+            self._worker.show_state(suspended=suspended, running=self._reporter.running_count)
+
+    def _stats(self) -> protocol.WorkerStats:
+        engine, cache = self._engine, self._engine.prefix_cache_report()
+        return protocol.WorkerStats(
+            prefix_cache_bytes=cache.bytes,
+            prefix_cache_queried_tokens=cache.queried_tokens,
+            prefix_cache_hit_tokens=cache.hit_tokens,
+            model=engine.model_id,
+            queues=self._worker.queue_names(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            slots=self._slots,
+            running=self._reporter.running_count,
+            peak_batch=engine.peak_batch_size,
+            tokens_total=engine.generated_tokens,
+            tokens_per_s=round(self._tokens_per_s(), 2),
+            suspended=self.suspended,
+            suggested_temperature=engine.suggested_temperature,
+        )
+
+    def _tokens_per_s(self) -> float:
+        """Generation rate over the last TOKEN_RATE_WINDOW_S seconds."""
+        now, total = time.monotonic(), self._engine.generated_tokens
+        self._token_samples.append((now, total))
+        while now - self._token_samples[0][0] > TOKEN_RATE_WINDOW_S:
+            self._token_samples.popleft()
+        first_time, first_total = self._token_samples[0]
+        return (total - first_total) / (now - first_time) if now > first_time else 0.0
