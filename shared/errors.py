@@ -26,6 +26,7 @@ class ErrorCode(StrEnum):
     HEADERS_TOO_LARGE = "headers_too_large"
     OVERLOADED = "overloaded"
     STORAGE_FULL = "storage_full"
+    RATE_LIMITED = "rate_limited"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -39,6 +40,7 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.HEADERS_TOO_LARGE: 431,
     ErrorCode.QUEUE_FULL: 429,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.CANCELLED: 499,
     ErrorCode.GENERATION_FAILED: 500,
     ErrorCode.WORKER_LOST: 502,

@@ -125,6 +125,13 @@ class Settings(BaseSettings):
         description="Open connections one client address may hold; beyond it a 503. Default: a "
         "quarter of MLXQ_MAX_CONNECTIONS.",
     )
+    max_client_bytes_per_second: int = Field(
+        4_194_304,
+        ge=0,
+        description="Request-body bytes one client address may send per second (a burst of "
+        "one largest body allowed); beyond it a 429 with Retry-After. File uploads are not "
+        "counted. 0: no bound.",
+    )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted; larger ones get a 413."
     )
