@@ -34,10 +34,13 @@ def command_client(url: str, *, connect_timeout_s: float = CONNECT_TIMEOUT_S) ->
     )
 
 
-def worker_client(url: str) -> redis.Redis:
+def worker_client(url: str, client_name: str | None = None) -> redis.Redis:
     """A worker's client: RQ's dequeue blocks for a second on it, and pub/sub threads share
-    its pool, so it keeps no socket timeout of its own (RQ passes timeouts per command)."""
-    return redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_keepalive=True)
+    its pool, so it keeps no socket timeout of its own (RQ passes timeouts per command).
+    ``client_name``: set on every connection (CLIENT SETNAME)."""
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=2.0, socket_keepalive=True, client_name=client_name
+    )
 
 
 def async_command_client(url: str) -> aioredis.Redis:

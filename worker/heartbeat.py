@@ -142,6 +142,7 @@ class Heartbeat:
     def _stats(self) -> protocol.WorkerStats:
         engine, cache = self._engine, self._engine.prefix_cache_report()
         return protocol.WorkerStats(
+            names_connections=True,
             prefix_cache_bytes=cache.bytes,
             prefix_cache_queried_tokens=cache.queried_tokens,
             prefix_cache_hit_tokens=cache.hit_tokens,

@@ -36,16 +36,20 @@ class RedisWatch:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._answering_since: float | None = None
+        self._outage_seen = False
 
     def answered(self, uptime_s: float) -> None:
         now = self._clock()
         if self._answering_since is None:
-            self._answering_since = now
+            # The first answer after an outage starts the grace; the process's very first
+            # one does not (only Redis' own uptime can say it was away just before).
+            self._answering_since = now if self._outage_seen else now - REAP_GRACE_S
         # A restart between two beats is seen in the server's uptime.
         self._answering_since = max(self._answering_since, now - uptime_s)
 
     def failed(self) -> None:
         self._answering_since = None
+        self._outage_seen = True
 
     def workers_judgeable(self) -> bool:
         """Silent workers may be judged dead: Redis has taken beats for REAP_GRACE_S."""

@@ -12,15 +12,18 @@ class Clock:
         return self.now
 
 
-def test_workers_are_judged_only_after_redis_answered_for_the_grace() -> None:
+def test_a_process_judges_workers_from_its_first_beat_unless_redis_just_started() -> None:
     clock = Clock()
     watch = RedisWatch(clock)
     assert not watch.workers_judgeable()  # nothing known yet
     watch.answered(uptime_s=3600)
-    assert not watch.workers_judgeable()
-    clock.now += REAP_GRACE_S
-    watch.answered(uptime_s=3600)
     assert watch.workers_judgeable()
+    fresh = RedisWatch(clock)
+    fresh.answered(uptime_s=1)  # Redis itself started a second ago
+    assert not fresh.workers_judgeable()
+    clock.now += REAP_GRACE_S
+    fresh.answered(uptime_s=1 + REAP_GRACE_S)
+    assert fresh.workers_judgeable()
 
 
 def test_an_outage_starts_the_grace_again() -> None:
