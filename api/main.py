@@ -38,6 +38,7 @@ from api.edge.crash_guard import CrashGuard
 from api.edge.host_guard import HostGuard
 from api.edge.json_body import JsonBody
 from api.edge.request_log import RequestLog
+from api.edge.send_rate import SendRate
 from api.fleet import routes as fleet_routes
 from api.fleet.beat import beat_forever
 from shared.redis_clients import async_command_client, command_client
@@ -128,6 +129,9 @@ def _add_edge(app: FastAPI, settings: Settings) -> None:
         upload_paths=frozenset({"/v1/files"}),
         max_upload_bytes=settings.max_file_bytes + MULTIPART_FRAMING_BYTES,
         dialects=DIALECTS,
+        send_rate=SendRate(settings.max_client_bytes_per_second, settings.max_body_bytes)
+        if settings.max_client_bytes_per_second
+        else None,
     )
     if settings.api_key is not None:
         app.add_middleware(ApiKey, key=settings.api_key.get_secret_value(), dialects=DIALECTS)

@@ -7,6 +7,12 @@ import sys
 
 import uvicorn
 
+from api.edge.connections import (
+    PER_CLIENT_SHARE,
+    ConnectionBudget,
+    ConnectionMetrics,
+    default_max_connections,
+)
 from api.edge.http_protocol import guarded_protocol, raise_open_file_limit
 from api.main import create_app
 from shared.settings import Settings, get_settings
@@ -32,6 +38,14 @@ def check_exposure(settings: Settings) -> str | None:
     )
 
 
+def connection_budget(settings: Settings, open_file_limit: int) -> ConnectionBudget:
+    """The connections this process may hold: MLXQ_MAX_CONNECTIONS, or what its open-file
+    limit allows; per client a quarter of that unless set."""
+    total = settings.max_connections or default_max_connections(open_file_limit)
+    per_client = settings.max_connections_per_client or max(1, total // PER_CLIENT_SHARE)
+    return ConnectionBudget(total, per_client)
+
+
 def run() -> int:
     settings = get_settings()
     logging.basicConfig(
@@ -41,14 +55,16 @@ def run() -> int:
     if problem is not None:
         print(f"mlxq api: {problem}", file=sys.stderr)
         return 2
-    raise_open_file_limit()
+    budget = connection_budget(settings, raise_open_file_limit())
+    app = create_app(settings)
+    app.state.metrics.registry.register(ConnectionMetrics(budget))
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
-        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout),
+        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout, budget),
         timeout_keep_alive=int(max(1, settings.keepalive_timeout)),
-        limit_concurrency=settings.max_connections,
+        limit_concurrency=None,  # the budget decides, in mlxq's error shape (connections.py)
         log_level=settings.log_level.lower(),
         access_log=False,  # RequestLog logs each request with its id and timing
     )

@@ -25,6 +25,10 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     INTERNAL_ERROR = "internal_error"
     """A bug: an unhandled exception in the API (api/edge/crash_guard.py)."""
+    HEADERS_TOO_LARGE = "headers_too_large"
+    OVERLOADED = "overloaded"
+    STORAGE_FULL = "storage_full"
+    RATE_LIMITED = "rate_limited"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -36,14 +40,18 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.HEADERS_TOO_LARGE: 431,
     ErrorCode.QUEUE_FULL: 429,
+    ErrorCode.RATE_LIMITED: 429,
     ErrorCode.CANCELLED: 499,
     ErrorCode.GENERATION_FAILED: 500,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.WORKER_LOST: 502,
     ErrorCode.NO_WORKER: 503,
+    ErrorCode.OVERLOADED: 503,
     ErrorCode.REDIS_UNAVAILABLE: 503,
     ErrorCode.TIMEOUT: 504,
+    ErrorCode.STORAGE_FULL: 507,
 }
 
 
@@ -115,3 +123,9 @@ class JobTimedOut(MlxqError):
 
 class RedisUnavailable(MlxqError):
     code = ErrorCode.REDIS_UNAVAILABLE
+
+
+class StorageFull(MlxqError):
+    """An upload that does not fit the files budget or Redis' free memory."""
+
+    code = ErrorCode.STORAGE_FULL

@@ -17,7 +17,10 @@ COMMAND_TIMEOUT_S = 5.0
 API_POOL_SIZE = 64
 """Connections for the API's commands: waits share one pub/sub connection, so this bounds
 bursts of enqueues only; a burst waits for a free connection instead of failing."""
-API_POOL_WAIT_S = 5.0
+API_POOL_WAIT_S = 30.0
+"""A burst waits this long for a free connection: thousands of requests arriving at once
+queue here (2,000 at once took over 5 s on two cores) rather than fail; an unreachable
+Redis still fails at once (a refused connect, not a wait)."""
 
 
 def _fail_fast_retry() -> AsyncRetry:
@@ -31,10 +34,13 @@ def command_client(url: str, *, connect_timeout_s: float = CONNECT_TIMEOUT_S) ->
     )
 
 
-def worker_client(url: str) -> redis.Redis:
+def worker_client(url: str, client_name: str | None = None) -> redis.Redis:
     """A worker's client: RQ's dequeue blocks for a second on it, and pub/sub threads share
-    its pool, so it keeps no socket timeout of its own (RQ passes timeouts per command)."""
-    return redis.Redis.from_url(url, socket_connect_timeout=2.0, socket_keepalive=True)
+    its pool, so it keeps no socket timeout of its own (RQ passes timeouts per command).
+    ``client_name``: set on every connection (CLIENT SETNAME)."""
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=2.0, socket_keepalive=True, client_name=client_name
+    )
 
 
 def async_command_client(url: str) -> aioredis.Redis:

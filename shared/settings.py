@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         ge=1024,
         description="Largest file accepted by POST /v1/files (batch input); larger ones get a 413.",
     )
+    files_budget: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes all stored files (batch inputs and outputs) may take in Redis; an "
+        "upload past it is refused with a 507. Default: half of Redis' maxmemory (2 GiB "
+        "without a cap).",
+    )
     batch_retention: int = Field(
         604_800,
         ge=60,
@@ -77,6 +84,12 @@ class Settings(BaseSettings):
         description="Seconds a request routed to the worker holding its conversation's cache "
         "may wait for it; then any worker may take it.",
     )
+    redis_outage_grace: float = Field(
+        30.0,
+        ge=0,
+        description="Seconds a waiting request rides out an unreachable Redis (a restart) "
+        "before it is answered 503; a request that arrives while Redis is down is a 503 at once.",
+    )
     request_timeout: float = Field(
         600.0,
         gt=0,
@@ -100,10 +113,24 @@ class Settings(BaseSettings):
     keepalive_timeout: float = Field(
         5.0, gt=0, description="Seconds an idle kept-alive connection stays open."
     )
-    max_connections: int = Field(
-        1024,
+    max_connections: int | None = Field(
+        None,
         ge=1,
-        description="Open connections (and requests) at once; beyond it the API answers 503.",
+        description="Open connections (and requests) at once; beyond it a new connection is "
+        "answered 503 with Retry-After. Default: the process's open-file limit less 256.",
+    )
+    max_connections_per_client: int | None = Field(
+        None,
+        ge=1,
+        description="Open connections one client address may hold; beyond it a 503. Default: a "
+        "quarter of MLXQ_MAX_CONNECTIONS.",
+    )
+    max_client_bytes_per_second: int = Field(
+        4_194_304,
+        ge=0,
+        description="Request-body bytes one client address may send per second (a burst of "
+        "one largest body allowed); beyond it a 429 with Retry-After. File uploads are not "
+        "counted. 0: no bound.",
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body accepted; larger ones get a 413."

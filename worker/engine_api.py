@@ -144,6 +144,11 @@ class Engine(Protocol):
     def stop(self) -> None:
         """Fail what it still runs, and stop its thread."""
 
+    def holds(self, job_id: str) -> bool:
+        """Whether the engine still works on the job (submitted, not yet answered). An engine
+        that answers at once, in ``submit``, never does."""
+        return False
+
     def prefix_cache_report(self) -> PrefixCacheReport:
         """The prefix cache's counters (all zero for an engine without one)."""
         return PrefixCacheReport(0, 0, 0)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from shared.errors import GenerationFailed
-from worker.engine_api import Emit, Engine, EngineRequest, Failed
+from worker.engine_api import Emit, Engine, EngineOutput, EngineRequest, Failed, TokenOutput
 
 ENGINE_JOIN_S = 30.0
 """How long ``stop`` waits for the engine thread to fail what it still holds and exit."""
@@ -31,8 +31,10 @@ class _Stop:
 
 class ThreadedEngine(Engine):
     def __init__(self, emit: Emit, thread_name: str) -> None:
-        self._emit = emit
+        self._emit_output = emit
         self._inbox: queue.Queue[EngineRequest[Any] | _Stop] = queue.Queue()
+        self._holding: set[str] = set()
+        """Jobs submitted and not yet answered: the only ones a cancellation can stop."""
         self._cancelled: set[str] = set()
         self._cancel_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
@@ -40,12 +42,30 @@ class ThreadedEngine(Engine):
     # -- called from the RQ side -------------------------------------------------------------
 
     def submit(self, request: EngineRequest[Any]) -> None:
+        with self._cancel_lock:
+            self._holding.add(request.job_id)
         self._inbox.put(request)
 
     def cancel(self, job_id: str) -> None:
-        """Stop working for a job; the engine thread sees it before its next step."""
+        """Stop working for a job; the engine thread sees it before its next step. A job the
+        engine does not hold (it ended already) is left alone: the same job may come back to
+        this worker later (the reaper gave it to another worker while this one paused, and
+        it was put back in the queue), and a cancellation kept from before would stop it."""
         with self._cancel_lock:
-            self._cancelled.add(job_id)
+            if job_id in self._holding:
+                self._cancelled.add(job_id)
+
+    def holds(self, job_id: str) -> bool:
+        with self._cancel_lock:
+            return job_id in self._holding
+
+    def _emit(self, output: EngineOutput) -> None:
+        """Hand an output to the reporter; a job's last one ends what the engine holds of it."""
+        if not isinstance(output, TokenOutput):
+            with self._cancel_lock:
+                self._holding.discard(output.job_id)
+                self._cancelled.discard(output.job_id)
+        self._emit_output(output)
 
     def start(self) -> None:
         self._thread.start()

@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 
 TOKEN_RATE_WINDOW_S = 10.0
 """Window over which the worker's reported tokens/s is averaged."""
+DROP_WAIT_S = 30.0
+"""After a pause, how long the worker waits for its engine to drop its old copies (one
+decode step, usually) before it takes new jobs."""
+DROP_POLL_S = 0.02
 
 
 class Heartbeat:
@@ -103,9 +107,25 @@ class Heartbeat:
             "worker %s: declared dead during a pause; dropping its jobs, rejoining",
             self._worker.name,
         )
+        copies = [running.job.id for running in self._reporter.running_jobs()]
         self._reporter.outbox.reaped()
+        self._wait_until_dropped(copies)
         self._worker.rejoin()
         self._worker.show_state(suspended=self.suspended, running=0)
+
+    def _wait_until_dropped(self, job_ids: list[str]) -> None:
+        """Take no new job until the reporter and the engine have let go of these: the queue
+        may give this worker one of them again (the reaper retried it), under the same id, and
+        the old copy's cancellation must not stop the new one."""
+        give_up_at = time.monotonic() + DROP_WAIT_S
+        while time.monotonic() < give_up_at:
+            if not any(
+                self._reporter.is_running(job_id) or self._engine.holds(job_id)
+                for job_id in job_ids
+            ):
+                return
+            time.sleep(DROP_POLL_S)
+        log.warning("worker %s: old copies not dropped after %gs", self._worker.name, DROP_WAIT_S)
 
     def _note_suspension(self, suspended: bool) -> None:
         if suspended == self.suspended:
@@ -122,6 +142,7 @@ class Heartbeat:
     def _stats(self) -> protocol.WorkerStats:
         engine, cache = self._engine, self._engine.prefix_cache_report()
         return protocol.WorkerStats(
+            names_connections=True,
             prefix_cache_bytes=cache.bytes,
             prefix_cache_queried_tokens=cache.queried_tokens,
             prefix_cache_hit_tokens=cache.hit_tokens,

@@ -4,12 +4,14 @@ import importlib
 import logging
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import redis
 from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
+from shared import protocol
 from shared.redis_clients import worker_client
 from shared.settings import DEMO_EMBEDDING_MODEL_ID, Settings, get_settings, without_password
 from worker.config import WorkerConfig
@@ -68,8 +70,10 @@ def build_engine(settings: Settings, emit: Emit) -> Engine:
     return engine
 
 
-def connect(settings: Settings) -> redis.Redis:
-    connection = worker_client(settings.redis_url)
+def connect(settings: Settings, name: str) -> redis.Redis:
+    """The worker's Redis client; every connection it opens carries the worker's name, so
+    the API sees at once when the worker is gone (protocol.silent_workers)."""
+    connection = worker_client(settings.redis_url, protocol.worker_connection_name(name))
     try:
         connection.ping()
     except redis.RedisError as exc:
@@ -82,7 +86,8 @@ def connect(settings: Settings) -> redis.Redis:
 def build_worker(settings: Settings) -> BatchingWorker:
     """Redis first (cheap to check), then the engine (loads the model once), then RQ's side.
     The engine answers into the reporter's outbox, so the outbox is made first."""
-    connection = connect(settings)
+    name = uuid.uuid4().hex  # RQ's own way to name a worker, chosen here for the connections
+    connection = connect(settings, name)
     outbox = Outbox()
     engine = build_engine(settings, outbox.post)
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
@@ -93,6 +98,7 @@ def build_worker(settings: Settings) -> BatchingWorker:
         config=WorkerConfig.from_settings(settings),
         connection=connection,
         serializer=JSONSerializer,
+        name=name,
     )
 
 

@@ -13,6 +13,7 @@ from starlette.datastructures import UploadFile
 
 from api.batch import store
 from api.batch.driver import new_file_meta
+from api.batch.files_budget import over_budget, room_for
 from api.deps import AsyncRedisDep, SettingsDep
 from api.dialects.openai.answers import ERROR_RESPONSES
 from shared.errors import InvalidRequest, NotFound, PayloadTooLarge
@@ -47,8 +48,11 @@ async def create_file(request: Request, redis: AsyncRedisDep, settings: Settings
         )
     ttl_s = _expiry(form.get("expires_after[anchor]"), form.get("expires_after[seconds]"))
     ttl_s = ttl_s or settings.batch_retention
+    budget = await room_for(redis, settings, len(content))
     meta = new_file_meta(upload.filename or "upload.jsonl", "batch", len(content), ttl_s)
-    await store.put_file(redis, meta, content, ttl_s)
+    used = await store.put_file(redis, meta, content, ttl_s, budget)
+    if used is not None:
+        raise over_budget(len(content), used, budget)
     return meta
 
 

@@ -7,6 +7,7 @@ a batch's keys once it has ended (MLXQ_BATCH_RETENTION).
 
     mlxq:file:{id}          hash  meta (the OpenAI file object, JSON), content (bytes)
     mlxq:files              zset  file id -> time stored (listing)
+    mlxq:files:sizes        hash  file id -> bytes (the files budget; expired ones dropped)
     mlxq:batch:{id}         hash  record (the static fields, JSON), status, <status>_at,
                                   output_file_id, error_file_id, errors (JSON)
     mlxq:batch:{id}:out     hash  line number -> output line (JSON)
@@ -25,6 +26,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 FILES = "mlxq:files"
+FILE_SIZES = "mlxq:files:sizes"
 BATCHES = "mlxq:batches"
 ACTIVE_BATCHES = "mlxq:batches:active"
 
@@ -55,13 +57,51 @@ def _text(value: Any) -> str | None:
 # -- files -------------------------------------------------------------------------------------
 
 
-async def put_file(connection: aioredis.Redis, meta: dict, content: bytes, ttl_s: int) -> None:
-    key = _file_key(meta["id"])
-    async with connection.pipeline(transaction=True) as pipeline:
-        pipeline.hset(key, mapping={"meta": json.dumps(meta), "content": content})
-        pipeline.expire(key, ttl_s)
-        pipeline.zadd(FILES, {meta["id"]: time.time()})  # finer than created_at: keeps order
-        await pipeline.execute()
+_PUT_FILE = """
+local sizes, budget, size = KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[3])
+local used = 0
+local entries = redis.call('HGETALL', sizes)
+for i = 1, #entries, 2 do
+  if redis.call('EXISTS', ARGV[8] .. entries[i]) == 1 then
+    used = used + tonumber(entries[i + 1])
+  else
+    redis.call('HDEL', sizes, entries[i])
+  end
+end
+if budget >= 0 and used + size > budget then return used end
+redis.call('HSET', KEYS[1], 'meta', ARGV[4], 'content', ARGV[5])
+redis.call('EXPIRE', KEYS[1], ARGV[6])
+redis.call('ZADD', KEYS[2], ARGV[7], ARGV[2])
+redis.call('HSET', sizes, ARGV[2], size)
+return -1
+"""
+"""Store a file if the files stored so far (those not expired) and it fit the budget (-1:
+no budget); returns -1 when stored, else the bytes already in use. One script: two API
+processes cannot both take the last room."""
+
+
+async def put_file(
+    connection: aioredis.Redis, meta: dict, content: bytes, ttl_s: int, budget: int = -1
+) -> int | None:
+    """Store a file for ``ttl_s`` seconds; None when stored, else (over ``budget``) the bytes
+    the stored files already take."""
+    stored_at = time.time()  # finer than created_at: keeps the listing's order
+    used: Any = await connection.eval(
+        _PUT_FILE,
+        3,
+        _file_key(meta["id"]),
+        FILES,
+        FILE_SIZES,
+        budget,
+        meta["id"],
+        len(content),
+        json.dumps(meta),
+        content,
+        ttl_s,
+        stored_at,
+        _file_key(""),
+    )
+    return None if int(used) < 0 else int(used)
 
 
 async def file_meta(connection: aioredis.Redis, file_id: str) -> dict | None:
@@ -90,7 +130,8 @@ async def delete_file(connection: aioredis.Redis, file_id: str) -> bool:
     async with connection.pipeline(transaction=True) as pipeline:
         pipeline.delete(_file_key(file_id))
         pipeline.zrem(FILES, file_id)
-        deleted, _ = await pipeline.execute()
+        pipeline.hdel(FILE_SIZES, file_id)
+        deleted, _, _ = await pipeline.execute()
     return bool(deleted)
 
 

@@ -82,6 +82,14 @@ async def _redis_down(request: Request, exc: Exception) -> JSONResponse:
     return await _mlxq_error(request, RedisUnavailable(f"Redis is unreachable: {exc}"))
 
 
+async def _redis_full(request: Request, exc: Exception) -> JSONResponse:
+    """Redis at its memory cap refuses writes (noeviction): a 503 anywhere, never a 500."""
+    return await _mlxq_error(
+        request,
+        RedisUnavailable("Redis is full (maxmemory) and refuses writes; try again shortly."),
+    )
+
+
 def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
     app.state.dialects = dialects
     app.add_exception_handler(MlxqError, _mlxq_error)
@@ -89,3 +97,4 @@ def install_error_handlers(app: FastAPI, dialects: Dialects) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     for unreachable in (redis.ConnectionError, redis.TimeoutError):
         app.add_exception_handler(unreachable, _redis_down)
+    app.add_exception_handler(redis.exceptions.OutOfMemoryError, _redis_full)

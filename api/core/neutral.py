@@ -9,6 +9,7 @@ import time
 import uuid
 from typing import Any
 
+from api.core.validators import schema_depth_problem
 from shared.errors import InvalidRequest
 from shared.schemas import MAX_EMBEDDING_INPUTS, EmbeddingRequest, GenerationRequest
 from shared.settings import Settings
@@ -32,12 +33,27 @@ def generation_request(
             f"{max_tokens_field}={max_tokens} is above this server's limit of "
             f"{settings.max_tokens_cap} (MLXQ_MAX_TOKENS_CAP)."
         )
-    return GenerationRequest(
+    request = GenerationRequest(
         request_id=uuid.uuid4().hex,
         model=model,
         deadline=time.time() + (timeout or settings.request_timeout),
         **{k: v for k, v in fields.items() if v is not None},
     )
+    _check_schemas(request)
+    return request
+
+
+def _check_schemas(request: GenerationRequest) -> None:
+    """The JSON schemas a worker will compile into grammars must not nest too deeply."""
+    schemas: list[tuple[object, str]] = []
+    if request.response_format is not None and request.response_format.json_schema:
+        schemas.append((request.response_format.json_schema, "the response format's schema"))
+    for tool in request.tools or []:
+        schemas.append((tool.function.parameters, f"the parameters of tool {tool.function.name!r}"))
+    for schema, where in schemas:
+        problem = schema_depth_problem(schema, where)
+        if problem is not None:
+            raise InvalidRequest(problem)
 
 
 def embedding_request(

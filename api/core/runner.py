@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Callable
 from typing import Final
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.core.event_hub import EventHub, JobEvents
 from api.core.metrics import Metrics
@@ -43,6 +45,8 @@ TAKEN_CHECK_S = 2.0
 the hands of a worker that stalled, not lost by Redis)."""
 CLOSE_WAIT_S = 2.0
 """On shutdown, how long cancellations under way may take to reach Redis."""
+OUTAGE_RETRY_S = 0.5
+"""While Redis is unreachable, how often a waiting request tries its checks again."""
 SUSPECT_TTL_S = 30
 """A job seen taken-but-not-started is put back when the next check sees it so again."""
 
@@ -52,6 +56,33 @@ class Keepalive:
 
 
 KEEPALIVE: Final = Keepalive()
+
+
+class _Outage:
+    """How long Redis has been unreachable for one waiting request. A waiter rides out a
+    short outage (a Redis restart with AOF takes seconds, and the job's events wait in its
+    stream); only one that lasts past MLXQ_REDIS_OUTAGE_GRACE is an error."""
+
+    def __init__(self, grace_s: float) -> None:
+        self._grace_s = grace_s
+        self._since: float | None = None
+
+    def failed(self, now: float, exc: RedisError) -> None:
+        if self._since is None:
+            self._since = now
+            log.warning("Redis unreachable while a request waits (%s); riding it out", exc)
+        if now - self._since > self._grace_s:
+            raise RedisUnavailable(
+                f"Redis was unreachable for {now - self._since:.0f} s while the request "
+                f"waited (MLXQ_REDIS_OUTAGE_GRACE: {self._grace_s:g} s): {exc}"
+            ) from exc
+
+    def over(self) -> None:
+        self._since = None
+
+    def next_try(self, wake_at: float, now: float) -> float:
+        """When to look again: during an outage, not before OUTAGE_RETRY_S from now."""
+        return wake_at if self._since is None else max(wake_at, now + OUTAGE_RETRY_S)
 
 
 class _Placement:
@@ -184,6 +215,7 @@ class JobRunner:
         check_at = enqueued_at + TAKEN_CHECK_S
         started = False
         first_token = True
+        outage = _Outage(self._settings.redis_outage_grace)
         self._metrics.recent.count_request()
         while True:
             until = deadline + RESULT_GRACE_S if started else queue_deadline
@@ -192,28 +224,40 @@ class JobRunner:
                 timers.append(last_sent + keepalive_s)
             if not started:
                 timers += [check_at, reroute_at] if placed.routed else [check_at]
-            event = await events.next(max(0.0, min(timers) - loop.time()))
+            wake_at = outage.next_try(min(timers), loop.time())
+            event = await events.next(max(0.0, wake_at - loop.time()))
             now = loop.time()
+            if keepalive_s is not None and event is None and now >= last_sent + keepalive_s:
+                last_sent = now
+                yield KEEPALIVE
             if event is None:
-                if not started and placed.routed and now >= reroute_at:
-                    await self._reroute(placed, job_id)
-                if not started and now >= check_at:
-                    check_at = now + TAKEN_CHECK_S
-                    await self._check_taken(placed, job_id)
-                if now < until:
-                    if keepalive_s is not None and now >= last_sent + keepalive_s:
-                        last_sent = now
-                        yield KEEPALIVE
+                # Redis may be briefly away (a restart): the checks are tried again later.
+                try:
+                    if not started and placed.routed and now >= reroute_at:
+                        await self._reroute(placed, job_id)
+                    if not started and now >= check_at:
+                        await self._check_taken(placed, job_id)
+                        check_at = now + TAKEN_CHECK_S
+                    if now < until:
+                        outage.over()
+                        continue
+                    if started:
+                        raise JobTimedOut(
+                            "The request's deadline passed before the answer was ready."
+                        )
+                    if until < deadline and await self._fleet_serves(request.model):
+                        queue_deadline = min(now + self._settings.queue_timeout, deadline)
+                        outage.over()
+                        continue  # a busy fleet, not a missing one: keep waiting
+                    if await self._submitter.withdraw(placed.queue, job_id):
+                        raise self._queue_timeout_error(request, deadline_passed=until >= deadline)
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    outage.failed(now, exc)
                     continue
-                if started:
-                    raise JobTimedOut("The request's deadline passed before the answer was ready.")
-                if until < deadline and await self._fleet_serves(request.model):
-                    queue_deadline = min(now + self._settings.queue_timeout, deadline)
-                    continue  # a busy fleet, not a missing one: keep waiting
-                if await self._submitter.withdraw(placed.queue, job_id):
-                    raise self._queue_timeout_error(request, deadline_passed=until >= deadline)
+                outage.over()
                 started = True  # a worker took it just now: wait for its answer
                 continue
+            outage.over()
             last_sent = now
             if isinstance(event, StartedEvent):
                 started = True

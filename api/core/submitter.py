@@ -6,6 +6,9 @@ redis.asyncio in one MULTI/EXEC round trip. The job hash, queue list and registr
 exactly as RQ writes them.
 """
 
+import asyncio
+from typing import Any
+
 import redis.asyncio as aioredis
 from rq.queue import Queue
 
@@ -16,6 +19,7 @@ from shared.keys import batch_lane_name, queue_name_for_model, shared_queue_of, 
 from shared.routing import prefix_hashes
 from shared.rq_bridge import (
     EnqueueRecorder,
+    RecordedCommand,
     move_queued_job,
     pushed_queue_length,
     withdraw_queued_job,
@@ -23,6 +27,9 @@ from shared.rq_bridge import (
 from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
 from shared.settings import Settings
 
+OFF_LOOP_BYTES = 64 * 1024
+"""A request whose text is larger than this is hashed and serialized in a thread: a 1 MB
+prompt costs the event loop tens of milliseconds that every other request would wait."""
 QUEUE_FULL_RETRY_AFTER_S = 2
 """Retry-After for a 429: a full queue drains in seconds on a busy fleet."""
 
@@ -45,14 +52,28 @@ class JobSubmitter:
         own queue of the worker that holds the longest prefix of its conversation. An
         embedding job has no conversation to route by: it goes to the shared queue. A line
         of a batch goes to the model's batch lane, which workers serve last."""
-        function = function_for(request)
+        large = _text_bytes(request) > OFF_LOOP_BYTES
         if batch_lane:
             placement = batch_lane_name(self.queue_name(request.model))
         elif isinstance(request, EmbeddingRequest):
             placement = self.queue_name(request.model)
         else:
-            placement = await self._placement(request)
+            placement = await self._placement(request, large)
         queue = await self._queue(placement)
+        if large:  # hashing, JSON and compression of a large prompt: not on the event loop
+            commands = await asyncio.to_thread(self._commands, queue, request, job_id)
+        else:
+            commands = self._commands(queue, request, job_id)
+        async with self._connection.pipeline(transaction=True) as pipeline:
+            for args, options in commands:
+                pipeline.execute_command(*args, **options)
+            results = await pipeline.execute()
+        await self._admit(queue.name, job_id, pushed_queue_length(commands, results))
+        return queue.name
+
+    def _commands(self, queue: Queue, request: JobRequest, job_id: str) -> list[RecordedCommand]:
+        """RQ's own enqueue of the job, recorded (see shared/rq_bridge/enqueue.py)."""
+        function = function_for(request)
         job = queue.create_job(
             function,
             kwargs={"request": request.model_dump(mode="json")},
@@ -62,19 +83,16 @@ class JobSubmitter:
             failure_ttl=self._settings.failure_ttl,
             description=f"{function.rsplit('.', 1)[-1]} {request.request_id}",
         )
-        commands = self._recorder.enqueue_commands(queue, job)
-        async with self._connection.pipeline(transaction=True) as pipeline:
-            for args, options in commands:
-                pipeline.execute_command(*args, **options)
-            results = await pipeline.execute()
-        await self._admit(queue.name, job_id, pushed_queue_length(commands, results))
-        return queue.name
+        return self._recorder.enqueue_commands(queue, job)
 
-    async def _placement(self, request: GenerationRequest) -> str:
+    async def _placement(self, request: GenerationRequest, large: bool) -> str:
         """Cache-aware routing: the prefix owner's own queue when it is live with a free slot
         (it serves that queue first), else the model's shared queue."""
         shared = self.queue_name(request.model)
-        owner = await protocol.longest_prefix_owner(self._connection, prefix_hashes(request))
+        hashes = (
+            await asyncio.to_thread(prefix_hashes, request) if large else prefix_hashes(request)
+        )
+        owner = await protocol.longest_prefix_owner(self._connection, hashes)
         if owner is not None and await protocol.worker_has_room(self._connection, owner):
             return worker_queue_name(shared, owner)
         return shared
@@ -121,3 +139,12 @@ class JobSubmitter:
             major, minor, patch = (int(p) for p in str(info["redis_version"]).split(".")[:3])
             self._redis_version = (major, minor, patch)
         return self._redis_version
+
+
+def _text_bytes(request: JobRequest) -> int:
+    """About how large the request's text is (its messages, prompts or inputs)."""
+    if isinstance(request, EmbeddingRequest):
+        parts: list[Any] = list(request.inputs)
+    else:
+        parts = [m.content for m in request.messages or []] + list(request.prompts or [])
+    return sum(len(part) for part in parts)

@@ -24,6 +24,9 @@ MAX_MESSAGES = 512
 """More messages than any real conversation; bounds the work one request can ask for."""
 MAX_TOOLS = 128
 """OpenAI's limit on tools per request; the other dialects take the same."""
+MAX_SCHEMA_DEPTH = 100
+"""Nested objects and arrays a JSON schema may have: the grammar engine (llguidance) stops at
+about 124, with a parser message that says nothing to a client."""
 
 ToolName = Annotated[str, Field(min_length=1, max_length=64, pattern=TOOL_NAME_PATTERN)]
 """A function tool's name, in every dialect."""
@@ -60,6 +63,33 @@ def stop_list(stop: str | list[str] | None) -> list[str]:
     if any(not s for s in stops):
         raise ValueError("stop sequences must not be empty")
     return stops
+
+
+def json_depth(value: Any) -> int:
+    """How deeply objects and arrays nest in a JSON value (a scalar: 0)."""
+    depth, level = 0, [value]
+    while level:
+        containers = [v for v in level if isinstance(v, dict | list)]
+        if not containers:
+            break
+        depth += 1
+        level = [
+            child
+            for container in containers
+            for child in (container.values() if isinstance(container, dict) else container)
+        ]
+    return depth
+
+
+def schema_depth_problem(schema: Any, where: str) -> str | None:
+    """Why a JSON schema is too deep to enforce, naming ``where`` it came from; or None."""
+    depth = json_depth(schema)
+    if depth <= MAX_SCHEMA_DEPTH:
+        return None
+    return (
+        f"{where} nests objects and arrays {depth} levels deep; at most {MAX_SCHEMA_DEPTH} can "
+        "be enforced."
+    )
 
 
 def normalized_stops(cls: type, stop: str | list[str] | None) -> list[str]:

@@ -1,12 +1,15 @@
-"""The request body's size and arrival time: 413 past the limit, 408 past the timeout."""
+"""The request body's size, arrival time and rate: 413 past the limit, 408 past the timeout,
+429 past the client's send rate (api/edge/send_rate.py)."""
 
 import asyncio
+import math
 import time
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.core.dialect import Dialects
 from api.edge.replies import send_error
+from api.edge.send_rate import SendRate
 from shared.errors import ErrorCode
 
 
@@ -24,10 +27,13 @@ class BodyLimit:
         max_upload_bytes: int = 0,
         *,
         dialects: Dialects,
+        send_rate: SendRate | None = None,
     ) -> None:
-        """``upload_paths`` (file uploads) take bodies up to ``max_upload_bytes`` instead."""
+        """``upload_paths`` (file uploads) take bodies up to ``max_upload_bytes`` instead,
+        and are not counted against a client's ``send_rate`` (None: no bound)."""
         self.app = app
         self._dialects = dialects
+        self._send_rate = send_rate
         self._max_bytes = max_bytes
         self._timeout_s = timeout_s
         self._upload_paths = upload_paths
@@ -66,6 +72,24 @@ class BodyLimit:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
+        if self._send_rate is not None and scope["path"] not in self._upload_paths:
+            client = (scope.get("client") or ("unknown",))[0]
+            wait_s = self._send_rate.take(client, size)
+            if wait_s > 0:
+                too_fast = (
+                    f"This client sends more than {self._send_rate.bytes_per_s} bytes of request "
+                    "bodies per second (MLXQ_MAX_CLIENT_BYTES_PER_SECOND); try again shortly."
+                )
+                retry = [(b"retry-after", str(max(1, math.ceil(wait_s))).encode())]
+                return await send_error(
+                    send,
+                    self._dialects,
+                    scope["path"],
+                    429,
+                    ErrorCode.RATE_LIMITED,
+                    too_fast,
+                    retry,
+                )
         body_sent = False
 
         async def replay() -> Message:

@@ -20,8 +20,13 @@ def api_alive_key(instance: str) -> str:
     return f"{PREFIX}:api:{instance}:alive"
 
 
-def beat_api(connection: redis.Redis, instance: str) -> None:
-    connection.set(api_alive_key(instance), 1, ex=API_ALIVE_TTL_S)
+def beat_api(connection: redis.Redis, instance: str) -> float:
+    """Say this API process is alive; returns how long the Redis server has been up (s)."""
+    with connection.pipeline(transaction=False) as pipeline:
+        pipeline.set(api_alive_key(instance), 1, ex=API_ALIVE_TTL_S)
+        pipeline.info("server")
+        _, server = pipeline.execute()
+    return float(server["uptime_in_seconds"])
 
 
 def add_waiter_check(pipeline: Any, instance: str) -> None:

@@ -20,6 +20,12 @@ WORKER_LIVENESS_S = 5.0
 """A worker whose last heartbeat is older than this is not counted as live."""
 HEARTBEAT_INTERVAL_S = 1.0
 """How often a worker heartbeats: several beats fit in WORKER_LIVENESS_S."""
+DISCONNECTED_AFTER_S = 1.5
+"""A beat this old, from a worker with no connection left in Redis: it is gone (a live worker
+always holds its connections: its blocking dequeue, its listeners)."""
+ROUTE_LIVENESS_S = 2.0
+"""A request is routed to a worker's own queue only if it beat this recently: one whose
+liveness is in doubt gets no request that would wait for it."""
 STATS_GRACE_S = 60
 """A stats hash outlives its worker's RQ registration by this much, then expires."""
 
@@ -63,6 +69,9 @@ class WorkerStats(BaseModel):
     """Of those, the tokens whose KV came from the cache."""
     suggested_temperature: float | None = None
     """The model's own temperature (its generation_config.json), where it names one."""
+    names_connections: bool = False
+    """The worker's Redis connections carry its name (``worker_connection_name``): when it
+    has none left, it is gone (a killed process's sockets close at once)."""
 
     @property
     def takes_jobs(self) -> bool:
@@ -74,6 +83,7 @@ class WorkerStats(BaseModel):
         fields = self.model_dump(exclude_none=True)
         fields["queues"] = ",".join(self.queues)
         fields["suspended"] = int(self.suspended)
+        fields["names_connections"] = int(self.names_connections)
         return fields
 
     @classmethod
@@ -117,10 +127,28 @@ def live_worker_beats(connection: redis.Redis) -> list[tuple[str, float]]:
     return [(text(name), float(beat)) for name, beat in beats]
 
 
+def worker_connection_name(worker: str) -> str:
+    """The client name a worker gives its Redis connections (CLIENT SETNAME)."""
+    return f"{PREFIX}-worker:{worker}"
+
+
 def silent_workers(connection: redis.Redis) -> list[str]:
-    """Workers registered as live whose heartbeat stopped more than WORKER_LIVENESS_S ago."""
-    cutoff = time.time() - WORKER_LIVENESS_S
-    return [text(name) for name in connection.zrangebyscore(LIVE_WORKERS, "-inf", cutoff)]
+    """Workers registered as live that are gone: their heartbeat stopped more than
+    WORKER_LIVENESS_S ago, or DISCONNECTED_AFTER_S ago with no connection of theirs left in
+    Redis (a killed worker is noticed in about two seconds, not five; a paused one, whose
+    connections stay open, after the liveness window)."""
+    now = time.time()
+    beats: Any = connection.zrangebyscore(
+        LIVE_WORKERS, "-inf", now - DISCONNECTED_AFTER_S, withscores=True
+    )
+    silent = [text(name) for name, beat in beats if beat < now - WORKER_LIVENESS_S]
+    doubtful = [text(name) for name, beat in beats if beat >= now - WORKER_LIVENESS_S]
+    if doubtful:
+        connected = {client.get("name") for client in connection.client_list()}
+        for name, stats in zip(doubtful, read_stats(connection, doubtful), strict=True):
+            if stats.names_connections and worker_connection_name(name) not in connected:
+                silent.append(name)
+    return silent
 
 
 def claim_silent_worker(connection: redis.Redis, name: str) -> bool:
@@ -164,12 +192,13 @@ def forget_running_jobs(connection: redis.Redis, worker: str) -> None:
 
 
 async def worker_has_room(connection: aioredis.Redis, worker: str) -> bool:
-    """The worker heartbeated within WORKER_LIVENESS_S, takes jobs and reported a free slot."""
+    """The worker heartbeated within ROUTE_LIVENESS_S (its liveness is not in doubt), takes
+    jobs and reported a free slot."""
     async with connection.pipeline(transaction=False) as pipeline:
         pipeline.zscore(LIVE_WORKERS, worker)
         pipeline.hgetall(worker_stats_key(worker))
         beat, fields = await pipeline.execute()
-    if beat is None or time.time() - float(beat) > WORKER_LIVENESS_S:
+    if beat is None or time.time() - float(beat) > ROUTE_LIVENESS_S:
         return False
     stats = WorkerStats.from_hash(fields)
     return stats.takes_jobs and stats.running < stats.slots

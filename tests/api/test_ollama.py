@@ -9,12 +9,13 @@ import httpx
 import ollama
 import pytest
 from ollama import _types as ollama_types
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from api.core.models import model_id
 from api.dialects.ollama.options import (
     HONOURED_OPTIONS,
     NO_OP_OPTIONS,
+    NO_OP_TYPES,
     OLLAMA_DEFAULTS,
     OllamaOptions,
 )
@@ -41,6 +42,31 @@ def test_every_option_of_the_ollama_client_is_honoured_or_a_documented_no_op() -
     assert client_options <= set(HONOURED_OPTIONS) | set(NO_OP_OPTIONS)
     assert not set(HONOURED_OPTIONS) & set(NO_OP_OPTIONS)
     assert all(reason for reason in NO_OP_OPTIONS.values())
+
+
+def test_every_no_op_option_takes_the_type_the_ollama_client_gives_it() -> None:
+    assert set(NO_OP_TYPES) == set(NO_OP_OPTIONS)
+    for name, kind in NO_OP_TYPES.items():
+        annotation = str(ollama.Options.model_fields[name].annotation)
+        assert kind.__name__ in annotation, (name, annotation)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"num_ctx": float("nan")},
+        {"num_ctx": float("inf")},
+        {"num_ctx": "4096"},
+        {"num_ctx": True},
+        {"mirostat_tau": float("nan")},
+        {"use_mmap": 1},
+    ],
+)
+def test_a_no_op_option_with_a_value_it_cannot_mean_is_refused(options: dict) -> None:
+    """Before: ``options.num_ctx: NaN`` or ``Infinity`` was accepted (a 200)."""
+    name = next(iter(options))
+    with pytest.raises(ValidationError, match=name):
+        OllamaOptions.model_validate(options)
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,12 @@
 """The HTTP edge has limits: head size (431), head and body read time (408), idle
 keep-alive time, and open connections; real requests are answered during an attack."""
 
+import asyncio
 import contextlib
+import json
 import socket
 import time
+from collections import Counter
 from urllib.parse import urlsplit
 
 import httpx
@@ -105,3 +108,78 @@ def test_real_requests_are_answered_while_many_connections_idle(api: str) -> Non
     finally:
         for sock in idle:
             sock.close()
+
+
+def _connect_from(api: str, source: str) -> socket.socket:
+    """A connection from another loopback address: another client, as the API counts them."""
+    url = urlsplit(api)
+    sock = socket.create_connection((url.hostname, url.port), source_address=(source, 0))
+    sock.settimeout(5)
+    return sock
+
+
+def test_a_head_completed_past_the_limit_in_one_chunk_is_a_431(api: str) -> None:
+    """Before: a whole 100 kB head in one chunk was answered 200 (the chunk that completes a
+    head was never counted)."""
+    sock = _connect(api)
+    sock.sendall(
+        b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+    )
+    with contextlib.suppress(ConnectionResetError):
+        reply = _read_all(sock)
+        assert reply.startswith(b"HTTP/1.1 431"), reply[:100]
+        assert b'"code": "headers_too_large"' in reply
+
+
+def test_one_client_cannot_take_every_connection(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    """A client holding many half-open connections gets the ones past its share refused at
+    once (JSON 503 with Retry-After, counted in /metrics); another client is served. Before:
+    1,100 half-open connections made every real request a plain-text 503 for 10 s."""
+    env = {
+        **mlxq_env,
+        **LIMITS,
+        "MLXQ_HEADER_TIMEOUT": "10",
+        "MLXQ_MAX_CONNECTIONS_PER_CLIENT": "50",
+    }
+    processes.worker(env)
+    api = processes.api(env)
+    flood = [_connect_from(api, "127.0.0.2") for _ in range(60)]
+    try:
+        for sock in flood[:50]:
+            sock.sendall(b"POST /ask HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # ... and no more
+        refused = []
+        for sock in flood[50:]:
+            reply = _read_all(sock)
+            head, _, body = reply.partition(b"\r\n\r\n")
+            refused.append(head.split(b"\r\n")[0])
+            assert b"retry-after: 1" in head.lower()
+            assert json.loads(body)["code"] == "overloaded"
+        assert refused == [b"HTTP/1.1 503 Service Unavailable"] * 10
+        started = time.monotonic()
+        response = httpx.post(f"{api}/ask", json={"question": "one two"}, timeout=10)
+        assert response.status_code == 200 and time.monotonic() - started < 2
+        metrics = httpx.get(f"{api}/metrics").text
+        assert 'mlxq_connections_refused_total{reason="per_client"} 10.0' in metrics
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+@pytest.mark.anyio
+async def test_two_thousand_concurrent_requests_are_all_answered(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    """The default limit comes from the open-file limit. Before (a fixed 1,024): 984 of 2,000
+    concurrent requests refused, all 2,000 when they all connected first."""
+    env = {**mlxq_env, "MLXQ_ENGINE": "echo", "MLXQ_WORKER_CONCURRENCY": "64"}
+    processes.worker(env)
+    api = processes.api(env)
+    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=api, limits=limits, timeout=120) as client:
+        answers = await asyncio.gather(
+            *(client.post("/ask", json={"question": f"q{i}"}) for i in range(2000))
+        )
+    statuses = Counter(a.status_code for a in answers)
+    assert statuses == {200: 2000}, statuses

@@ -141,3 +141,32 @@ def test_a_lone_worker_pauses(processes: Processes, mlxq_env: dict[str, str]) ->
     assert [r.status_code for r in replies] == [200, 200]
     assert time.monotonic() - started < 5  # both slots at once: about 1 s, not 2
     assert json.loads(replies[0].text)["answer"] == "w0 w1 w2 w3 w4 w5 w6 w7 w8 w9"
+
+
+def test_a_woken_worker_never_cancels_a_job_given_to_another(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    """Four running jobs on a worker paused for 8 s; the reaper gives them to the other worker
+    (two slots) and back to the queue. Before: at SIGCONT 2 of the 4 waiting clients got 499
+    ``cancelled``: the woken worker cancelled its copies in its engine, a cancel for a copy
+    that had already ended was kept, and it stopped the same job when the queue gave it back
+    (tests/worker/test_engine_thread.py has the exact case). Now every client gets its
+    answer."""
+    env = slow_env(mlxq_env, MLXQ_WORKER_CONCURRENCY="4")
+    connection = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+    sleeper = processes.worker(env)
+    name = _pid_name(connection, sleeper.pid)
+    api = processes.api(env)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        futures = [
+            ask_in_background(pool, api, {"question": "q", "max_tokens": 60}, timeout=60)
+            for _ in range(4)
+        ]
+        wait_until(lambda: connection.scard(protocol.worker_jobs_key(name)) == 4, 10, "jobs")
+        # The one that stays awake has two slots: two of the retried jobs wait for the woken
+        # worker, which then runs jobs it had cancelled in its own engine when it woke.
+        processes.worker({**env, "MLXQ_WORKER_CONCURRENCY": "2"})
+        _pause(sleeper, 8.0)
+        answers = [f.result()[0] for f in futures]
+    assert [a.status_code for a in answers] == [200] * 4, [a.text for a in answers]
+    assert all(a.json()["answer"] == " ".join(f"w{i}" for i in range(60)) for a in answers)

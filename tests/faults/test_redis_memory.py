@@ -64,7 +64,12 @@ def test_a_full_redis_is_a_503_and_the_api_stays_up(
     with RedisServer(
         tmp_path, options=["--maxmemory", "8mb", "--maxmemory-policy", "noeviction"]
     ) as server:
-        env = {**mlxq_env, "MLXQ_REDIS_URL": server.url, "MLXQ_ENGINE": "echo"}
+        env = {
+            **mlxq_env,
+            "MLXQ_REDIS_URL": server.url,
+            "MLXQ_ENGINE": "echo",
+            "MLXQ_MAX_CLIENT_BYTES_PER_SECOND": "0",  # this client floods on purpose
+        }
         processes.worker(env)
         api = processes.api(env)
         prompt = "word " * 60_000  # 300 kB: each answer (echoed) is kept in Redis too

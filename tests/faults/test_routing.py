@@ -8,10 +8,11 @@ import time
 import httpx
 import redis
 
+from api.fleet.beat import REAP_GRACE_S
 from shared import protocol
 from shared.settings import DEMO_MODEL_ID
 from tests.faults.helpers import live_worker_names, slow_env
-from tests.support.processes import Processes
+from tests.support.processes import Processes, wait_until
 
 ROUTE_WAIT_S = 1.0
 WORKER = "x-mlxq-worker"
@@ -34,7 +35,7 @@ def next_turn(messages: list[dict], response: httpx.Response, question: str) -> 
 
 
 def two_workers(processes: Processes, mlxq_env: dict[str, str], **extra: str):
-    env = slow_env(mlxq_env, MLXQ_ROUTE_WAIT=str(ROUTE_WAIT_S), **extra)
+    env = slow_env(mlxq_env, **{"MLXQ_ROUTE_WAIT": str(ROUTE_WAIT_S), **extra})
     workers = [processes.worker(env), processes.worker(env)]
     return env, workers, processes.api(env)
 
@@ -100,3 +101,28 @@ def _name_of(process, env: dict[str, str]) -> str:
         if stats.pid == process.pid:
             return name
     raise AssertionError(f"no live worker has pid {process.pid}")
+
+
+def test_a_killed_worker_is_noticed_in_seconds_and_gets_no_request(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    """Its connections close with it: the API sees that before its heartbeat goes stale.
+    Before: the reaper noticed a killed worker 6 s after the kill, and a conversation's next
+    turn was routed to the dead worker's own queue and waited there (4.9 s against 0.8 s)."""
+    env, workers, api = two_workers(processes, mlxq_env, MLXQ_ROUTE_WAIT="30")
+    connection = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+    # A Redis that has just started gives every worker a grace first (api/fleet/beat.py).
+    wait_until(
+        lambda: connection.info("server")["uptime_in_seconds"] > REAP_GRACE_S, 15, "Redis' grace"
+    )
+    messages = [{"role": "user", "content": "Tell me a story"}]
+    response = chat(api, messages)
+    owner = response.headers[WORKER]
+    doomed = next(w for w in workers if _name_of(w, env) == owner)
+    doomed.send_signal(signal.SIGKILL)
+    killed_at = time.monotonic()
+    follow_up = chat(api, next_turn(messages, response, "Go on"))  # 3 words: 0.3 s
+    answered_in = time.monotonic() - killed_at
+    assert follow_up.headers[WORKER] != owner
+    assert answered_in < 4.5, answered_in  # not MLXQ_ROUTE_WAIT (30 s), nor the 5 s window
+    assert connection.zscore(protocol.LIVE_WORKERS, owner) is None  # reaped already

@@ -1,6 +1,7 @@
 """Ollama's ``options``: the sampling and limits a request may set, each honoured, or a
 documented no-op with the reason; any other name is refused."""
 
+import math
 from typing import Any
 
 from pydantic import Field, field_validator, model_validator
@@ -32,7 +33,8 @@ NO_OP_OPTIONS: dict[str, str] = {
     "use_mmap": "a worker loads the weights once, at start-up, as mlx-lm does",
     "use_mlock": "a worker loads the weights once, at start-up, as mlx-lm does",
     "vocab_only": "a worker always loads the whole model",
-    "embedding_only": "workers generate text; embeddings are not served (/api/embed is 501)",
+    "embedding_only": "a chat model's worker generates text; embeddings come from embedding "
+    "workers (/api/embed)",
     "logits_all": "per-token log-probabilities come with logprobs / top_logprobs",
     "num_keep": "nothing is truncated, so no prompt tokens need keeping",
     "repeat_last_n": "penalties apply over mlx-lm's fixed window of the last 20 tokens",
@@ -43,7 +45,45 @@ NO_OP_OPTIONS: dict[str, str] = {
     "mirostat_eta": "Mirostat sampling is not implemented",
     "mirostat_tau": "Mirostat sampling is not implemented",
 }
-"""Ollama options that change nothing here, each with the reason; accepted with any value."""
+"""Ollama options that change nothing here, each with the reason; accepted with a value of
+their type (``NO_OP_TYPES``)."""
+
+_INTEGER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "num_thread", "num_keep")
+_BOOLEAN_OPTIONS = (
+    "numa",
+    "low_vram",
+    "f16_kv",
+    "use_mmap",
+    "use_mlock",
+    "vocab_only",
+    "embedding_only",
+    "logits_all",
+    "penalize_newline",
+)
+NO_OP_TYPES: dict[str, type] = {
+    **dict.fromkeys(_INTEGER_OPTIONS, int),
+    "repeat_last_n": int,
+    "mirostat": int,
+    **dict.fromkeys(_BOOLEAN_OPTIONS, bool),
+    **dict.fromkeys(("tfs_z", "typical_p", "mirostat_eta", "mirostat_tau"), float),
+}
+"""The type Ollama gives each no-op option: a no-op still takes only a value it could mean
+(``num_ctx: NaN`` is no context size)."""
+
+
+def _no_op_value_problem(name: str, value: Any) -> str | None:
+    kind = NO_OP_TYPES[name]
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value)
+    if ok:
+        return None
+    return f"option {name!r} takes a{'n' if kind is int else ''} {kind.__name__}, not {value!r}"
+
 
 HONOURED_OPTIONS = (
     "num_predict",
@@ -87,6 +127,10 @@ class OllamaOptions(StrictBody):
                 f"unknown option {unknown[0]!r}: mlxq honours {', '.join(HONOURED_OPTIONS)}, "
                 "and accepts Ollama's other documented options as no-ops"
             )
+        for name in (k for k in data if k in NO_OP_OPTIONS):
+            problem = _no_op_value_problem(name, data[name])
+            if problem is not None:
+                raise ValueError(problem)
         return {k: v for k, v in data.items() if k in HONOURED_OPTIONS}
 
     @field_validator("num_predict")
