@@ -127,10 +127,18 @@ class _BatchRun:
         lines = await self._lines(state)
         if lines is None:
             return
-        await self._stop_earlier_attempts(lines)
         done = await store.done_lines(self._connection, self._batch_id)
+        attempts = await store.attempts(self._connection, self._batch_id)
         pending = deque(line for line in lines if line.number not in done)
-        log.info("batch %s: driving %d line(s) still to answer", self._batch_id, len(pending))
+        for line in [line for line in pending if line.number in attempts]:
+            pending.remove(line)  # running already: followed, not started again
+            self._launch(line, state.record, adopt=attempts[line.number])
+        log.info(
+            "batch %s: driving %d line(s) still to answer, %d adopted from an earlier driver",
+            self._batch_id,
+            len(pending) + len(self._in_flight),
+            len(self._in_flight),
+        )
         renew_at = time.monotonic() + RENEW_EVERY_S
         expires_at = state.record["expires_at"]
         status = state.status
@@ -181,27 +189,18 @@ class _BatchRun:
             return None
         return [line for line in parsed if isinstance(line, Line)]
 
-    async def _stop_earlier_attempts(self, lines: list[Line]) -> None:
-        """A driver that died left attempts behind: take them out of the queue, or stop them,
-        before running those lines again."""
-        models = {line.number: self._model(line) for line in lines}
-        attempts = await store.attempts(self._connection, self._batch_id)
-        for number, job_id in attempts.items():
-            model = models.get(number, self._settings.model)
-            lane = batch_lane_name(self._driver._submitter.queue_name(model))
-            await self._driver._submitter.cancel(lane, job_id)
-            await store.forget_attempt(self._connection, self._batch_id, number)
-
     def _model(self, line: Line) -> str:
         return self._models.get(line.model, line.model)
 
-    def _launch(self, line: Line, record: dict) -> None:
-        task = asyncio.create_task(self._answer(line, record))
+    def _launch(self, line: Line, record: dict, adopt: str | None = None) -> None:
+        task = asyncio.create_task(self._answer(line, record, adopt))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _answer(self, line: Line, record: dict) -> None:
-        """Run one line until it has an output or error line (or the batch stops)."""
+    async def _answer(self, line: Line, record: dict, adopt: str | None = None) -> None:
+        """Run one line until it has an output or error line (or the batch stops). A line
+        whose job a driver that died left running (``adopt``: its id) is followed to its end
+        first: a takeover costs no generation again."""
         endpoint = ENDPOINTS[record["endpoint"]]
         waiting = Backoff(first_s=1.0, cap_s=30.0)
         lost_retries = WORKER_LOST_RETRIES
@@ -209,12 +208,17 @@ class _BatchRun:
             request = endpoint.job(line.body, self._settings, self._model(line)).model_copy(
                 update={"deadline": float(record["expires_at"])}
             )
-            job_id = uuid.uuid4().hex
-            await self._retrying(
-                lambda: store.note_attempt(self._connection, self._batch_id, line.number, job_id)  # noqa: B023
-            )
+            lane: str | None = None
+            if adopt is not None:
+                job_id, adopt = adopt, None
+                lane = batch_lane_name(self._driver._submitter.queue_name(request.model))
+            else:
+                job_id = uuid.uuid4().hex
+                await self._note_attempt(line.number, job_id)
             try:
-                done = await self._driver._runner.run(request, job_id=job_id, batch_lane=True)
+                done = await self._driver._runner.run(
+                    request, job_id=job_id, batch_lane=True, adopt_from=lane
+                )
             except WAITING_FOR_WORKERS as exc:
                 log.info("batch %s line %d: waiting (%s)", self._batch_id, line.number, exc)
                 await asyncio.sleep(waiting.next_delay())
@@ -234,6 +238,12 @@ class _BatchRun:
             response = {"status_code": 200, "request_id": request.request_id, "body": body}
             await self._record(line.number, _result_line(job_id, line.custom_id, response), True)
             return
+
+    async def _note_attempt(self, number: int, job_id: str) -> None:
+        """The line's job, recorded before it is enqueued: a driver that takes over adopts it."""
+        await self._retrying(
+            lambda: store.note_attempt(self._connection, self._batch_id, number, job_id)
+        )
 
     async def _record(self, number: int, text: str, ok: bool) -> None:
         await self._retrying(
