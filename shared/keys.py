@@ -30,14 +30,20 @@ def shared_queue_of(queue: str) -> str:
     return queue.split(WORKER_QUEUE_INFIX, 1)[0]
 
 
-BATCH_LANE_SUFFIX = ":batch"
+BATCH_LANE_INFIX = ":batch:"
 
 
-def batch_lane_name(queue: str) -> str:
-    """The model's low-priority lane: lines of OpenAI batches wait here. Workers serve it
-    last, and only into the slots that interactive requests leave (worker/lanes.py)."""
-    return f"{queue}{BATCH_LANE_SUFFIX}"
+def batch_lane_name(queue: str, batch_id: str) -> str:
+    """A batch's own lane beside the model's queue: its lines wait here. Workers serve the
+    lanes last, in turn (one batch does not wait behind another), and only into the slots
+    that interactive requests leave (worker/lanes.py)."""
+    return f"{batch_lanes_prefix(queue)}{batch_id}"
+
+
+def batch_lanes_prefix(queue: str) -> str:
+    """What the names of every batch lane of a model's queue start with."""
+    return f"{queue}{BATCH_LANE_INFIX}"
 
 
 def is_batch_lane(queue: str) -> bool:
-    return queue.endswith(BATCH_LANE_SUFFIX)
+    return BATCH_LANE_INFIX in queue

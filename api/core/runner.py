@@ -121,19 +121,19 @@ class JobRunner:
         keepalive_s: float | None = None,
         *,
         job_id: str | None = None,
-        batch_lane: bool = False,
+        batch_id: str | None = None,
         adopt_from: str | None = None,
     ) -> AsyncIterator[JobEvent | Keepalive]:
         """The job's events up to and including its DoneEvent; raises MlxqError on failure.
-        ``job_id``: the caller's own id for the job (a batch records it); ``batch_lane``:
-        the job waits in the model's low-priority lane (a line of a batch), and is not tied
-        to this process (a batch's next driver adopts it). ``adopt_from``: the job was
+        ``job_id``: the caller's own id for the job (a batch records it); ``batch_id``: the
+        job is a line of that batch: it waits in the batch's low-priority lane, and is not
+        tied to this process (the batch's next driver adopts it). ``adopt_from``: the job was
         enqueued already, in that queue (by a driver that died): follow it from its first
         event instead of enqueueing it again."""
         job_id = job_id or uuid.uuid4().hex
         finished = False
         placed = _Placement(adopt_from or self._submitter.queue_name(request.model))
-        waiter = None if batch_lane or adopt_from else self.instance
+        waiter = None if batch_id or adopt_from else self.instance
         request = request.model_copy(update={"waiter": waiter})
         enqueue: asyncio.Future[str] | None = None
         try:
@@ -144,7 +144,7 @@ class JobRunner:
                     # redis-py's pipeline, which can swallow it; the job is then taken back
                     # once enqueued.
                     enqueue = asyncio.ensure_future(
-                        self._submitter.enqueue(request, job_id, batch_lane)
+                        self._submitter.enqueue(request, job_id, batch_id)
                     )
                     placed.queue = await asyncio.shield(enqueue)
                 else:
@@ -175,13 +175,13 @@ class JobRunner:
         request: JobRequest,
         *,
         job_id: str | None = None,
-        batch_lane: bool = False,
+        batch_id: str | None = None,
         adopt_from: str | None = None,
         watch: Callable[[JobEvent], None] | None = None,
     ) -> DoneEvent:
         """The job's final answer, for callers that do not stream; ``watch`` sees each
         event on the way (a dialect that reports timings)."""
-        events = self.events(request, job_id=job_id, batch_lane=batch_lane, adopt_from=adopt_from)
+        events = self.events(request, job_id=job_id, batch_id=batch_id, adopt_from=adopt_from)
         async for event in events:
             if watch is not None and not isinstance(event, Keepalive):
                 watch(event)

@@ -33,6 +33,7 @@ from shared.rq_bridge.job_records import (
 )
 from shared.rq_bridge.queues import (
     forget_queue,
+    forget_queue_async,
     move_queued_job,
     queue_depths,
     queue_key,
@@ -59,6 +60,7 @@ __all__ = [
     "add_strip_payload",
     "fetch_job",
     "forget_queue",
+    "forget_queue_async",
     "forget_worker",
     "is_started",
     "job_queue",
