@@ -70,14 +70,16 @@ def test_a_worker_killed_mid_batch_loses_no_line(
 
 
 def generated_words(redis_url: str) -> int:
-    """Words the live workers generated in all (their heartbeat's tokens_total), once the
-    counters have settled."""
+    """Words the live workers generated in all (their heartbeat's tokens_total), once their
+    heartbeats have told every answered line (a busy worker's beat can lag a second or two)
+    and the counters have settled."""
     connection = redis.Redis.from_url(redis_url)
 
     def total() -> int:
         names = [name for name, _ in protocol.live_worker_beats(connection)]
         return sum(stats.tokens_total for stats in protocol.read_stats(connection, names))
 
+    wait_until(lambda: total() >= LINES * WORDS, 15, "the workers' counters to catch up")
     settled = [total()]
 
     def unchanged() -> bool:
