@@ -86,10 +86,12 @@ class _Outage:
 
 
 class _Placement:
-    """The queue a job waits in; it changes when a routed job moves to the shared queue."""
+    """The queue a job waits in; it changes when a routed job moves to its home queue (its
+    key's, or the shared one)."""
 
-    def __init__(self, queue: str) -> None:
+    def __init__(self, queue: str, home: str) -> None:
         self.queue = queue
+        self.home = home
 
     @property
     def routed(self) -> bool:
@@ -132,7 +134,8 @@ class JobRunner:
         event instead of enqueueing it again."""
         job_id = job_id or uuid.uuid4().hex
         finished = False
-        placed = _Placement(adopt_from or self._submitter.queue_name(request.model))
+        home = self._submitter.home_queue(request)
+        placed = _Placement(adopt_from or home, home)
         waiter = None if batch_id or adopt_from else self.instance
         request = request.model_copy(update={"waiter": waiter})
         enqueue: asyncio.Future[str] | None = None
@@ -311,12 +314,11 @@ class JobRunner:
     async def _reroute(self, placed: "_Placement", job_id: str) -> None:
         """The worker this job was routed to has not taken it within MLXQ_ROUTE_WAIT: any
         worker may (the prefix is then prefilled again, which beats waiting)."""
-        if await self._submitter.to_shared_queue(placed.queue, job_id):
-            log.info(
-                "job %s: not taken from %s in time; moved to the shared queue", job_id, placed.queue
-            )
+        moved = await self._submitter.to_home_queue(placed.queue, job_id)
+        if moved is not None:
+            log.info("job %s: not taken from %s in time; moved to %s", job_id, placed.queue, moved)
             self._metrics.reroutes.inc()
-        placed.queue = shared_queue_of(placed.queue)
+        placed.queue = moved or placed.home
 
     def _queue_timeout_error(self, request: JobRequest, deadline_passed: bool) -> MlxqError:
         if deadline_passed:
