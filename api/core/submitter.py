@@ -30,6 +30,7 @@ from shared.rq_bridge import (
     home_command,
     move_queued_job_home,
     pushed_queue_length,
+    queue_key,
     withdraw_queued_job,
 )
 from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
@@ -106,8 +107,13 @@ class JobSubmitter:
 
     async def _placement(self, request: GenerationRequest, large: bool, home: str) -> str:
         """Cache-aware routing: the prefix owner's own queue when it is live with a free slot
-        (it serves that queue first), else the request's home queue."""
+        (it serves that queue first), else the request's home queue. A made key's request
+        is not routed while the key has requests waiting: a worker's own queue is served
+        ahead of every key's, so a flood that shares a prefix would pass the other keys (and
+        the key's own earlier requests)."""
         shared = self.queue_name(request.model)
+        if home != shared and await self._connection.llen(queue_key(home)):
+            return home
         hashes = (
             await asyncio.to_thread(prefix_hashes, request) if large else prefix_hashes(request)
         )

@@ -91,6 +91,23 @@ async def test_requests_per_minute_in_each_dialect(make_api, redis_url: str, ech
     assert other.status_code == 200  # bob's limit is his own
 
 
+async def test_a_stream_frees_its_slot_when_it_ends_and_carries_the_headers(
+    make_api, redis_url: str, echo_worker
+) -> None:
+    solo = bearer(make_key(redis_url, "solo", rpm=10, max_concurrent=1))
+    body = chat(5, stream=True)
+    async with make_api() as api:
+        streams = []
+        for _ in range(3):  # one after another: each frees its slot as it ends
+            async with api.client.stream(
+                "POST", "/v1/chat/completions", headers=solo, json=body
+            ) as response:
+                streams.append((response.status_code, response.headers, await response.aread()))
+    assert [status for status, _, _ in streams] == [200, 200, 200]
+    assert all(b"data: [DONE]" in text for _, _, text in streams)
+    assert [h["x-ratelimit-remaining-requests"] for _, h, _ in streams] == ["9", "8", "7"]
+
+
 async def test_requests_come_back_one_interval_at_a_time_not_on_the_minute(
     make_api, redis_url: str, echo_worker
 ) -> None:

@@ -73,6 +73,10 @@ async def test_made_keys_close_an_open_service(make_api, redis_url: str) -> None
         alice = await api.client.get("/v1/models", headers=bearer(secret))
         anthropic_style = await api.client.get("/v1/models", headers={"x-api-key": secret})
         health = await api.client.get("/health")
+        elsewhere = {"Host": "mlxq.example.org"}  # no DNS-rebinding guard once keys are needed
+        remote = await api.client.get("/v1/models", headers={**bearer(secret), **elsewhere})
+        remote_anonymous = await api.client.get("/v1/models", headers=elsewhere)
+    assert remote.status_code == 200 and remote_anonymous.status_code == 401
     assert anonymous.status_code == 401 and anonymous.json()["error"]["code"] == "unauthorized"
     assert placeholder.status_code == 401
     assert alice.status_code == 200 and anthropic_style.status_code == 200
