@@ -235,3 +235,16 @@ async def test_logs_name_the_key_never_the_secret(
     assert any("-> 401" in line and "key=" not in line for line in lines), lines
     logged = " ".join(r.getMessage() for r in caplog.records)
     assert secret not in logged and "mlxq-wrong" not in logged
+
+
+async def test_a_process_that_saw_keys_stays_closed_if_redis_loses_them(
+    make_api, redis_url: str, keys
+) -> None:
+    async with make_api() as api:
+        assert (await api.client.get("/v1/files", headers=keys["alice"])).status_code == 200
+        redis.Redis.from_url(redis_url).flushdb()  # a Redis restarted empty
+        await asyncio.sleep(1.1)  # past the cache of "are there keys?"
+        anonymous = await api.client.get("/v1/files")
+        alice = await api.client.get("/v1/files", headers=keys["alice"])
+    assert anonymous.status_code == 401  # not open to everyone
+    assert alice.status_code == 401  # and the lost key is no key
