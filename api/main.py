@@ -17,6 +17,10 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from api.access import routes as access_routes
+from api.access.accounting import Accounting
+from api.access.identity import Keyring
+from api.access.limits import RateLimiter
 from api.batch import batch_routes, file_routes
 from api.batch.driver import BatchDriver
 from api.core.dialect import Dialects
@@ -64,6 +68,7 @@ ROUTERS = (
     file_routes.router,
     batch_routes.router,
     fleet_routes.router,
+    access_routes.router,
 )
 
 
@@ -75,7 +80,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await hub.start()
     submitter = JobSubmitter(connection, settings)
     app.state.async_redis = connection
-    runner = JobRunner(connection, hub, submitter, settings, app.state.metrics)
+    app.state.keyring.attach(connection)
+    app.state.limiter.attach(connection)
+    runner = JobRunner(
+        connection, hub, submitter, settings, app.state.metrics, app.state.accounting
+    )
     app.state.runner = runner
     beat = asyncio.create_task(
         beat_forever(sync_connection, settings.event_ttl, runner.instance, app.state.metrics.recent)
@@ -83,11 +92,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     batches = asyncio.create_task(
         BatchDriver(connection, runner, submitter, settings).run_forever()
     )
+    leases = asyncio.create_task(app.state.limiter.renew_forever())
     log.info("mlxq api: model %s, redis %s", settings.model, without_password(settings.redis_url))
     try:
         yield
     finally:
-        for task in (batches, beat):
+        for task in (leases, batches, beat):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -104,6 +114,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # For fleet queries, metrics and the beat, run in threads (they use RQ's sync API).
     app.state.redis = command_client(settings.redis_url)
     app.state.metrics = Metrics(app.state.redis)
+    api_key = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    app.state.keyring = Keyring(api_key)
+    app.state.limiter = RateLimiter()
+    app.state.accounting = Accounting(app.state.metrics.registry)
     install_error_handlers(app, DIALECTS)
     _document_invalid_input_as_400(app)
     for router in ROUTERS:
@@ -133,8 +147,7 @@ def _add_edge(app: FastAPI, settings: Settings) -> None:
         if settings.max_client_bytes_per_second
         else None,
     )
-    if settings.api_key is not None:
-        app.add_middleware(ApiKey, key=settings.api_key.get_secret_value(), dialects=DIALECTS)
+    app.add_middleware(ApiKey, keyring=app.state.keyring, dialects=DIALECTS)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -150,6 +163,7 @@ def _add_edge(app: FastAPI, settings: Settings) -> None:
             hosts=_own_names(settings),
             origins=frozenset(settings.cors_origins),
             dialects=DIALECTS,
+            keys_in_use=app.state.keyring.keys_in_use,
         )
     app.add_middleware(CrashGuard, dialects=DIALECTS)
     app.add_middleware(RequestLog, count=lambda route, status: _count(app, route, status))

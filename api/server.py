@@ -5,6 +5,7 @@ import ipaddress
 import logging
 import sys
 
+import redis
 import uvicorn
 
 from api.edge.connections import (
@@ -15,6 +16,8 @@ from api.edge.connections import (
 )
 from api.edge.http_protocol import guarded_protocol, raise_open_file_limit
 from api.main import create_app
+from shared.api_keys import keys_made
+from shared.redis_clients import command_client
 from shared.settings import Settings, get_settings
 
 
@@ -28,14 +31,24 @@ def _is_loopback(host: str) -> bool:
 
 
 def check_exposure(settings: Settings) -> str | None:
-    """Why the API must not start as configured, or None."""
+    """Why the API must not start as configured (unless keys were made: ``run``), or None."""
     if _is_loopback(settings.host) or settings.api_key is not None or settings.allow_insecure:
         return None
     return (
         f"refusing to listen on {settings.host} without an API key: anyone who can reach it "
-        "could use the model. Set MLXQ_API_KEY, or MLXQ_ALLOW_INSECURE=true if the network "
-        "is already closed to others."
+        "could use the model. Set MLXQ_API_KEY or make keys (mlxq keys create), or "
+        "MLXQ_ALLOW_INSECURE=true if the network is already closed to others."
     )
+
+
+def _keys_made(settings: Settings) -> bool:
+    """Whether keys exist in Redis (``mlxq keys create``): then every request needs one, as
+    with MLXQ_API_KEY, and the API may listen anywhere; an API process that has seen keys
+    stays closed (api/access/identity.py). False when Redis cannot say: the stricter answer."""
+    try:
+        return keys_made(command_client(settings.redis_url))
+    except redis.RedisError:
+        return False
 
 
 def connection_budget(settings: Settings, open_file_limit: int) -> ConnectionBudget:
@@ -52,6 +65,8 @@ def run() -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     problem = check_exposure(settings)
+    if problem is not None and _keys_made(settings):
+        problem = None
     if problem is not None:
         print(f"mlxq api: {problem}", file=sys.stderr)
         return 2

@@ -1,4 +1,5 @@
-"""The ``mlxq`` command: run the processes (api, worker, up) and talk to them (status, ask).
+"""The ``mlxq`` command: run the processes (api, worker, up) and talk to them (status, ask,
+keys, usage).
 
 It only parses arguments; each subcommand imports what it needs lazily, so ``mlxq api``
 never imports MLX.
@@ -40,10 +41,35 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--attach", metavar="BATCH_ID", help="follow a batch already running")
     batch.add_argument("--endpoint", help="default: the url of the file's first line")
     batch.add_argument("--completion-window", default="24h", help="default 24h")
+    _add_keys(commands)
+    usage = commands.add_parser("usage", help="requests and tokens per API key and day")
+    usage.add_argument("--since", metavar="DATE", help="first day, YYYY-MM-DD (default: 30 days)")
     bench = commands.add_parser("bench", help="run the benchmarks (bench/run.py; see --help)")
     bench.add_argument("arguments", nargs=argparse.REMAINDER)
     commands.add_parser("prepare-model", help="prepare the configured model and exit")
     return parser
+
+
+def _add_keys(commands: argparse._SubParsersAction) -> None:
+    keys = commands.add_parser("keys", help="API keys: one per person, with limits (in Redis)")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    create = actions.add_parser("create", help="make a key; its secret is the last line printed")
+    create.add_argument("name", help="lower-case letters, digits, '_', '.', '-'")
+    for flag, what in (
+        ("--rpm", "requests per minute"),
+        ("--tpm", "tokens per minute (prompt and completion)"),
+        ("--max-concurrent", "requests at once"),
+        ("--files-bytes", "bytes of stored files"),
+    ):
+        create.add_argument(flag, type=int, metavar="N", help=f"most {what} (default: no limit)")
+    create.add_argument("--models", metavar="A,B", help="models it may use (default: all)")
+    create.add_argument("--admin", action="store_true", help="sees every key's files, batches")
+    create.add_argument(
+        "--weight", type=int, default=1, metavar="N", help="turns per round on a busy fleet"
+    )
+    actions.add_parser("list", help="every key, its limits, when made and revoked")
+    for action, what in (("revoke", "refuse it from now on"), ("rotate", "give it a new secret")):
+        actions.add_parser(action, help=what).add_argument("name")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,6 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_batch(
             args.input, args.output, args.attach, args.endpoint, args.completion_window
         )
+    if args.command == "keys":
+        from mlxq_cli.keys import keys
+
+        return keys(args)
+    if args.command == "usage":
+        from mlxq_cli.keys import usage
+
+        return usage(args.since)
     if args.command == "bench":
         from mlxq_cli.commands import bench as run_bench
 

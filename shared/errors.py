@@ -109,6 +109,20 @@ class QueueFull(MlxqError):
         self.retry_after_s = retry_after_s
 
 
+class RateLimited(MlxqError):
+    """A key over one of its limits (requests or tokens per minute, concurrent requests,
+    stored file bytes): 429, with ``Retry-After`` and the dialect's rate-limit headers."""
+
+    code = ErrorCode.RATE_LIMITED
+
+    def __init__(
+        self, message: str, retry_after_s: int, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+        self.headers = headers or {}
+
+
 class Cancelled(MlxqError):
     code = ErrorCode.CANCELLED
 

@@ -20,6 +20,7 @@ import redis
 import redis.asyncio as aioredis
 
 from shared import protocol, rq_bridge
+from shared.keys import model_queue_of
 
 
 def _live_stats(connection: redis.Redis) -> list[protocol.WorkerStats]:
@@ -53,7 +54,12 @@ def snapshot(connection: redis.Redis) -> dict:
     ]
     models = {q: w["model"] for w in workers for q in w["queues"]}
     queues = [
-        {"queue": name, "model": models.get(name), "queued": queued, "failed": failed}
+        {
+            "queue": name,
+            "model": models.get(name) or models.get(model_queue_of(name)),
+            "queued": queued,
+            "failed": failed,
+        }
         for name, queued, failed in rq_bridge.queue_depths(connection)
     ]
     return {"workers": workers, "queues": queues}

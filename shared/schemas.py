@@ -129,6 +129,9 @@ class GenerationRequest(_Strict):
     deadline: float = Field(description="Unix time after which the job must not start.")
     waiter: str | None = None
     """The API process waiting for the answer: when it dies, the job stops."""
+    owner: str | None = None
+    """The name of the API key the request came with (None on an open service): its usage
+    is counted to that key, and it waits in that key's queue (shared/keys.py)."""
 
 
 class EmbeddingRequest(_Strict):
@@ -147,6 +150,9 @@ class EmbeddingRequest(_Strict):
     deadline: float = Field(description="Unix time after which the job must not start.")
     waiter: str | None = None
     """The API process waiting for the answer: when it dies, the job stops."""
+    owner: str | None = None
+    """The name of the API key the request came with (None on an open service): its usage
+    is counted to that key, and it waits in that key's queue (shared/keys.py)."""
 
 
 JobRequest = GenerationRequest | EmbeddingRequest

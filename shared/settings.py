@@ -99,7 +99,8 @@ class Settings(BaseSettings):
     max_queued: int = Field(
         1000,
         ge=1,
-        description="Most jobs waiting in a model's queue, fleet-wide; beyond it a 429.",
+        description="Most jobs waiting in one queue, fleet-wide: a model's shared queue, or "
+        "one key's queue of it; beyond it a 429.",
     )
     max_header_bytes: int = Field(
         65_536, ge=1024, description="Largest request head (request line and headers); a 431."
@@ -196,7 +197,8 @@ class Settings(BaseSettings):
     )
     api_key: SecretStr | None = Field(
         None,
-        description="When set, every route but /health needs 'Authorization: Bearer <key>'.",
+        description="An admin key without limits: when set, every route but /health needs "
+        "'Authorization: Bearer <key>' (this key, or one made with 'mlxq keys create').",
     )
     allow_insecure: bool = Field(
         False,

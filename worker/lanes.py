@@ -3,7 +3,9 @@
 The policy (docs/batches.md):
 
 - every batch has a lane of its own beside the model's queue; the lanes are served in turn
-  (round robin), so a batch created after a large one does not wait behind it;
+  (round robin), owner by owner (the API key that made the batch), then batch by batch
+  within an owner, so neither a batch created after a large one nor one key's batch behind
+  another key's many batches waits;
 - interactive queues are served first at every dequeue;
 - while the worker is quiet (no interactive request running or ended in the last
   ``quiet_s`` seconds), batch lines may hold up to ``batch_slots`` slots: they use idle
@@ -22,8 +24,9 @@ from collections.abc import Callable
 
 from rq.queue import Queue
 
-from shared.keys import batch_lanes_prefix
+from shared.keys import batch_lanes_prefix, lane_owner
 from shared.rq_bridge import queue_names
+from worker.fair_share import Rotation
 
 LANES_REFRESH_S = 1.0
 """How often a worker looks for new batches' lanes (a batch starts within this)."""
@@ -80,33 +83,51 @@ class LaneSlots:
 
 
 class BatchLanes:
-    """The batches' lanes of one model's queue, as RQ lists its queues, each turn starting
-    with the next one: a batch's lines never wait behind another batch's. The main thread's
-    own (it dequeues)."""
+    """The batches' lanes of one model's queue, as RQ lists its queues, offered in turn: owner
+    by owner, then within an owner batch by batch, each offer starting after the lane served
+    last (``served``). The main thread's own (it dequeues)."""
 
     def __init__(self, shared_queue: Queue, clock: Callable[[], float] = time.monotonic) -> None:
         self._shared = shared_queue
         self._prefix = batch_lanes_prefix(shared_queue.name)
         self._clock = clock
-        self._lanes: list[Queue] = []
+        self._lanes: dict[str, Queue] = {}
+        self._owners = Rotation()
+        self._batches: dict[str, Rotation] = {}
+        """Per owner, its lanes' rotation."""
         self._looked_at = float("-inf")
-        self._turn = 0
 
     def in_turn(self) -> list[Queue]:
-        """Every lane, the next one first (a Redis call at most once per LANES_REFRESH_S)."""
+        """Every lane, the next in turn first (a Redis call at most once per LANES_REFRESH_S)."""
         if self._clock() - self._looked_at >= LANES_REFRESH_S:
             self._looked_at = self._clock()
             self._refresh()
-        if not self._lanes:
-            return []
-        self._turn = (self._turn + 1) % len(self._lanes)
-        return self._lanes[self._turn :] + self._lanes[: self._turn]
+        return [
+            self._lanes[lane]
+            for owner in self._owners.order()
+            for lane in self._batches[owner].order()
+        ]
+
+    def served(self, queue_name: str) -> None:
+        """A line was taken from ``queue_name``: the next offer starts after its owner, and
+        that owner's next one after this batch."""
+        if queue_name in self._lanes:
+            owner = lane_owner(queue_name)
+            self._owners.served(owner)
+            self._batches[owner].served(queue_name)
 
     def _refresh(self) -> None:
         names = [n for n in queue_names(self._shared.connection) if n.startswith(self._prefix)]
-        known = {lane.name: lane for lane in self._lanes}
-        self._lanes = [
-            known.get(name)
+        self._lanes = {
+            name: self._lanes.get(name)
             or Queue(name, connection=self._shared.connection, serializer=self._shared.serializer)
             for name in names
-        ]
+        }
+        by_owner: dict[str, dict[str, int]] = {}
+        for name in names:
+            by_owner.setdefault(lane_owner(name), {})[name] = 1
+        self._owners.set(dict.fromkeys(by_owner, 1))
+        for owner, lanes in by_owner.items():
+            self._batches.setdefault(owner, Rotation()).set(lanes)
+        for gone in set(self._batches) - set(by_owner):
+            del self._batches[gone]

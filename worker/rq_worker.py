@@ -40,6 +40,7 @@ from shared.rq_bridge import ConcurrentWorkerBase, release_queue
 from worker.cancel_listener import CancelListener
 from worker.config import WorkerConfig
 from worker.engine_api import Engine
+from worker.fair_share import KeyQueues
 from worker.heartbeat import Heartbeat
 from worker.job_starter import JobStarter
 from worker.lanes import BatchLanes, LaneSlots
@@ -66,12 +67,14 @@ class BatchingWorker(ConcurrentWorkerBase):
         config: WorkerConfig,
         **rq_options: Any,
     ) -> None:
-        """``queues``: the model's shared queue. The worker also serves its own queue (first)
-        and the model's batch lane (last, into at most ``config.batch_slots`` slots). The
-        engine answers into ``outbox``, the reporter's. ``rq_options`` are RQ's own
-        (``connection``, ``serializer``, ``name``)."""
+        """``queues``: the model's shared queue. The worker also serves its own queue (first),
+        the API keys' queues in turn with the shared one (worker/fair_share.py), and the
+        batches' lanes (last, into at most ``config.batch_slots`` slots). The engine answers
+        into ``outbox``, the reporter's. ``rq_options`` are RQ's own (``connection``,
+        ``serializer``, ``name``)."""
         shared_queue = queues[0]
         super().__init__(queues, **rq_options)
+        self.key_queues = KeyQueues(shared_queue)
         self.batch_lanes = BatchLanes(shared_queue)
         self.own_queue = Queue(
             worker_queue_name(shared_queue.name, self.name),
@@ -146,10 +149,11 @@ class BatchingWorker(ConcurrentWorkerBase):
         log.info("worker %s: stopping; finishing %d job(s)", self.name, self.reporter.running_count)
 
     def _dequeue(self) -> tuple[Job, Queue] | None:
-        """The next job: interactive queues first, at every dequeue; the batches' lanes, in
-        turn, only while batch lines hold fewer than their share of the slots."""
-        queues = self.serving_queues()
+        """The next job: interactive queues first, at every dequeue (this worker's own, then
+        the keys' and the shared one in turn); the batches' lanes, in turn, only while batch
+        lines hold fewer than their share of the slots."""
         try:
+            queues = [self.own_queue, *self.key_queues.in_turn()]
             if self.lanes.batch_has_room():
                 queues += self.batch_lanes.in_turn()
             result = self.dequeue(DEQUEUE_TIMEOUT_S, queues)
@@ -160,6 +164,8 @@ class BatchingWorker(ConcurrentWorkerBase):
         self._backoff.reset()
         if result is not None:
             self.lanes.taken(result[0].id, is_batch_lane(result[1].name))
+            self.key_queues.served(result[1].name)
+            self.batch_lanes.served(result[1].name)
         return result
 
     def _give_back(self, job: Job, job_queue: Queue) -> None:

@@ -3,7 +3,8 @@
 A batch's lines are validated here, as live requests would be; lines that fail go to its
 error file at once. The valid ones are run by a ``BatchDriver`` (api/batch/driver.py) as
 jobs on the model's batch lane, which workers serve only with slots interactive requests
-leave free.
+leave free. A batch belongs to the key that made it, as files do (api/batch/file_routes.py):
+another key gets a 404 for it, does not list it and cannot cancel it; an admin key sees all.
 """
 
 import asyncio
@@ -15,12 +16,13 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from api.batch import store
-from api.batch.file_routes import refuse_unknown_query
+from api.access.identity import Identity
+from api.batch import file_store, store
+from api.batch.file_routes import refuse_unknown_query, visible_file
 from api.batch.lines import ENDPOINTS, BadLine, Line, parse_lines
 from api.batch.records import bad_line_error
 from api.core.models import resolve_model
-from api.deps import AsyncRedisDep, RedisDep, SettingsDep
+from api.deps import AsyncRedisDep, IdentityDep, RedisDep, SettingsDep
 from api.dialects.openai.answers import ERROR_RESPONSES
 from shared.errors import InvalidRequest, ModelNotFound, NotFound
 from shared.settings import Settings
@@ -72,16 +74,20 @@ class BatchCreate(BaseModel):
 
 @router.post("/batches", responses=ERROR_RESPONSES)
 async def create_batch(
-    body: BatchCreate, redis: AsyncRedisDep, fleet: RedisDep, settings: SettingsDep
+    body: BatchCreate,
+    redis: AsyncRedisDep,
+    fleet: RedisDep,
+    settings: SettingsDep,
+    identity: IdentityDep,
 ) -> dict:
-    meta = await store.file_meta(redis, body.input_file_id)
-    content = await store.file_content(redis, body.input_file_id)
-    if meta is None or content is None:
+    meta, _ = await visible_file(redis, identity, body.input_file_id)
+    content = await file_store.file_content(redis, body.input_file_id)
+    if content is None:
         raise NotFound(f"No file {body.input_file_id!r} (it may have expired).")
     if meta["purpose"] != "batch":
         raise InvalidRequest(f"File {body.input_file_id!r} is not a batch input file.")
     lines = await asyncio.to_thread(parse_lines, content, body.endpoint, settings)
-    lines, models = await _resolve_models(lines, fleet, settings)
+    lines, models = await _resolve_models(lines, fleet, settings, identity)
     now = int(time.time())
     window_match = WINDOW.match(body.completion_window)
     assert window_match is not None  # validated
@@ -96,25 +102,26 @@ async def create_batch(
         "total": len(lines),
         "output_ttl_s": body.output_expires_after.seconds if body.output_expires_after else None,
         "models": models,
+        "owner": identity.owner,
     }
     bad = [line for line in lines if isinstance(line, BadLine)]
     errors = [
         {"code": "invalid_request", "message": b.message, "param": None, "line": b.number + 1}
         for b in bad
     ]
-    await store.keep_file_until(
+    await file_store.keep_file_until(
         redis, body.input_file_id, record["expires_at"] + settings.batch_retention
     )
     await store.create_batch(redis, record, errors, {b.number: bad_line_error(b) for b in bad})
-    return await _batch(redis, record["id"])
+    return await _batch(redis, identity, record["id"])
 
 
 async def _resolve_models(
-    lines: list[Line | BadLine], fleet: RedisDep, settings: Settings
+    lines: list[Line | BadLine], fleet: RedisDep, settings: Settings, identity: Identity
 ) -> tuple[list[Line | BadLine], dict[str, str]]:
     """The served id each line's model name stands for (an alias is resolved now, once, and
-    kept in the batch's record); a line for a model no worker serves fails (as the live
-    request would, with a 404)."""
+    kept in the batch's record); a line for a model no worker serves, or one the key may not
+    use, fails (as the live request would, with a 404)."""
     unserved: dict[str, str] = {}
     models: dict[str, str] = {}
     for name in {line.model for line in lines if isinstance(line, Line)}:
@@ -122,6 +129,9 @@ async def _resolve_models(
             models[name] = await resolve_model(fleet, settings, name)
         except ModelNotFound as exc:
             unserved[name] = exc.message
+            continue
+        if not identity.may_use(models[name]):
+            unserved[name] = f"The model {name!r} does not exist or this API key may not use it."
     checked = [
         BadLine(line.number, line.custom_id, f"Line {line.number + 1}: {unserved[line.model]}")
         if isinstance(line, Line) and line.model in unserved
@@ -132,20 +142,25 @@ async def _resolve_models(
 
 
 @router.get("/batches/{batch_id}", responses=ERROR_RESPONSES)
-async def retrieve_batch(batch_id: str, redis: AsyncRedisDep) -> dict:
-    return await _batch(redis, batch_id)
+async def retrieve_batch(batch_id: str, redis: AsyncRedisDep, identity: IdentityDep) -> dict:
+    return await _batch(redis, identity, batch_id)
 
 
 @router.get("/batches", responses=ERROR_RESPONSES)
 async def list_batches(
     request: Request,
     redis: AsyncRedisDep,
+    identity: IdentityDep,
     limit: int = Query(20, ge=1, le=100),
     after: str | None = None,
 ) -> dict:
-    """Newest first, as OpenAI lists them."""
+    """Newest first, as OpenAI lists them; only the caller's own (every one for an admin)."""
     refuse_unknown_query(request, {"limit", "after"})
-    batches = [state.as_openai() for state in await store.list_batches(redis)]
+    batches = [
+        state.as_openai()
+        for state in await store.list_batches(redis)
+        if identity.may_see(state.owner)
+    ]
     if after is not None:
         ids = [b["id"] for b in batches]
         batches = batches[ids.index(after) + 1 :] if after in ids else []
@@ -160,19 +175,24 @@ async def list_batches(
 
 
 @router.post("/batches/{batch_id}/cancel", responses=ERROR_RESPONSES)
-async def cancel_batch(batch_id: str, redis: AsyncRedisDep) -> dict:
+async def cancel_batch(batch_id: str, redis: AsyncRedisDep, identity: IdentityDep) -> dict:
     """Stop the lines not yet answered (within seconds); the answered ones are kept in the
     output file. The batch is "cancelling" until its driver has stopped them."""
-    state = await store.batch_state(redis, batch_id)
-    if state is None:
-        raise NotFound(f"No batch {batch_id!r} (it may have expired).")
+    state = await _visible_batch(redis, identity, batch_id)
     if state.status != "cancelling" and not await store.request_cancel(redis, batch_id):
         raise InvalidRequest(f"Batch {batch_id!r} has already ended ({state.status}).")
-    return await _batch(redis, batch_id)
+    return await _batch(redis, identity, batch_id)
 
 
-async def _batch(redis: AsyncRedisDep, batch_id: str) -> dict:
+async def _batch(redis: AsyncRedisDep, identity: Identity, batch_id: str) -> dict:
+    return (await _visible_batch(redis, identity, batch_id)).as_openai()
+
+
+async def _visible_batch(
+    redis: AsyncRedisDep, identity: Identity, batch_id: str
+) -> store.BatchState:
+    """The batch, if it exists and the caller may see it; else the same 404 either way."""
     state = await store.batch_state(redis, batch_id)
-    if state is None:
+    if state is None or not identity.may_see(state.owner):
         raise NotFound(f"No batch {batch_id!r} (it may have expired).")
-    return state.as_openai()
+    return state

@@ -24,7 +24,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel
 from redis.exceptions import RedisError
 
-from api.batch import store
+from api.batch import file_store, store
 from api.batch.lines import ENDPOINTS, Line, parse_lines
 from api.batch.records import error_line, new_file_meta, result_line
 from api.core.runner import JobRunner
@@ -121,12 +121,15 @@ class _BatchRun:
         """The batch's own lanes (one per model its lines name)."""
         self._models: dict[str, str] = {}
         """Model name -> served id, resolved when the batch was created (aliases)."""
+        self._owner: str | None = None
+        """The key that made the batch: its lines run, and are counted, under it."""
 
     async def run(self) -> None:
         state = await store.batch_state(self._connection, self._batch_id)
         if state is None or state.ended:
             return
         self._models = state.record.get("models") or {}
+        self._owner = state.owner
         lines = await self._lines(state)
         if lines is None:
             return
@@ -180,7 +183,7 @@ class _BatchRun:
     async def _lines(self, state: store.BatchState) -> list[Line] | None:
         """The batch's valid lines, read again from its input file (lines that failed
         validation already have their error lines)."""
-        content = await store.file_content(self._connection, state.record["input_file_id"])
+        content = await file_store.file_content(self._connection, state.record["input_file_id"])
         if content is None:
             await self._fail(state, "The batch's input file no longer exists.")
             return None
@@ -198,7 +201,8 @@ class _BatchRun:
 
     def _lane(self, model: str) -> str:
         """The batch's own lane beside the model's queue (shared/keys.py)."""
-        return batch_lane_name(self._driver._submitter.queue_name(model), self._batch_id)
+        queue = self._driver._submitter.queue_name(model)
+        return batch_lane_name(queue, self._batch_id, self._owner)
 
     def _launch(self, line: Line, record: dict, adopt: str | None = None) -> None:
         task = asyncio.create_task(self._answer(line, record, adopt))
@@ -214,7 +218,7 @@ class _BatchRun:
         lost_retries = WORKER_LOST_RETRIES
         while True:
             request = endpoint.job(line.body, self._settings, self._model(line)).model_copy(
-                update={"deadline": float(record["expires_at"])}
+                update={"deadline": float(record["expires_at"]), "owner": self._owner}
             )
             lane: str | None = None
             if adopt is not None:
@@ -314,9 +318,10 @@ class _BatchRun:
                 meta = new_file_meta(
                     f"{self._batch_id}_{kind}.jsonl", "batch_output", len(content), output_ttl
                 )
-                await self._retrying(
-                    lambda: store.put_file(self._connection, meta, content, output_ttl)  # noqa: B023
+                store_it = functools.partial(
+                    file_store.put_file, self._connection, meta, content, output_ttl
                 )
+                await self._retrying(functools.partial(store_it, owner=self._owner))
                 files[field] = meta["id"]
         await self._retrying(
             lambda: store.end_batch(

@@ -2,7 +2,8 @@
 
 Files are kept in Redis (durable with AOF like the queue, readable by every API process),
 up to MLXQ_MAX_FILE_BYTES each, for MLXQ_BATCH_RETENTION seconds (or the ``expires_after``
-the client asks for).
+the client asks for). A file belongs to the key that uploaded it: another key is answered
+404 for it (its existence is not confirmed) and does not list it; an admin key sees all.
 """
 
 from typing import Literal
@@ -11,10 +12,11 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
-from api.batch import store
-from api.batch.files_budget import over_budget, room_for
+from api.access.identity import Identity
+from api.batch import file_store
+from api.batch.files_budget import over_budget, over_key_limit, room_for
 from api.batch.records import new_file_meta
-from api.deps import AsyncRedisDep, SettingsDep
+from api.deps import AsyncRedisDep, IdentityDep, SettingsDep
 from api.dialects.openai.answers import ERROR_RESPONSES
 from shared.errors import InvalidRequest, NotFound, PayloadTooLarge
 
@@ -27,7 +29,9 @@ MIN_EXPIRY_S, MAX_EXPIRY_S = 3600, 2_592_000
 
 
 @router.post("/files", responses=ERROR_RESPONSES)
-async def create_file(request: Request, redis: AsyncRedisDep, settings: SettingsDep) -> dict:
+async def create_file(
+    request: Request, redis: AsyncRedisDep, settings: SettingsDep, identity: IdentityDep
+) -> dict:
     """Upload a batch input file (multipart: ``file``, ``purpose=batch``)."""
     form = await request.form(max_files=1, max_fields=len(FORM_FIELDS))
     unknown = sorted(set(form) - FORM_FIELDS)
@@ -50,9 +54,18 @@ async def create_file(request: Request, redis: AsyncRedisDep, settings: Settings
     ttl_s = ttl_s or settings.batch_retention
     budget = await room_for(redis, settings, len(content))
     meta = new_file_meta(upload.filename or "upload.jsonl", "batch", len(content), ttl_s)
-    used = await store.put_file(redis, meta, content, ttl_s, budget)
-    if used is not None:
-        raise over_budget(len(content), used, budget)
+    limit = identity.files_bytes
+    if limit is not None and len(content) > limit:
+        raise PayloadTooLarge(
+            f"The file ({len(content)} bytes) is larger than key {identity.name!r} may store "
+            f"({limit} bytes in all)."
+        )
+    refused = await file_store.put_file(redis, meta, content, ttl_s, budget, identity.owner, limit)
+    if refused is not None and refused.over == "budget":
+        raise over_budget(len(content), refused.used, budget)
+    if refused is not None:
+        assert limit is not None
+        raise over_key_limit(identity.name, len(content), refused.used, limit, refused.frees_in_s)
     return meta
 
 
@@ -82,13 +95,14 @@ def refuse_unknown_query(request: Request, known: set[str]) -> None:
 async def list_files(
     request: Request,
     redis: AsyncRedisDep,
+    identity: IdentityDep,
     purpose: str | None = None,
     limit: int = Query(10_000, ge=1, le=10_000),
     order: Literal["asc", "desc"] = "desc",
     after: str | None = None,
 ) -> dict:
     refuse_unknown_query(request, {"purpose", "limit", "order", "after"})
-    files = await store.list_files(redis)
+    files = [meta for meta, owner in await file_store.list_files(redis) if identity.may_see(owner)]
     if purpose is not None:
         files = [f for f in files if f["purpose"] == purpose]
     if order == "desc":
@@ -107,23 +121,38 @@ async def list_files(
 
 
 @router.get("/files/{file_id}", responses=ERROR_RESPONSES)
-async def retrieve_file(file_id: str, redis: AsyncRedisDep) -> dict:
-    meta = await store.file_meta(redis, file_id)
-    if meta is None:
-        raise NotFound(f"No file {file_id!r} (it may have expired).")
+async def retrieve_file(file_id: str, redis: AsyncRedisDep, identity: IdentityDep) -> dict:
+    meta, _ = await visible_file(redis, identity, file_id)
     return meta
 
 
 @router.get("/files/{file_id}/content", responses=ERROR_RESPONSES)
-async def file_content(file_id: str, redis: AsyncRedisDep) -> Response:
-    content = await store.file_content(redis, file_id)
+async def file_content(file_id: str, redis: AsyncRedisDep, identity: IdentityDep) -> Response:
+    await visible_file(redis, identity, file_id)
+    content = await file_store.file_content(redis, file_id)
     if content is None:
-        raise NotFound(f"No file {file_id!r} (it may have expired).")
+        raise _no_file(file_id)
     return Response(content, media_type="application/octet-stream")
 
 
 @router.delete("/files/{file_id}", responses=ERROR_RESPONSES)
-async def delete_file(file_id: str, redis: AsyncRedisDep) -> dict:
-    if not await store.delete_file(redis, file_id):
-        raise NotFound(f"No file {file_id!r} (it may have expired).")
+async def delete_file(file_id: str, redis: AsyncRedisDep, identity: IdentityDep) -> dict:
+    _, owner = await visible_file(redis, identity, file_id)
+    if not await file_store.delete_file(redis, file_id, owner):
+        raise _no_file(file_id)
     return {"id": file_id, "object": "file", "deleted": True}
+
+
+async def visible_file(
+    redis: AsyncRedisDep, identity: Identity, file_id: str
+) -> tuple[dict, str | None]:
+    """The file's object and owner, if it exists and the caller may see it; else a 404
+    (the same one: another key's file is not confirmed to exist)."""
+    entry = await file_store.file_entry(redis, file_id)
+    if entry is None or not identity.may_see(entry[1]):
+        raise _no_file(file_id)
+    return entry
+
+
+def _no_file(file_id: str) -> NotFound:
+    return NotFound(f"No file {file_id!r} (it may have expired).")

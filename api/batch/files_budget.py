@@ -15,11 +15,14 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 
-from shared.errors import StorageFull
+from shared.errors import RateLimited, StorageFull
 from shared.settings import Settings
 
 DEFAULT_BUDGET_BYTES = 2 * 1024**3
 """The files budget when Redis has no memory cap (and MLXQ_FILES_BUDGET is not set)."""
+NEVER_FREES_RETRY_S = 3600
+"""Retry-After for a key over its stored-bytes limit none of whose files expires (a file
+kept without an expiry): only deleting one makes room."""
 HEADROOM_SHARE = 10
 """An upload must leave a tenth of Redis' cap free for live traffic (100 MB of the 1 GB that
 ``mlxq up`` gives Redis: thousands of requests' records and event streams)."""
@@ -67,4 +70,17 @@ def over_budget(size: int, used: int, budget: int) -> StorageFull:
         f"The file ({size} bytes) does not fit in the files budget: {used} of {budget} bytes "
         "are taken by stored files (MLXQ_FILES_BUDGET). Delete files you no longer need "
         "(DELETE /v1/files/{id}) or wait for them to expire."
+    )
+
+
+def over_key_limit(
+    name: str, size: int, used: int, limit: int, frees_in_s: int | None
+) -> RateLimited:
+    """A key's files (``--files-bytes``) and this one would pass its limit: 429, and
+    Retry-After when its next file expires."""
+    return RateLimited(
+        f"The file ({size} bytes) does not fit in key {name!r}'s storage limit: {used} of "
+        f"{limit} bytes are taken by its files. Delete files it no longer needs "
+        "(DELETE /v1/files/{id}) or wait for them to expire.",
+        retry_after_s=max(1, frees_in_s) if frees_in_s is not None else NEVER_FREES_RETRY_S,
     )

@@ -1,13 +1,11 @@
-"""The Redis records of the Batch API: files, batches and their lines' results.
+"""The Redis records of the Batch API's batches and their lines' results (files are
+api/batch/file_store.py's).
 
 Only the API reads and writes these (workers see a batch's lines as ordinary jobs on the
 batch lane), so they live here rather than in shared/protocol/. Every key is durable like
-the queue (AOF), readable by every API process, and expires: files after their retention,
-a batch's keys once it has ended (MLXQ_BATCH_RETENTION).
+the queue (AOF), readable by every API process, and expires once the batch has ended
+(MLXQ_BATCH_RETENTION). A batch belongs to the key that made it (``owner`` in its record).
 
-    mlxq:file:{id}          hash  meta (the OpenAI file object, JSON), content (bytes)
-    mlxq:files              zset  file id -> time stored (listing)
-    mlxq:files:sizes        hash  file id -> bytes (the files budget; expired ones dropped)
     mlxq:batch:{id}         hash  record (the static fields, JSON), status, <status>_at,
                                   output_file_id, error_file_id, errors (JSON)
     mlxq:batch:{id}:out     hash  line number -> output line (JSON)
@@ -25,8 +23,6 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-FILES = "mlxq:files"
-FILE_SIZES = "mlxq:files:sizes"
 BATCHES = "mlxq:batches"
 ACTIVE_BATCHES = "mlxq:batches:active"
 
@@ -42,110 +38,12 @@ TIMESTAMPS = (
 FINAL_STATUSES = frozenset({"completed", "failed", "expired", "cancelled"})
 
 
-def _file_key(file_id: str) -> str:
-    return f"mlxq:file:{file_id}"
-
-
 def _batch_key(batch_id: str, part: str = "") -> str:
     return f"mlxq:batch:{batch_id}{part}"
 
 
 def _text(value: Any) -> str | None:
     return value.decode() if isinstance(value, bytes) else value
-
-
-# -- files -------------------------------------------------------------------------------------
-
-
-_PUT_FILE = """
-local sizes, budget, size = KEYS[3], tonumber(ARGV[1]), tonumber(ARGV[3])
-local used = 0
-local entries = redis.call('HGETALL', sizes)
-for i = 1, #entries, 2 do
-  if redis.call('EXISTS', ARGV[8] .. entries[i]) == 1 then
-    used = used + tonumber(entries[i + 1])
-  else
-    redis.call('HDEL', sizes, entries[i])
-  end
-end
-if budget >= 0 and used + size > budget then return used end
-redis.call('HSET', KEYS[1], 'meta', ARGV[4], 'content', ARGV[5])
-redis.call('EXPIRE', KEYS[1], ARGV[6])
-redis.call('ZADD', KEYS[2], ARGV[7], ARGV[2])
-redis.call('HSET', sizes, ARGV[2], size)
-return -1
-"""
-"""Store a file if the files stored so far (those not expired) and it fit the budget (-1:
-no budget); returns -1 when stored, else the bytes already in use. One script: two API
-processes cannot both take the last room."""
-
-
-async def put_file(
-    connection: aioredis.Redis, meta: dict, content: bytes, ttl_s: int, budget: int = -1
-) -> int | None:
-    """Store a file for ``ttl_s`` seconds; None when stored, else (over ``budget``) the bytes
-    the stored files already take."""
-    stored_at = time.time()  # finer than created_at: keeps the listing's order
-    used: Any = await connection.eval(
-        _PUT_FILE,
-        3,
-        _file_key(meta["id"]),
-        FILES,
-        FILE_SIZES,
-        budget,
-        meta["id"],
-        len(content),
-        json.dumps(meta),
-        content,
-        ttl_s,
-        stored_at,
-        _file_key(""),
-    )
-    return None if int(used) < 0 else int(used)
-
-
-async def file_meta(connection: aioredis.Redis, file_id: str) -> dict | None:
-    raw = await connection.hget(_file_key(file_id), "meta")
-    return json.loads(raw) if raw is not None else None
-
-
-async def file_content(connection: aioredis.Redis, file_id: str) -> bytes | None:
-    content: Any = await connection.hget(_file_key(file_id), "content")
-    return content
-
-
-async def keep_file_until(connection: aioredis.Redis, file_id: str, until: float) -> None:
-    """A batch's input file lives at least as long as the batch may run."""
-    key = _file_key(file_id)
-    ttl = await connection.ttl(key)
-    if ttl >= 0 and time.time() + ttl < until:
-        await connection.expireat(key, int(until) + 1)
-        meta = await file_meta(connection, file_id)
-        if meta is not None:
-            meta["expires_at"] = int(until) + 1
-            await connection.hset(key, "meta", json.dumps(meta))
-
-
-async def delete_file(connection: aioredis.Redis, file_id: str) -> bool:
-    async with connection.pipeline(transaction=True) as pipeline:
-        pipeline.delete(_file_key(file_id))
-        pipeline.zrem(FILES, file_id)
-        pipeline.hdel(FILE_SIZES, file_id)
-        deleted, _, _ = await pipeline.execute()
-    return bool(deleted)
-
-
-async def list_files(connection: aioredis.Redis) -> list[dict]:
-    """Every stored file, oldest first; ids of files that expired are dropped on the way."""
-    ids = [str(_text(i)) for i in await connection.zrange(FILES, 0, -1)]
-    async with connection.pipeline(transaction=False) as pipeline:
-        for file_id in ids:
-            pipeline.hget(_file_key(file_id), "meta")
-        metas = await pipeline.execute()
-    gone = [file_id for file_id, meta in zip(ids, metas, strict=True) if meta is None]
-    if gone:
-        await connection.zrem(FILES, *gone)
-    return [json.loads(meta) for meta in metas if meta is not None]
 
 
 # -- batches -----------------------------------------------------------------------------------
@@ -171,6 +69,11 @@ class BatchState:
     @property
     def total(self) -> int:
         return self.record["total"]
+
+    @property
+    def owner(self) -> str | None:
+        """The key that made the batch (None: made without a key)."""
+        return self.record.get("owner")
 
     @property
     def ended(self) -> bool:

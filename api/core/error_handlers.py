@@ -18,7 +18,14 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from api.core.dialect import Dialects
-from shared.errors import HTTP_STATUS, ErrorCode, MlxqError, QueueFull, RedisUnavailable
+from shared.errors import (
+    HTTP_STATUS,
+    ErrorCode,
+    MlxqError,
+    QueueFull,
+    RateLimited,
+    RedisUnavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +46,11 @@ def error_response(request: Request, exc: MlxqError) -> JSONResponse:
     body = _dialects(request).error_body(
         request.url.path, exc.http_status, str(exc.code), exc.message, exc.partial
     )
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+    headers = None
+    if isinstance(exc, QueueFull | RateLimited):
+        headers = {"Retry-After": str(exc.retry_after_s)}
+        if isinstance(exc, RateLimited):
+            headers.update(exc.headers)
     return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 

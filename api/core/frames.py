@@ -12,7 +12,7 @@ and ``StreamResponse`` carries the frames to a client that must keep reading. Th
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
@@ -97,14 +97,28 @@ class JobStream:
     worker) is still an ordinary HTTP error; later errors become the stream's last frame.
     """
 
-    def __init__(self, first: JobEvent | Keepalive, rest: AsyncIterator[JobEvent | Keepalive]):
+    def __init__(
+        self,
+        first: JobEvent | Keepalive,
+        rest: AsyncIterator[JobEvent | Keepalive],
+        on_end: Callable[[], Awaitable[None]] | None = None,
+    ):
         self._first: JobEvent | Keepalive | None = first
         self._rest = rest
+        self._on_end = on_end
 
     @classmethod
-    async def open(cls, runner: JobRunner, request: JobRequest, keepalive_s: float) -> "JobStream":
-        events = runner.events(request, keepalive_s=keepalive_s)
-        return cls(await anext(events), events)
+    async def open(
+        cls,
+        runner: JobRunner,
+        request: JobRequest,
+        keepalive_s: float,
+        on_end: Callable[[], Awaitable[None]] | None = None,
+    ) -> "JobStream":
+        """``on_end``: called when the stream closes (and by the runner, should it never
+        be closed)."""
+        events = runner.events(request, keepalive_s=keepalive_s, on_end=on_end)
+        return cls(await anext(events), events, on_end)
 
     async def __aiter__(self) -> AsyncIterator[JobEvent | Keepalive]:
         if self._first is not None:
@@ -115,6 +129,8 @@ class JobStream:
 
     async def aclose(self) -> None:
         await self._rest.aclose()  # type: ignore[attr-defined]
+        if self._on_end is not None:
+            await self._on_end()
 
 
 async def frames(stream: JobStream, renderer: StreamRenderer) -> AsyncIterator[str]:
@@ -149,12 +165,16 @@ class StreamResponse(StreamingResponse):
     which closes the frames and so cancels the job."""
 
     def __init__(
-        self, frames: AsyncIterator[str], write_timeout_s: float, media_type: str = SSE_MEDIA_TYPE
+        self,
+        frames: AsyncIterator[str],
+        write_timeout_s: float,
+        media_type: str = SSE_MEDIA_TYPE,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(
             frames,
             media_type=media_type,
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **(headers or {})},
         )
         self._write_timeout_s = write_timeout_s
         self._frames = frames

@@ -7,7 +7,9 @@ starts only after the job's first event, and a non-streamed answer names the wor
 gave it.
 """
 
-from collections.abc import Callable
+import functools
+import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,12 +18,19 @@ from fastapi import Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
+from api.access.accounting import Accounting
+from api.access.headers import rate_limit_headers
+from api.access.identity import Identity
+from api.access.limits import Figures, RateLimiter, Ticket
 from api.core.disconnect import unless_disconnected
 from api.core.frames import JobStream, StreamRenderer, StreamResponse, frames
 from api.core.models import resolve_model
 from api.core.runner import JobRunner
+from shared.errors import ModelNotFound, RateLimited
 from shared.schemas import DoneEvent, JobEvent, JobRequest
 from shared.settings import Settings
+
+log = logging.getLogger(__name__)
 
 WORKER_HEADER = "x-mlxq-worker"
 """Names the worker that answered (non-streamed answers): which Mac, for operators."""
@@ -45,47 +54,59 @@ async def respond(
     answer: Answer,
     renderer: StreamRenderer | None = None,
     watch: Watch | None = None,
+    on_end: Callable[[], Awaitable[None]] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> Response:
     """A request that does not stream (or has no ``renderer``) waits for its answer,
     cancelled when the client leaves; a streaming one starts its response after the job's
-    first event."""
+    first event. ``on_end`` is called once the job is over, ``headers`` go on the answer."""
     streaming = renderer is not None and getattr(request, "stream", False)
     if not streaming:
-        done = await unless_disconnected(http_request, runner.run(request, watch=watch))
+        work = runner.run(request, watch=watch, on_end=on_end)
+        done = await unless_disconnected(http_request, work)
         if isinstance(done, Response):
             return done
         body = answer(done)
         if isinstance(body, BaseModel):
             body = body.model_dump(mode="json")
-        return JSONResponse(body, headers=worker_headers(done))
+        return JSONResponse(body, headers={**(headers or {}), **(worker_headers(done) or {})})
     assert renderer is not None
     # Until its first event the response has not started, and no one else would notice a
     # client that leaves: watch for it here, so its job is dropped within a moment.
     stream = await unless_disconnected(
-        http_request, JobStream.open(runner, request, settings.stream_keepalive)
+        http_request, JobStream.open(runner, request, settings.stream_keepalive, on_end)
     )
     if isinstance(stream, Response):
         return stream
     return StreamResponse(
-        frames(stream, renderer), settings.stream_write_timeout, renderer.media_type
+        frames(stream, renderer), settings.stream_write_timeout, renderer.media_type, headers
     )
 
 
 @dataclass(frozen=True)
 class JobExchange:
     """One HTTP request that runs a job, with what its route needs from the app: the model
-    names it may use, and the response skeleton above. Routes take it as a dependency
-    (api/deps.py: ``JobExchangeDep``)."""
+    names it may use, the caller's identity and limits, and the response skeleton above.
+    Routes take it as a dependency (api/deps.py: ``JobExchangeDep``)."""
 
     http_request: Request
     runner: JobRunner
     settings: Settings
     fleet: redis.Redis
     """A synchronous client, for the fleet queries (run in a thread)."""
+    identity: Identity
+    limiter: RateLimiter
+    accounting: Accounting
 
     async def model(self, name: str) -> str:
-        """The served model id ``name`` stands for, or ModelNotFound (404)."""
-        return await resolve_model(self.fleet, self.settings, name)
+        """The served model id ``name`` stands for, or ModelNotFound (404): also for a model
+        the caller's key may not use (its existence is not confirmed)."""
+        model = await resolve_model(self.fleet, self.settings, name)
+        if not self.identity.may_use(model):
+            raise ModelNotFound(
+                f"The model {name!r} does not exist or this API key may not use it."
+            )
+        return model
 
     async def respond(
         self,
@@ -95,12 +116,42 @@ class JobExchange:
         renderer: StreamRenderer | None = None,
         watch: Watch | None = None,
     ) -> Response:
-        return await respond(
-            self.http_request,
-            self.runner,
-            request,
-            self.settings,
-            answer=answer,
-            renderer=renderer,
-            watch=watch,
-        )
+        """Run the job under the caller's key: admitted by its limits (a 429 when over one),
+        counted to it, waiting in its queue."""
+        request = request.model_copy(update={"owner": self.identity.owner})
+        ticket = await self._admit(request)
+        release = functools.partial(self.limiter.release, ticket) if ticket else None
+        headers = self._headers(ticket.figures) if ticket else None
+        response = None
+        try:
+            response = await respond(
+                self.http_request,
+                self.runner,
+                request,
+                self.settings,
+                answer=answer,
+                renderer=renderer,
+                watch=watch,
+                on_end=release,
+                headers=headers,
+            )
+            return response
+        finally:
+            if release is not None and not isinstance(response, StreamResponse):
+                await release()  # a stream's slot is freed when the stream ends
+
+    async def _admit(self, request: JobRequest) -> Ticket | None:
+        """The caller's limits, for a made key (MLXQ_API_KEY and anonymous have none)."""
+        if self.identity.record is None:
+            return None
+        verdict = await self.limiter.admit(self.identity.name, request.deadline)
+        if isinstance(verdict, Ticket):
+            return verdict
+        self.accounting.refused.labels(key=self.identity.name, limit=verdict.limit).inc()
+        log.info("key %s: refused by its %s limit", self.identity.name, verdict.limit)
+        headers = self._headers(verdict.figures)
+        raise RateLimited(verdict.message, verdict.retry_after_s, headers)
+
+    def _headers(self, figures: Figures) -> dict[str, str]:
+        dialect = self.http_request.app.state.dialects.of(self.http_request.url.path)
+        return rate_limit_headers(figures, dialect.name)

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Final
 
 import redis.asyncio as aioredis
@@ -18,6 +18,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from api.access.accounting import Accounting
 from api.core.event_hub import EventHub, JobEvents
 from api.core.metrics import Metrics
 from api.core.submitter import JobSubmitter
@@ -86,10 +87,12 @@ class _Outage:
 
 
 class _Placement:
-    """The queue a job waits in; it changes when a routed job moves to the shared queue."""
+    """The queue a job waits in; it changes when a routed job moves to its home queue (its
+    key's, or the shared one)."""
 
-    def __init__(self, queue: str) -> None:
+    def __init__(self, queue: str, home: str) -> None:
         self.queue = queue
+        self.home = home
 
     @property
     def routed(self) -> bool:
@@ -104,8 +107,11 @@ class JobRunner:
         submitter: JobSubmitter,
         settings: Settings,
         metrics: Metrics,
+        accounting: Accounting | None = None,
     ) -> None:
+        """``accounting``: counts each answer's usage to its key (api/access/)."""
         self._connection = connection
+        self._accounting = accounting
         self._hub = hub
         self._submitter = submitter
         self._settings = settings
@@ -123,16 +129,19 @@ class JobRunner:
         job_id: str | None = None,
         batch_id: str | None = None,
         adopt_from: str | None = None,
+        on_end: Callable[[], Awaitable[None]] | None = None,
     ) -> AsyncIterator[JobEvent | Keepalive]:
         """The job's events up to and including its DoneEvent; raises MlxqError on failure.
         ``job_id``: the caller's own id for the job (a batch records it); ``batch_id``: the
         job is a line of that batch: it waits in the batch's low-priority lane, and is not
         tied to this process (the batch's next driver adopts it). ``adopt_from``: the job was
         enqueued already, in that queue (by a driver that died): follow it from its first
-        event instead of enqueueing it again."""
+        event instead of enqueueing it again. ``on_end``: called once the job is over for
+        this request, however it ended (a key's concurrency slot is freed)."""
         job_id = job_id or uuid.uuid4().hex
         finished = False
-        placed = _Placement(adopt_from or self._submitter.queue_name(request.model))
+        home = self._submitter.home_queue(request)
+        placed = _Placement(adopt_from or home, home)
         waiter = None if batch_id or adopt_from else self.instance
         request = request.model_copy(update={"waiter": waiter})
         enqueue: asyncio.Future[str] | None = None
@@ -151,6 +160,10 @@ class JobRunner:
                     await events.catch_up()  # what it did before this process followed it
                 async for event in self._follow(job_id, request, events, keepalive_s, placed):
                     finished = isinstance(event, DoneEvent)
+                    if finished and self._accounting is not None:
+                        assert isinstance(event, DoneEvent)
+                        batch = batch_id is not None
+                        await self._accounting.answered(self._connection, request, event, batch)
                     yield event
         except MlxqError as exc:
             finished = not isinstance(exc, JobTimedOut)  # a timed-out job may still be running
@@ -164,6 +177,15 @@ class JobRunner:
         finally:
             if not finished:
                 self._cancel_later(placed, job_id, enqueue)
+            if on_end is not None:
+                self.later(on_end())
+
+    def later(self, work: Awaitable[None]) -> None:
+        """Run ``work`` in a task of its own (it may be awaited while this one is being
+        cancelled); shutdown waits for it a moment (``aclose``)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def aclose(self) -> None:
         """On shutdown: let the cancellations under way reach Redis (bounded)."""
@@ -178,10 +200,13 @@ class JobRunner:
         batch_id: str | None = None,
         adopt_from: str | None = None,
         watch: Callable[[JobEvent], None] | None = None,
+        on_end: Callable[[], Awaitable[None]] | None = None,
     ) -> DoneEvent:
         """The job's final answer, for callers that do not stream; ``watch`` sees each
         event on the way (a dialect that reports timings)."""
-        events = self.events(request, job_id=job_id, batch_id=batch_id, adopt_from=adopt_from)
+        events = self.events(
+            request, job_id=job_id, batch_id=batch_id, adopt_from=adopt_from, on_end=on_end
+        )
         async for event in events:
             if watch is not None and not isinstance(event, Keepalive):
                 watch(event)
@@ -206,9 +231,7 @@ class JobRunner:
             except RedisError as exc:
                 log.warning("could not cancel job %s: %s", job_id, exc)
 
-        task = asyncio.create_task(cancel())
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self.later(cancel())
 
     async def _follow(
         self,
@@ -311,12 +334,11 @@ class JobRunner:
     async def _reroute(self, placed: "_Placement", job_id: str) -> None:
         """The worker this job was routed to has not taken it within MLXQ_ROUTE_WAIT: any
         worker may (the prefix is then prefilled again, which beats waiting)."""
-        if await self._submitter.to_shared_queue(placed.queue, job_id):
-            log.info(
-                "job %s: not taken from %s in time; moved to the shared queue", job_id, placed.queue
-            )
+        moved = await self._submitter.to_home_queue(placed.queue, job_id)
+        if moved is not None:
+            log.info("job %s: not taken from %s in time; moved to %s", job_id, placed.queue, moved)
             self._metrics.reroutes.inc()
-        placed.queue = shared_queue_of(placed.queue)
+        placed.queue = moved or placed.home
 
     def _queue_timeout_error(self, request: JobRequest, deadline_passed: bool) -> MlxqError:
         if deadline_passed:

@@ -13,15 +13,24 @@ import redis.asyncio as aioredis
 from rq.queue import Queue
 
 from shared import protocol
+from shared.api_keys import has_own_queue
 from shared.errors import QueueFull
 from shared.job_functions import function_for
-from shared.keys import batch_lane_name, queue_name_for_model, shared_queue_of, worker_queue_name
+from shared.keys import (
+    batch_lane_name,
+    key_queue_name,
+    queue_name_for_model,
+    shared_queue_of,
+    worker_queue_name,
+)
 from shared.routing import prefix_hashes
 from shared.rq_bridge import (
     EnqueueRecorder,
     RecordedCommand,
-    move_queued_job,
+    home_command,
+    move_queued_job_home,
     pushed_queue_length,
+    queue_key,
     withdraw_queued_job,
 )
 from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
@@ -47,23 +56,34 @@ class JobSubmitter:
             return self._settings.queue_name
         return queue_name_for_model(model)
 
+    def home_queue(self, request: JobRequest) -> str:
+        """Where a live request waits unless it is routed: its made key's queue (workers serve
+        the keys' queues in turn), else the model's shared queue."""
+        queue = self.queue_name(request.model)
+        if request.owner is not None and has_own_queue(request.owner):
+            return key_queue_name(queue, request.owner)
+        return queue
+
     async def enqueue(self, request: JobRequest, job_id: str, batch_id: str | None = None) -> str:
-        """Enqueue the job; returns the queue it waits in: the model's shared queue, or the
-        own queue of the worker that holds the longest prefix of its conversation. An
-        embedding job has no conversation to route by: it goes to the shared queue. A line
-        of a batch (``batch_id``) goes to that batch's lane, which workers serve last."""
+        """Enqueue the job; returns the queue it waits in: its home queue (``home_queue``),
+        or the own queue of the worker that holds the longest prefix of its conversation. An
+        embedding job has no conversation to route by: it goes home. A line of a batch
+        (``batch_id``) goes to that batch's lane, which workers serve last."""
         large = _text_bytes(request) > OFF_LOOP_BYTES
+        home = self.home_queue(request)
         if batch_id is not None:
-            placement = batch_lane_name(self.queue_name(request.model), batch_id)
+            placement = batch_lane_name(self.queue_name(request.model), batch_id, request.owner)
         elif isinstance(request, EmbeddingRequest):
-            placement = self.queue_name(request.model)
+            placement = home
         else:
-            placement = await self._placement(request, large)
+            placement = await self._placement(request, large, home)
         queue = await self._queue(placement)
         if large:  # hashing, JSON and compression of a large prompt: not on the event loop
             commands = await asyncio.to_thread(self._commands, queue, request, job_id)
         else:
             commands = self._commands(queue, request, job_id)
+        if placement != home and batch_id is None:  # routed: where it goes if it must leave
+            commands.append(home_command(job_id, home))
         async with self._connection.pipeline(transaction=True) as pipeline:
             for args, options in commands:
                 pipeline.execute_command(*args, **options)
@@ -85,17 +105,22 @@ class JobSubmitter:
         )
         return self._recorder.enqueue_commands(queue, job)
 
-    async def _placement(self, request: GenerationRequest, large: bool) -> str:
+    async def _placement(self, request: GenerationRequest, large: bool, home: str) -> str:
         """Cache-aware routing: the prefix owner's own queue when it is live with a free slot
-        (it serves that queue first), else the model's shared queue."""
+        (it serves that queue first), else the request's home queue. A made key's request
+        is not routed while the key has requests waiting: a worker's own queue is served
+        ahead of every key's, so a flood that shares a prefix would pass the other keys (and
+        the key's own earlier requests)."""
         shared = self.queue_name(request.model)
+        if home != shared and await self._connection.llen(queue_key(home)):
+            return home
         hashes = (
             await asyncio.to_thread(prefix_hashes, request) if large else prefix_hashes(request)
         )
-        owner = await protocol.longest_prefix_owner(self._connection, hashes)
-        if owner is not None and await protocol.worker_has_room(self._connection, owner):
-            return worker_queue_name(shared, owner)
-        return shared
+        holder = await protocol.longest_prefix_owner(self._connection, hashes)
+        if holder is not None and await protocol.worker_has_room(self._connection, holder):
+            return worker_queue_name(shared, holder)
+        return home
 
     async def _admit(self, queue_name: str, job_id: str, queued: int) -> None:
         """Bound the queue fleet-wide: a job pushed past MLXQ_MAX_QUEUED is taken back out
@@ -121,14 +146,14 @@ class JobSubmitter:
         """Take a job back out of its queue; False when a worker has already taken it."""
         return bool(await self._connection.eval(*withdraw_queued_job(job_id, queue_name)))
 
-    async def to_shared_queue(self, queue_name: str, job_id: str) -> bool:
-        """A job that waited too long in a worker's own queue goes to the front of the
-        shared queue; False when it was taken meanwhile (or already is in the shared one)."""
-        shared = shared_queue_of(queue_name)
-        if shared == queue_name:
-            return False
-        moved = await self._connection.eval(*move_queued_job(job_id, queue_name, shared))
-        return bool(moved)
+    async def to_home_queue(self, queue_name: str, job_id: str) -> str | None:
+        """A job that waited too long in a worker's own queue goes to the front of its home
+        queue; returns that queue, or None when it was taken meanwhile (or was not in a
+        worker's own queue)."""
+        if shared_queue_of(queue_name) == queue_name:
+            return None
+        moved = await self._connection.eval(*move_queued_job_home(job_id, queue_name))
+        return moved.decode() if isinstance(moved, bytes) else moved
 
     async def _queue(self, name: str) -> Queue:
         return self._recorder.queue(name, await self._server_version())

@@ -1,9 +1,10 @@
-"""The API key: with MLXQ_API_KEY set, every route but the open ones needs it."""
+"""The API key: with MLXQ_API_KEY set, or any key made (``mlxq keys create``), every route
+but the open ones needs one; the caller's identity is resolved here, once (api/access/)."""
 
-import hmac
-
+from redis.exceptions import RedisError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.access.identity import Keyring
 from api.core.dialect import Dialects
 from api.edge.replies import send_error
 from shared.errors import ErrorCode
@@ -15,19 +16,29 @@ OPEN_PREFIXES = ("/static/",)
 
 
 class ApiKey:
-    """With MLXQ_API_KEY set, every route but OPEN_PATHS needs ``Authorization: Bearer <key>``
-    (as OpenAI clients send it), compared in constant time."""
+    """While keys are in use, every route but OPEN_PATHS needs ``Authorization: Bearer <key>``
+    (as OpenAI clients send it; MLXQ_API_KEY is compared in constant time). The caller's
+    ``Identity`` goes on the request's scope state (``identity``) and its key's name in the
+    request's log line (``key``), never the secret."""
 
-    def __init__(self, app: ASGIApp, key: str, dialects: Dialects) -> None:
+    def __init__(self, app: ASGIApp, keyring: Keyring, dialects: Dialects) -> None:
         self.app = app
         self._dialects = dialects
-        self._expected = key.encode()
+        self._keyring = keyring
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
         if scope["type"] != "http" or path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             return await self.app(scope, receive, send)
-        if hmac.compare_digest(_given_key(scope["headers"]), self._expected):
+        try:
+            identity = await self._keyring.identify(_given_key(scope["headers"]))
+        except RedisError as exc:
+            message = f"Redis is unreachable, so the API key cannot be checked: {exc}"
+            code = ErrorCode.REDIS_UNAVAILABLE
+            return await send_error(send, self._dialects, path, 503, code, message)
+        if identity is not None:
+            state = scope.setdefault("state", {})
+            state["identity"], state["key"] = identity, identity.name
             return await self.app(scope, receive, send)
         await send_error(
             send,

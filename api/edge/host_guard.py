@@ -1,5 +1,7 @@
 """Without an API key, only requests addressed to this server's own names (DNS rebinding)."""
 
+from collections.abc import Awaitable, Callable
+
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.core.dialect import Dialects
@@ -14,15 +16,23 @@ class HostGuard:
     those names too, or a CORS origin that was allowed."""
 
     def __init__(
-        self, app: ASGIApp, hosts: frozenset[str], origins: frozenset[str], dialects: Dialects
+        self,
+        app: ASGIApp,
+        hosts: frozenset[str],
+        origins: frozenset[str],
+        dialects: Dialects,
+        keys_in_use: Callable[[], Awaitable[bool]] | None = None,
     ) -> None:
+        """``keys_in_use``: once it says keys were made (``mlxq keys``), every request needs
+        one, as with MLXQ_API_KEY, and any name is served."""
         self.app = app
         self._dialects = dialects
         self._hosts = hosts
         self._origins = origins
+        self._keys_in_use = keys_in_use
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self._keys_in_use and await self._keys_in_use()):
             return await self.app(scope, receive, send)
         headers = dict(scope["headers"])
         host = _hostname(headers.get(b"host", b"").decode("latin-1"))

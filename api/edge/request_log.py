@@ -22,7 +22,8 @@ def _printable(path: str) -> str:
 
 
 class RequestLog:
-    """One log line per request: id, method, path, status, time. Never the body. Also counts
+    """One log line per request: id, method, path, status, time, and the name of the API key
+    it came with (set by api/edge/api_key.py; never the secret). Never the body. Also counts
     requests by route template and status (``count``)."""
 
     def __init__(self, app: ASGIApp, count: Callable[[str, str], None]) -> None:
@@ -55,11 +56,13 @@ class RequestLog:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             self._count(route, str(status or "disconnected"))
+            key = scope["state"].get("key")
             log.info(
-                "%s %s %s -> %s in %.1f ms",
+                "%s %s %s -> %s in %.1f ms%s",
                 request_id,
                 scope["method"],
                 _printable(scope["path"]),
                 status or "disconnected",
                 (time.perf_counter() - started) * 1000,
+                f" key={key}" if key else "",
             )

@@ -11,9 +11,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import RedisDep, SettingsDep
+from api.access.identity import Identity
+from api.deps import IdentityDep, RedisDep, SettingsDep
+from shared.errors import ErrorCode, MlxqError
 from shared.fleet_view import serving_models, snapshot
 from shared.history import read_history
+from shared.keys import queue_owner
 
 router = APIRouter(tags=["fleet"])
 
@@ -41,20 +44,34 @@ def _not_ready(reason: str) -> JSONResponse:
 
 
 @router.get("/fleet")
-async def fleet(connection: RedisDep) -> dict:
-    return await asyncio.to_thread(snapshot, connection)
+async def fleet(connection: RedisDep, identity: IdentityDep) -> dict:
+    """Live workers and queue depths; a key that is not an admin key sees its own queues
+    beside the shared ones, not other keys'."""
+    view = await asyncio.to_thread(snapshot, connection)
+    view["queues"] = [q for q in view["queues"] if _may_see_queue(identity, q["queue"])]
+    return view
 
 
 @router.get("/fleet/history")
-async def fleet_history(connection: RedisDep) -> dict:
+async def fleet_history(connection: RedisDep, identity: IdentityDep) -> dict:
     """Aligned series, one point per step (see shared/history.py), ``null`` where a step has
     no figure: per worker tokens/s and busy slots, per queue depth, and fleet-wide requests/s
     and median time to first token."""
-    return await asyncio.to_thread(read_history, connection)
+    history = await asyncio.to_thread(read_history, connection)
+    history["queues"] = [q for q in history["queues"] if _may_see_queue(identity, q["queue"])]
+    return history
+
+
+def _may_see_queue(identity: Identity, queue: str) -> bool:
+    owner = queue_owner(queue)
+    return owner is None or identity.may_see(owner)
 
 
 @router.get("/metrics", response_class=Response, tags=["metrics"])
-async def metrics(request: Request) -> Response:
+async def metrics(request: Request, identity: IdentityDep) -> Response:
+    """Prometheus; it names every key and its usage, so a made key needs to be an admin key."""
+    if not identity.sees_all:
+        raise MlxqError("/metrics needs an admin key.", code=ErrorCode.FORBIDDEN)
     registry = request.app.state.metrics.registry
     body = await asyncio.to_thread(generate_latest, registry)  # reads Redis: not on the loop
     return Response(body, media_type=CONTENT_TYPE_LATEST)

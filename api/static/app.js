@@ -6,12 +6,14 @@ const $ = (id) => document.getElementById(id);
 const KEY_STORAGE = "mlxq.apiKey";
 const CONVERSATION_STORAGE = "mlxq.conversation";
 const FLEET_EVERY_MS = 2000;
+const USAGE_EVERY_MS = 10000;
 
 // The conversation, sent with every request and kept across reloads: {role, content, usage?}.
 let turns = loadTurns();
 let temperatureChosen = false; // typed by the person: the model's suggestion no longer applies
 let controller = null; // AbortController of the request in flight, if any
 let modelsRetry = null; // timer that asks for the models again while none is served
+let usageTimer = null; // timer of the next usage refresh
 
 // --- API key and requests -------------------------------------------------------------------
 
@@ -221,6 +223,7 @@ async function send() {
     conversation.push({ role: "assistant", content: text, ...(usage && { usage }) });
   }
   if (conversation === turns) saveTurns();
+  refreshUsage(); // this answer counts now
 }
 
 function stop() {
@@ -305,6 +308,45 @@ async function refreshFleet() {
   }
 }
 
+// --- Usage of the key the page holds (every key's for an admin key) ----------------------
+
+function limitsText(limits) {
+  if (!limits) return "no limits";
+  const parts = [
+    [limits.rpm, "requests/min"],
+    [limits.tpm, "tokens/min"],
+    [limits.max_concurrent, "at once"],
+    [limits.files_bytes, "file bytes"],
+  ].filter(([value]) => value != null);
+  return parts.length ? parts.map(([value, what]) => `${value} ${what}`).join(" · ") : "no limits";
+}
+
+async function refreshUsage() {
+  const line = $("usage-key");
+  try {
+    const response = await fetch("/usage", { headers: headers() });
+    if (!response.ok) throw new Error(await errorMessage(response));
+    const usage = await response.json();
+    line.className = "muted";
+    line.textContent = usage.admin
+      ? `Key ${usage.key}: every key's usage is shown.`
+      : `Key ${usage.key} (${limitsText(usage.limits)}): its own usage.`;
+    const figures = ["requests", "prompt_tokens", "completion_tokens", "cached_tokens"];
+    const rows = usage.totals.map((total) =>
+      row([[total.key], ...figures.map((figure) => [String(total[figure]), "num"])]),
+    );
+    $("usage")
+      .querySelector("tbody")
+      .replaceChildren(...(rows.length ? rows : [emptyRow("nothing answered yet", 5)]));
+  } catch (error) {
+    line.className = "error-text";
+    line.textContent = `Usage: ${error.message}`;
+  } finally {
+    clearTimeout(usageTimer);
+    usageTimer = setTimeout(refreshUsage, USAGE_EVERY_MS);
+  }
+}
+
 // --- Wiring ---------------------------------------------------------------------------------
 
 function start() {
@@ -315,6 +357,7 @@ function start() {
     if (key) localStorage.setItem(KEY_STORAGE, key);
     else localStorage.removeItem(KEY_STORAGE);
     loadModels();
+    refreshUsage();
   });
   $("chat-form").addEventListener("submit", (event) => {
     event.preventDefault();
@@ -334,6 +377,7 @@ function start() {
   showTurns();
   loadModels();
   refreshFleet();
+  refreshUsage();
   startFleetCharts(headers, FLEET_EVERY_MS, (error) => {
     $("charts-status").className = error ? "error-text" : "muted";
     $("charts-status").textContent = error ? `Charts: ${error.message}` : "";

@@ -1,9 +1,9 @@
 """RQ's queues: their names and depths, and moving a waiting job between them (cache-aware
-routing sends a request to one worker's own queue; it may have to move to the shared one)."""
+routing sends a request to one worker's own queue; it may have to move to its home queue)."""
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import redis
 import redis.asyncio as aioredis
@@ -36,20 +36,33 @@ def queue_key(name: str) -> str:
     return Queue.redis_queue_namespace_prefix + name
 
 
+HOME_FIELD = "mlxq_home"
+"""Field in RQ's job hash naming the queue a routed job goes back to when it leaves a
+worker's own queue: its key's queue (RQ's own fields are untouched)."""
+
 _MOVE_QUEUED_JOB = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[3], 'origin', ARGV[2])
-redis.call('LPUSH', KEYS[2], ARGV[1])
-return 1
+if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return false end
+local to = redis.call('HGET', KEYS[2], ARGV[4]) or ARGV[2]
+redis.call('HSET', KEYS[2], 'origin', to)
+redis.call('LPUSH', ARGV[3] .. to, ARGV[1])
+return to
 """
-"""Atomically: if the job still waits in one queue, put it at the front of another and make
-that its origin (RQ's registries follow ``origin``); else (a worker took it) do nothing."""
+"""Atomically: if the job still waits in a worker's own queue, put it at the front of its
+home (its key's queue, else the shared one) and make that its origin (RQ's registries follow
+``origin``); returns the home, or nothing when a worker took the job meanwhile."""
 
 
-def move_queued_job(job_id: str, from_queue: str, to_queue: str) -> tuple[Any, ...]:
-    """Arguments for ``connection.eval(*...)``, sync or async: returns 1 when moved."""
-    keys = (queue_key(from_queue), queue_key(to_queue), Job.key_for(job_id))
-    return (_MOVE_QUEUED_JOB, 3, *keys, job_id, to_queue)
+def move_queued_job_home(job_id: str, from_queue: str) -> tuple[Any, ...]:
+    """Arguments for ``connection.eval(*...)``, sync or async: the queue the job moved to
+    (bytes), or None when it no longer waited in ``from_queue``."""
+    keys = (queue_key(from_queue), Job.key_for(job_id))
+    prefix = Queue.redis_queue_namespace_prefix
+    return (_MOVE_QUEUED_JOB, 2, *keys, job_id, shared_queue_of(from_queue), prefix, HOME_FIELD)
+
+
+def home_command(job_id: str, home: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A command to replay with a routed job's enqueue: the queue it goes back to."""
+    return (("HSET", Job.key_for(job_id), HOME_FIELD, home), {})
 
 
 def queued_job_ids(connection: redis.Redis, queue_name: str) -> list[str]:
@@ -68,11 +81,11 @@ def forget_queue(connection: redis.Redis, queue_name: str) -> None:
 
 
 def release_queue(connection: redis.Redis, queue_name: str) -> int:
-    """Move every job waiting in a worker's own queue to the front of the shared queue
-    (the worker stops or died), then forget the own queue; returns how many moved."""
-    shared = shared_queue_of(queue_name)
+    """Move every job waiting in a worker's own queue to the front of its home queue (its
+    key's, else the shared one: the worker stops or died), then forget the own queue;
+    returns how many moved."""
     moved = 0
     for job_id in reversed(queued_job_ids(connection, queue_name)):  # keep their order
-        moved += int(cast(int, connection.eval(*move_queued_job(job_id, queue_name, shared))))
+        moved += connection.eval(*move_queued_job_home(job_id, queue_name)) is not None
     forget_queue(connection, queue_name)
     return moved

@@ -7,14 +7,17 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from rq.job import Job
 
 from api.core.submitter import QUEUE_FULL_RETRY_AFTER_S, JobSubmitter
 from shared import protocol
+from shared.api_keys import ENV_KEY_NAME
 from shared.errors import QueueFull
-from shared.keys import queue_name_for_model
+from shared.keys import key_queue_name, queue_name_for_model, worker_queue_name
 from shared.redis_clients import async_command_client
+from shared.routing import prefix_hashes
 from shared.rq_bridge import queue_key
 from shared.schemas import ChatMessage, GenerationRequest
 from shared.settings import DEMO_MODEL_ID, Settings
@@ -43,12 +46,13 @@ def submitter(connection: aioredis.Redis, settings: Settings) -> JobSubmitter:
     return JobSubmitter(connection, settings)
 
 
-def request() -> GenerationRequest:
+def request(owner: str | None = None, content: str = "hi") -> GenerationRequest:
     return GenerationRequest(
         request_id=uuid.uuid4().hex,
         model=DEMO_MODEL_ID,
-        messages=[ChatMessage(role="user", content="hi")],
+        messages=[ChatMessage(role="user", content=content)],
         deadline=time.time() + 60,
+        owner=owner,
     )
 
 
@@ -141,3 +145,29 @@ async def test_cancelling_a_taken_job_marks_it_and_tells_the_workers(
     assert await connection.get(protocol.job_cancel_key(job_id)) == b"1"
     assert 0 < await connection.ttl(protocol.job_cancel_key(job_id)) <= EVENT_TTL_S
     assert await connection.exists(Job.key_for(job_id))  # the worker ends it, not the API
+
+
+async def test_a_keys_requests_wait_in_its_queue_and_routing_never_passes_them(
+    submitter: JobSubmitter, connection: aioredis.Redis, redis_url: str
+) -> None:
+    """A live worker with a free slot holds the conversation "hi": a request of it goes to
+    that worker's own queue (served ahead of every key's), but not while its key has
+    requests waiting; a routed request that must leave goes back to its key's queue."""
+    holder, alice = "w1", key_queue_name(QUEUE, "alice")
+    with redis.Redis.from_url(redis_url).pipeline() as pipeline:
+        stats = protocol.WorkerStats(model=DEMO_MODEL_ID, slots=2, running=0)
+        protocol.add_heartbeat(pipeline, holder, stats, 60, [])
+        protocol.add_prefix_claims(pipeline, holder, prefix_hashes(request()), 60)
+        pipeline.execute()
+    own = worker_queue_name(QUEUE, holder)
+
+    routed = uuid.uuid4().hex
+    assert await submitter.enqueue(request("alice"), routed) == own  # nothing of hers waits
+    assert await submitter.enqueue(request("alice", "new"), uuid.uuid4().hex) == alice
+    assert await submitter.enqueue(request("alice"), uuid.uuid4().hex) == alice  # not past it
+    assert await submitter.enqueue(request(), uuid.uuid4().hex) == own  # no key: as before
+    assert await submitter.enqueue(request(ENV_KEY_NAME, "x"), uuid.uuid4().hex) == QUEUE
+
+    assert await submitter.to_home_queue(own, routed) == alice
+    assert (await connection.lrange(queue_key(alice), 0, 0)) == [routed.encode()]  # in front
+    assert (await connection.hget(Job.key_for(routed), "origin")).decode() == alice

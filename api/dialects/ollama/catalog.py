@@ -13,7 +13,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from api.core.models import LATEST_TAG, ModelNames, resolve_model, served_models
-from api.deps import RedisDep, SettingsDep
+from api.deps import IdentityDep, RedisDep, SettingsDep
 from api.dialects.ollama.answers import (
     ERROR_RESPONSES,
     OllamaError,
@@ -82,14 +82,16 @@ async def version() -> dict:
 
 
 @router.get("/tags", responses={200: {"model": OllamaTags}, 401: {"model": OllamaError}})
-async def tags(redis: RedisDep, settings: SettingsDep) -> dict:
+async def tags(redis: RedisDep, settings: SettingsDep, identity: IdentityDep) -> dict:
     """The models requests may name: every model with a live worker, and the default model
     (accepted while its worker starts), each by its id, then by its short alias
-    (api/core/models.py). Sizes are 0: the API never reads model files."""
+    (api/core/models.py); only those the caller's key may use. Sizes are 0: the API never
+    reads model files."""
     names = ModelNames.of({settings.model, *await served_models(redis)})
     entries = [
         _entry(model, name)
         for model in sorted(names.models)
+        if identity.may_use(model)
         for name in (model, *names.aliases_of(model))
     ]
     return {"models": entries}

@@ -5,7 +5,7 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 
 from api.core.models import ModelNames, served_models
-from api.deps import JobExchangeDep, RedisDep, SettingsDep
+from api.deps import IdentityDep, JobExchangeDep, RedisDep, SettingsDep
 from api.dialects.openai.answers import (
     ERROR_RESPONSES,
     SSE_RESPONSE,
@@ -81,14 +81,15 @@ _ONE_RESPONSES: dict[int | str, dict] = {
 
 
 @router.get("/models", responses=_LIST_RESPONSES)
-async def list_models(redis: RedisDep, settings: SettingsDep) -> dict:
+async def list_models(redis: RedisDep, settings: SettingsDep, identity: IdentityDep) -> dict:
     """The models that have at least one live worker, each by its id, then by its short
-    alias (api/core/models.py)."""
+    alias (api/core/models.py); only those the caller's key may use."""
     served = await served_models(redis)
     names = ModelNames.of({settings.model, *served})
     data = [
         _card(name, model, count)
         for model, count in sorted(served.items())
+        if identity.may_use(model)
         for name in (model, *names.aliases_of(model))
     ]
     return {"object": "list", "data": data}
