@@ -41,3 +41,19 @@ def batch_lane_name(queue: str) -> str:
 
 def is_batch_lane(queue: str) -> bool:
     return queue.endswith(BATCH_LANE_SUFFIX)
+
+
+def lane_of(queue: str) -> str:
+    """Which of a model's three queues this is, for people: "shared" (its shared queue),
+    "worker <name>" (one worker's own queue) or "batch" (its batch lane, the lines of every
+    batch on the model)."""
+    if is_batch_lane(queue):
+        return "batch"
+    if WORKER_QUEUE_INFIX in queue:
+        return f"worker {queue.split(WORKER_QUEUE_INFIX, 1)[1]}"
+    return "shared"
+
+
+def model_queue_of(queue: str) -> str:
+    """The model's shared queue, for any of its three queues."""
+    return shared_queue_of(queue).removesuffix(BATCH_LANE_SUFFIX)

@@ -170,6 +170,9 @@ class StartedEvent(_Strict):
     type: Literal["started"] = "started"
     seq: int
     worker: str
+    prompt_tokens: int | None = None
+    """The prompt's tokens, as the worker counted them before the first event (Anthropic's
+    ``message_start`` reports them); None from an engine that does not count them."""
 
 
 class TokenEvent(_Strict):
@@ -209,6 +212,12 @@ class DoneEvent(_Strict):
     """The worker that answered (for the ``x-mlxq-worker`` header)."""
     embeddings: list[list[float]] | None = None
     """An embedding job's answer: one unit vector per input, in order (``choices`` empty)."""
+    first_token_s: float | None = None
+    """Seconds from the worker's start of the job to its first generated token: with the
+    queue wait the API saw, a non-streamed request's time to first token."""
+    last_token_s: float | None = None
+    """Seconds from the worker's start of the job to its last generated token (with
+    ``first_token_s``, the time between tokens)."""
 
     @property
     def text(self) -> str:

@@ -20,6 +20,7 @@ from worker.engine_api import (
     EngineRequest,
     Failed,
     Finished,
+    KvCacheReport,
     PrefixCacheReport,
     TokenOutput,
     refuse_other_kind,
@@ -57,15 +58,22 @@ class MLXEngine(ThreadedEngine):
         self.model_id = loaded.model_id
         self.context_length = loaded.context_length
         self.suggested_temperature = loaded.temperature
+        self.facts = loaded.facts
         self.peak_batch_size = 0
         self.generated_tokens = 0
         self._tokenizer = loaded.tokenizer
         self._eos = set(loaded.tokenizer.eos_token_ids)
         self._preparer = RequestPreparer(loaded, settings.max_tokens_cap)
         self._jobs: dict[str, ScheduledJob] = {}
+        self._kv_per_token = kv_bytes_per_token(loaded.model)
+        self._kv_budget = (
+            settings.worker_concurrency
+            * (self.context_length or settings.max_tokens_cap)
+            * self._kv_per_token
+        )
         cache_bytes = settings.prefix_cache_bytes
         if cache_bytes is None:
-            cache_bytes = default_cache_bytes(kv_bytes_per_token(loaded.model), self.context_length)
+            cache_bytes = default_cache_bytes(self._kv_per_token, self.context_length)
         self.prefix_cache = PrefixCache(loaded.model, cache_bytes)
         self.scheduler = Scheduler(
             loaded.model, self.prefix_cache, self._eos, settings.worker_concurrency, self._jobs.get
@@ -80,7 +88,19 @@ class MLXEngine(ThreadedEngine):
 
     def prefix_cache_report(self) -> PrefixCacheReport:
         stats = self.prefix_cache.stats  # counters: a slightly stale read is fine
-        return PrefixCacheReport(stats.queried_tokens, stats.hit_tokens, self.prefix_cache.nbytes)
+        cache = self.prefix_cache
+        budget = cache.max_bytes if cache.enabled else 0
+        return PrefixCacheReport(stats.queried_tokens, stats.hit_tokens, cache.nbytes, budget)
+
+    def kv_cache_report(self) -> KvCacheReport:
+        """The running sequences' tokens (prompt and generated) times the KV bytes a token
+        takes; read from the main thread (a snapshot of the jobs: a stale read is fine)."""
+        tokens = sum(
+            len(sequence.prompt) + len(sequence.tokens)
+            for job in list(self._jobs.copy().values())
+            for sequence in job.sequences
+        )
+        return KvCacheReport(tokens * self._kv_per_token, self._kv_budget)
 
     # -- the engine thread ---------------------------------------------------------------
 
@@ -183,6 +203,10 @@ class MLXEngine(ThreadedEngine):
     ) -> bool:
         """Take one generated token; returns True when the sequence is finished."""
         self.generated_tokens += 1
+        job = self._jobs.get(sequence.job_id)
+        if job is not None:
+            job.last_token_at = time.monotonic()
+            job.first_token_at = job.first_token_at or job.last_token_at
         if token in self._eos:
             self._finish(sequence, "stop", sequence.end())
             return True
@@ -236,7 +260,16 @@ class MLXEngine(ThreadedEngine):
         if len(job.choices) == len(job.sequences):
             del self._jobs[job.job_id]
             choices = [job.choices[i] for i in sorted(job.choices)]
-            self._emit(Finished(job.job_id, choices, job.request.prompt_tokens, job.cached_tokens))
+            self._emit(
+                Finished(
+                    job.job_id,
+                    choices,
+                    job.request.prompt_tokens,
+                    job.cached_tokens,
+                    first_token_s=_since(job.request.received_at, job.first_token_at),
+                    last_token_s=_since(job.request.received_at, job.last_token_at),
+                )
+            )
 
     def _drop(self, job: ScheduledJob, error: MlxqError) -> None:
         """End a job early: take its sequences out of wherever they are."""
@@ -249,6 +282,10 @@ class MLXEngine(ThreadedEngine):
             self._emit(Failed(job.job_id, error))
         self._jobs.clear()
         self.scheduler.reset()
+
+
+def _since(start: float, at: float | None) -> float | None:
+    return None if at is None else round(at - start, 6)
 
 
 def _choice_sampling(request: EngineRequest, choice: int) -> SamplingParams:

@@ -328,4 +328,12 @@ def _result(output: Finished) -> dict:
         "prompt_tokens": output.prompt_tokens,
         "cached_tokens": output.cached_tokens,
         **({"embeddings": output.embeddings} if output.embeddings is not None else {}),
+        **{
+            name: value
+            for name, value in (
+                ("first_token_s", output.first_token_s),
+                ("last_token_s", output.last_token_s),
+            )
+            if value is not None
+        },
     }

@@ -49,6 +49,9 @@ class ScheduledJob:
     sequences: list[Sequence]
     choices: dict[int, Choice] = field(default_factory=dict)
     cached_tokens: int = 0
+    first_token_at: float | None = None
+    """time.monotonic() of its first generated token (the engine's accept sets both)."""
+    last_token_at: float | None = None
 
     @property
     def job_id(self) -> str:

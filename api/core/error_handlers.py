@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from api.core.dialect import Dialects
-from shared.errors import HTTP_STATUS, ErrorCode, MlxqError, QueueFull, RedisUnavailable
+from shared.errors import HTTP_STATUS, ErrorCode, MlxqError, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ def error_response(request: Request, exc: MlxqError) -> JSONResponse:
     body = _dialects(request).error_body(
         request.url.path, exc.http_status, str(exc.code), exc.message, exc.partial
     )
-    headers = {"Retry-After": str(exc.retry_after_s)} if isinstance(exc, QueueFull) else None
+    retry = exc.retry_after  # every 503 and 429 says when to come back
+    headers = {"Retry-After": str(retry)} if retry is not None else None
     return JSONResponse(body, status_code=exc.http_status, headers=headers)
 
 

@@ -19,10 +19,10 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.core.event_hub import EventHub, JobEvents
-from api.core.metrics import Metrics
+from api.core.metrics import Metrics, RequestWatch
 from api.core.submitter import JobSubmitter
 from shared import protocol
-from shared.errors import JobTimedOut, MlxqError, NoWorkerAvailable, RedisUnavailable
+from shared.errors import ErrorCode, JobTimedOut, MlxqError, NoWorkerAvailable, RedisUnavailable
 from shared.fleet_view import serves_model
 from shared.keys import shared_queue_of
 from shared.rq_bridge import recover_taken_job
@@ -127,7 +127,8 @@ class JobRunner:
         ``job_id``: the caller's own id for the job (a batch records it); ``batch_lane``:
         the job waits in the model's low-priority lane (a line of a batch)."""
         job_id = job_id or uuid.uuid4().hex
-        finished = False
+        finished = failed = False
+        watch = self._metrics.watch(request.model)
         placed = _Placement(self._submitter.queue_name(request.model))
         request = request.model_copy(update={"waiter": self.instance})
         enqueue: asyncio.Future[str] | None = None
@@ -140,20 +141,27 @@ class JobRunner:
                 )
                 placed.queue = await asyncio.shield(enqueue)
                 events = JobEvents(job_id, inbox, self._connection)
-                async for event in self._follow(job_id, request, events, keepalive_s, placed):
+                following = self._follow(job_id, request, events, keepalive_s, placed, watch)
+                async for event in following:
                     finished = isinstance(event, DoneEvent)
                     yield event
         except MlxqError as exc:
             finished = not isinstance(exc, JobTimedOut)  # a timed-out job may still be running
+            failed = True
+            watch.failed(exc.code)
             raise
-        except OutOfMemoryError as exc:  # noeviction: Redis refuses writes when full
-            raise RedisUnavailable(
-                "Redis is full (maxmemory) and refuses new requests; try again shortly."
-            ) from exc
         except RedisError as exc:
+            failed = True
+            watch.failed(ErrorCode.REDIS_UNAVAILABLE)
+            if isinstance(exc, OutOfMemoryError):  # noeviction: Redis refuses writes when full
+                raise RedisUnavailable(
+                    "Redis is full (maxmemory) and refuses new requests; try again shortly."
+                ) from exc
             raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
         finally:
             if not finished:
+                if not failed:  # the client went away
+                    watch.failed(ErrorCode.CANCELLED)
                 self._cancel_later(placed, job_id, enqueue)
 
     async def aclose(self) -> None:
@@ -206,6 +214,7 @@ class JobRunner:
         events: JobEvents,
         keepalive_s: float | None,
         placed: "_Placement",
+        watch: RequestWatch,
     ) -> AsyncIterator[JobEvent | Keepalive]:
         loop = asyncio.get_running_loop()
         enqueued_at = last_sent = loop.time()
@@ -214,7 +223,6 @@ class JobRunner:
         reroute_at = enqueued_at + self._settings.route_wait
         check_at = enqueued_at + TAKEN_CHECK_S
         started = False
-        first_token = True
         outage = _Outage(self._settings.redis_outage_grace)
         self._metrics.recent.count_request()
         while True:
@@ -261,13 +269,11 @@ class JobRunner:
             last_sent = now
             if isinstance(event, StartedEvent):
                 started = True
-                self._metrics.queue_wait.observe(now - enqueued_at)
-            elif isinstance(event, TokenEvent) and first_token:
-                first_token = False
-                self._metrics.first_token.observe(now - enqueued_at)
-                self._metrics.recent.observe_first_token(now - enqueued_at)
+                watch.started(now - enqueued_at)
+            elif isinstance(event, TokenEvent):
+                watch.token(now - enqueued_at)
             elif isinstance(event, DoneEvent):
-                self._metrics.tokens.labels(model=request.model).inc(event.completion_tokens)
+                watch.done(event, now - enqueued_at)
             if isinstance(event, ErrorEvent):
                 raise MlxqError(event.message, code=event.code, partial=event.partial_text)
             yield event

@@ -117,6 +117,15 @@ class ModelCard(BaseModel):
     root: str = Field(
         description="The model's id (as vLLM names it): itself, or the model an alias stands for."
     )
+    max_model_len: int | None = Field(
+        None, description="Tokens the model reads at most (vLLM's name), when its workers say."
+    )
+    context_length: int | None = Field(None, description="The same, under LiteLLM's name.")
+    capabilities: list[str] | None = Field(
+        None,
+        description="mlxq: what the model does, in Ollama's words (completion, tools, insert, "
+        "thinking; or embedding), when its workers say.",
+    )
 
 
 class ModelList(BaseModel):
