@@ -138,9 +138,13 @@ class _Generation(GuidedDecoding):
     top_p: float | None = Field(None, ge=0.0, le=1.0, **policy("honoured"))
     seed: int | None = Field(
         None,
-        ge=0,
+        ge=-1,
         le=2**64 - 1,
-        **policy("honoured", "Reproducible sampling; an unsigned 64-bit integer."),
+        **policy(
+            "honoured",
+            "Reproducible sampling; an unsigned 64-bit integer, or -1 for a random seed "
+            "(as vLLM, llama.cpp and Ollama take it).",
+        ),
     )
     stop: str | list[str] | None = Field(None, **policy("honoured"))
     stream: bool | None = Field(None, **policy("honoured"))
@@ -173,6 +177,9 @@ class _Generation(GuidedDecoding):
     @model_validator(mode="after")
     def _encodable(self) -> "_Generation":
         ensure_encodable(self)
+        if self.stream_options is not None and not self.stream:
+            # OpenAI's rule: there is no stream for the options to shape.
+            raise ValueError("stream_options is only allowed when stream is true")
         return self
 
     @property

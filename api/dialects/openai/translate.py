@@ -36,6 +36,8 @@ from shared.schemas import (
 )
 from shared.settings import Settings
 
+RANDOM_SEED = -1
+"""A seed that asks for none: each request draws differently (vLLM's and llama.cpp's -1)."""
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 """OpenAI's default when a request names no temperature (/ask is greedy by default)."""
 
@@ -56,7 +58,7 @@ def openai_sampling(body: Any) -> SamplingParams:
         frequency_penalty=body.frequency_penalty or 0.0,
         repetition_penalty=body.repetition_penalty or 1.0,
         logit_bias=body.bias,
-        seed=body.seed,
+        seed=None if body.seed == RANDOM_SEED else body.seed,
     )
 
 
