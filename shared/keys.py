@@ -30,30 +30,35 @@ def shared_queue_of(queue: str) -> str:
     return queue.split(WORKER_QUEUE_INFIX, 1)[0]
 
 
-BATCH_LANE_SUFFIX = ":batch"
+BATCH_LANE_INFIX = ":batch:"
 
 
-def batch_lane_name(queue: str) -> str:
-    """The model's low-priority lane: lines of OpenAI batches wait here. Workers serve it
-    last, and only into the slots that interactive requests leave (worker/lanes.py)."""
-    return f"{queue}{BATCH_LANE_SUFFIX}"
+def batch_lane_name(queue: str, batch_id: str) -> str:
+    """A batch's own lane beside the model's queue: its lines wait here. Workers serve the
+    lanes last, in turn (one batch does not wait behind another), and only into the slots
+    that interactive requests leave (worker/lanes.py)."""
+    return f"{batch_lanes_prefix(queue)}{batch_id}"
+
+
+def batch_lanes_prefix(queue: str) -> str:
+    """What the names of every batch lane of a model's queue start with."""
+    return f"{queue}{BATCH_LANE_INFIX}"
 
 
 def is_batch_lane(queue: str) -> bool:
-    return queue.endswith(BATCH_LANE_SUFFIX)
+    return BATCH_LANE_INFIX in queue
 
 
 def lane_of(queue: str) -> str:
-    """Which of a model's three queues this is, for people: "shared" (its shared queue),
-    "worker <name>" (one worker's own queue) or "batch" (its batch lane, the lines of every
-    batch on the model)."""
+    """Which of a model's queues this is, for people: "shared" (its shared queue), "worker
+    <name>" (one worker's own queue) or "batch <id>" (one batch's lane)."""
     if is_batch_lane(queue):
-        return "batch"
+        return f"batch {queue.split(BATCH_LANE_INFIX, 1)[1]}"
     if WORKER_QUEUE_INFIX in queue:
         return f"worker {queue.split(WORKER_QUEUE_INFIX, 1)[1]}"
     return "shared"
 
 
 def model_queue_of(queue: str) -> str:
-    """The model's shared queue, for any of its three queues."""
-    return shared_queue_of(queue).removesuffix(BATCH_LANE_SUFFIX)
+    """The model's shared queue, for any of its queues (a worker's own, a batch's lane)."""
+    return shared_queue_of(queue).split(BATCH_LANE_INFIX, 1)[0]

@@ -1,6 +1,6 @@
 """The ``mlxq`` command's smaller promises: ``--version``; ``mlxq ask -`` reads the question
 from standard input and says what went wrong in one line; ``mlxq status`` tells a model's
-three queues apart (its shared queue, each worker's own, its batch lane) and counts refused
+queues apart (its shared queue, each worker's own, each batch's lane) and counts refused
 requests apart from failed jobs."""
 
 import redis
@@ -49,7 +49,7 @@ def test_ask_reads_stdin_and_tells_errors_in_one_line(
 def test_status_tells_the_three_queues_of_a_model_apart(mlxq_env: dict[str, str]) -> None:
     connection = redis.Redis.from_url(mlxq_env["MLXQ_REDIS_URL"])
     shared = queue_name_for_model("org/model-l")
-    own, lane = worker_queue_name(shared, "w1"), batch_lane_name(shared)
+    own, lane = worker_queue_name(shared, "w1"), batch_lane_name(shared, "b7")
     with connection.pipeline() as pipeline:
         stats = protocol.WorkerStats(model="org/model-l", queues=[own, shared, lane], slots=4)
         protocol.add_heartbeat(pipeline, "w1", stats, ttl_s=60, running=[])
@@ -65,12 +65,12 @@ def test_status_tells_the_three_queues_of_a_model_apart(mlxq_env: dict[str, str]
     result = mlxq("status", env=mlxq_env)
     assert result.returncode == 0, result.stderr
     rows = {
-        line.split()[1] + (" " + line.split()[2] if line.split()[1] == "worker" else ""): line
+        " ".join(line.split()[1:3]) if line.split()[1] != "shared" else "shared": line
         for line in result.stdout.splitlines()
         if line.startswith("org/model-l")
     }
-    assert set(rows) == {"shared", "worker w1", "batch"}
+    assert set(rows) == {"shared", "worker w1", "batch b7"}
     # model, lane, queued, failed, refused, queue
     assert rows["shared"].split()[2:5] == ["3", "1", "1"]
     assert rows["worker w1"].split()[3:6] == ["1", "0", "0"]
-    assert rows["batch"].split()[2:5] == ["2", "0", "0"]
+    assert rows["batch b7"].split()[3:6] == ["2", "0", "0"]

@@ -14,6 +14,7 @@ A subclass writes ``_run``, the engine thread's body: it takes new requests with
 
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
@@ -23,6 +24,8 @@ from worker.engine_api import Emit, Engine, EngineOutput, EngineRequest, Failed,
 ENGINE_JOIN_S = 30.0
 """How long ``stop`` waits for the engine thread to fail what it still holds and exit."""
 SHUT_DOWN_MESSAGE = "The worker shut down before the answer was complete."
+ENDED_KEPT = 4096
+"""Answered jobs remembered, so that a late cancellation for one of them is dropped."""
 
 
 class _Stop:
@@ -34,7 +37,9 @@ class ThreadedEngine(Engine):
         self._emit_output = emit
         self._inbox: queue.Queue[EngineRequest[Any] | _Stop] = queue.Queue()
         self._holding: set[str] = set()
-        """Jobs submitted and not yet answered: the only ones a cancellation can stop."""
+        """Jobs submitted and not yet answered."""
+        self._ended: OrderedDict[str, None] = OrderedDict()
+        """Jobs this engine answered lately: a cancellation for one of them is too late."""
         self._cancelled: set[str] = set()
         self._cancel_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
@@ -44,15 +49,16 @@ class ThreadedEngine(Engine):
     def submit(self, request: EngineRequest[Any]) -> None:
         with self._cancel_lock:
             self._holding.add(request.job_id)
+            self._ended.pop(request.job_id, None)  # a new attempt of a job seen before
         self._inbox.put(request)
 
     def cancel(self, job_id: str) -> None:
         """Stop working for a job; the engine thread sees it before its next step. A job the
-        engine does not hold (it ended already) is left alone: the same job may come back to
-        this worker later (the reaper gave it to another worker while this one paused, and
-        it was put back in the queue), and a cancellation kept from before would stop it."""
+        engine has already answered is left alone: the same job may come back to this worker
+        later (the reaper gave it to another worker while this one paused, and it was put
+        back in the queue), and a cancellation kept from before would stop it."""
         with self._cancel_lock:
-            if job_id in self._holding:
+            if job_id not in self._ended:
                 self._cancelled.add(job_id)
 
     def holds(self, job_id: str) -> bool:
@@ -65,6 +71,9 @@ class ThreadedEngine(Engine):
             with self._cancel_lock:
                 self._holding.discard(output.job_id)
                 self._cancelled.discard(output.job_id)
+                self._ended[output.job_id] = None
+                if len(self._ended) > ENDED_KEPT:
+                    self._ended.popitem(last=False)
         self._emit_output(output)
 
     def start(self) -> None:

@@ -2,6 +2,8 @@
 
 The policy (docs/batches.md):
 
+- every batch has a lane of its own beside the model's queue; the lanes are served in turn
+  (round robin), so a batch created after a large one does not wait behind it;
 - interactive queues are served first at every dequeue;
 - while the worker is quiet (no interactive request running or ended in the last
   ``quiet_s`` seconds), batch lines may hold up to ``batch_slots`` slots: they use idle
@@ -18,6 +20,13 @@ import threading
 import time
 from collections.abc import Callable
 
+from rq.queue import Queue
+
+from shared.keys import batch_lanes_prefix
+from shared.rq_bridge import queue_names
+
+LANES_REFRESH_S = 1.0
+"""How often a worker looks for new batches' lanes (a batch starts within this)."""
 QUIET_S = 2.0
 """How long after the last interactive request the batch lines get their full share back."""
 BATCH_SLOTS_WHILE_BUSY = 1
@@ -68,3 +77,36 @@ class LaneSlots:
     def batch_running(self) -> int:
         with self._lock:
             return len(self._batch_jobs)
+
+
+class BatchLanes:
+    """The batches' lanes of one model's queue, as RQ lists its queues, each turn starting
+    with the next one: a batch's lines never wait behind another batch's. The main thread's
+    own (it dequeues)."""
+
+    def __init__(self, shared_queue: Queue, clock: Callable[[], float] = time.monotonic) -> None:
+        self._shared = shared_queue
+        self._prefix = batch_lanes_prefix(shared_queue.name)
+        self._clock = clock
+        self._lanes: list[Queue] = []
+        self._looked_at = float("-inf")
+        self._turn = 0
+
+    def in_turn(self) -> list[Queue]:
+        """Every lane, the next one first (a Redis call at most once per LANES_REFRESH_S)."""
+        if self._clock() - self._looked_at >= LANES_REFRESH_S:
+            self._looked_at = self._clock()
+            self._refresh()
+        if not self._lanes:
+            return []
+        self._turn = (self._turn + 1) % len(self._lanes)
+        return self._lanes[self._turn :] + self._lanes[: self._turn]
+
+    def _refresh(self) -> None:
+        names = [n for n in queue_names(self._shared.connection) if n.startswith(self._prefix)]
+        known = {lane.name: lane for lane in self._lanes}
+        self._lanes = [
+            known.get(name)
+            or Queue(name, connection=self._shared.connection, serializer=self._shared.serializer)
+            for name in names
+        ]

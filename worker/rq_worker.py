@@ -34,7 +34,7 @@ from rq.job import Job
 from rq.queue import Queue
 
 from shared.backoff import Backoff
-from shared.keys import batch_lane_name, is_batch_lane, worker_queue_name
+from shared.keys import is_batch_lane, worker_queue_name
 from shared.protocol import deregister_worker
 from shared.rq_bridge import ConcurrentWorkerBase, release_queue
 from worker.cancel_listener import CancelListener
@@ -42,7 +42,7 @@ from worker.config import WorkerConfig
 from worker.engine_api import Engine
 from worker.heartbeat import Heartbeat
 from worker.job_starter import JobStarter
-from worker.lanes import LaneSlots
+from worker.lanes import BatchLanes, LaneSlots
 from worker.reporter import Outbox, Reporter
 from worker.starting import StartingJobs
 
@@ -71,12 +71,8 @@ class BatchingWorker(ConcurrentWorkerBase):
         engine answers into ``outbox``, the reporter's. ``rq_options`` are RQ's own
         (``connection``, ``serializer``, ``name``)."""
         shared_queue = queues[0]
-        self.batch_lane = Queue(
-            batch_lane_name(shared_queue.name),
-            connection=shared_queue.connection,
-            serializer=shared_queue.serializer,
-        )
-        super().__init__([*queues, self.batch_lane], **rq_options)
+        super().__init__(queues, **rq_options)
+        self.batch_lanes = BatchLanes(shared_queue)
         self.own_queue = Queue(
             worker_queue_name(shared_queue.name, self.name),
             connection=self.connection,
@@ -150,12 +146,12 @@ class BatchingWorker(ConcurrentWorkerBase):
         log.info("worker %s: stopping; finishing %d job(s)", self.name, self.reporter.running_count)
 
     def _dequeue(self) -> tuple[Job, Queue] | None:
-        """The next job: interactive queues first, at every dequeue; the batch lane only
-        while batch lines hold fewer than their share of the slots."""
+        """The next job: interactive queues first, at every dequeue; the batches' lanes, in
+        turn, only while batch lines hold fewer than their share of the slots."""
         queues = self.serving_queues()
-        if not self.lanes.batch_has_room():
-            queues = [q for q in queues if q is not self.batch_lane]
         try:
+            if self.lanes.batch_has_room():
+                queues += self.batch_lanes.in_turn()
             result = self.dequeue(DEQUEUE_TIMEOUT_S, queues)
         except redis.RedisError as exc:  # unreachable, or full (a dequeue writes: BLMOVE)
             log.warning("worker %s: cannot take a job from Redis (%s); retrying", self.name, exc)

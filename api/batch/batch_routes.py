@@ -16,9 +16,9 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.batch import store
-from api.batch.driver import bad_line_error
 from api.batch.file_routes import refuse_unknown_query
 from api.batch.lines import ENDPOINTS, BadLine, Line, parse_lines
+from api.batch.records import bad_line_error
 from api.core.models import resolve_model
 from api.deps import AsyncRedisDep, RedisDep, SettingsDep
 from api.dialects.openai.answers import ERROR_RESPONSES

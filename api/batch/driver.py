@@ -25,10 +25,10 @@ from pydantic import BaseModel
 from redis.exceptions import RedisError
 
 from api.batch import store
-from api.batch.lines import ENDPOINTS, BadLine, Line, parse_lines
+from api.batch.lines import ENDPOINTS, Line, parse_lines
+from api.batch.records import error_line, new_file_meta, result_line
 from api.core.runner import JobRunner
 from api.core.submitter import JobSubmitter
-from api.dialects.openai.render import error_for
 from shared.backoff import Backoff
 from shared.errors import (
     ErrorCode,
@@ -39,6 +39,7 @@ from shared.errors import (
     RedisUnavailable,
 )
 from shared.keys import batch_lane_name
+from shared.rq_bridge import forget_queue_async
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,6 +117,8 @@ class _BatchRun:
         self._settings = driver._settings
         self._batch_id = batch_id
         self._in_flight: set[asyncio.Task] = set()
+        self._lanes: set[str] = set()
+        """The batch's own lanes (one per model its lines name)."""
         self._models: dict[str, str] = {}
         """Model name -> served id, resolved when the batch was created (aliases)."""
 
@@ -127,10 +130,19 @@ class _BatchRun:
         lines = await self._lines(state)
         if lines is None:
             return
-        await self._stop_earlier_attempts(lines)
+        self._lanes = {self._lane(self._model(line)) for line in lines}
         done = await store.done_lines(self._connection, self._batch_id)
+        attempts = await store.attempts(self._connection, self._batch_id)
         pending = deque(line for line in lines if line.number not in done)
-        log.info("batch %s: driving %d line(s) still to answer", self._batch_id, len(pending))
+        for line in [line for line in pending if line.number in attempts]:
+            pending.remove(line)  # running already: followed, not started again
+            self._launch(line, state.record, adopt=attempts[line.number])
+        log.info(
+            "batch %s: driving %d line(s) still to answer, %d adopted from an earlier driver",
+            self._batch_id,
+            len(pending) + len(self._in_flight),
+            len(self._in_flight),
+        )
         renew_at = time.monotonic() + RENEW_EVERY_S
         expires_at = state.record["expires_at"]
         status = state.status
@@ -181,27 +193,22 @@ class _BatchRun:
             return None
         return [line for line in parsed if isinstance(line, Line)]
 
-    async def _stop_earlier_attempts(self, lines: list[Line]) -> None:
-        """A driver that died left attempts behind: take them out of the queue, or stop them,
-        before running those lines again."""
-        models = {line.number: self._model(line) for line in lines}
-        attempts = await store.attempts(self._connection, self._batch_id)
-        for number, job_id in attempts.items():
-            model = models.get(number, self._settings.model)
-            lane = batch_lane_name(self._driver._submitter.queue_name(model))
-            await self._driver._submitter.cancel(lane, job_id)
-            await store.forget_attempt(self._connection, self._batch_id, number)
-
     def _model(self, line: Line) -> str:
         return self._models.get(line.model, line.model)
 
-    def _launch(self, line: Line, record: dict) -> None:
-        task = asyncio.create_task(self._answer(line, record))
+    def _lane(self, model: str) -> str:
+        """The batch's own lane beside the model's queue (shared/keys.py)."""
+        return batch_lane_name(self._driver._submitter.queue_name(model), self._batch_id)
+
+    def _launch(self, line: Line, record: dict, adopt: str | None = None) -> None:
+        task = asyncio.create_task(self._answer(line, record, adopt))
         self._in_flight.add(task)
         task.add_done_callback(self._in_flight.discard)
 
-    async def _answer(self, line: Line, record: dict) -> None:
-        """Run one line until it has an output or error line (or the batch stops)."""
+    async def _answer(self, line: Line, record: dict, adopt: str | None = None) -> None:
+        """Run one line until it has an output or error line (or the batch stops). A line
+        whose job a driver that died left running (``adopt``: its id) is followed to its end
+        first: a takeover costs no generation again."""
         endpoint = ENDPOINTS[record["endpoint"]]
         waiting = Backoff(first_s=1.0, cap_s=30.0)
         lost_retries = WORKER_LOST_RETRIES
@@ -209,12 +216,17 @@ class _BatchRun:
             request = endpoint.job(line.body, self._settings, self._model(line)).model_copy(
                 update={"deadline": float(record["expires_at"])}
             )
-            job_id = uuid.uuid4().hex
-            await self._retrying(
-                lambda: store.note_attempt(self._connection, self._batch_id, line.number, job_id)  # noqa: B023
-            )
+            lane: str | None = None
+            if adopt is not None:
+                job_id, adopt = adopt, None
+                lane = self._lane(request.model)
+            else:
+                job_id = uuid.uuid4().hex
+                await self._note_attempt(line.number, job_id)
             try:
-                done = await self._driver._runner.run(request, job_id=job_id, batch_lane=True)
+                done = await self._driver._runner.run(
+                    request, job_id=job_id, batch_id=self._batch_id, adopt_from=lane
+                )
             except WAITING_FOR_WORKERS as exc:
                 log.info("batch %s line %d: waiting (%s)", self._batch_id, line.number, exc)
                 await asyncio.sleep(waiting.next_delay())
@@ -225,15 +237,21 @@ class _BatchRun:
                 if exc.code == ErrorCode.WORKER_LOST and lost_retries > 0:
                     lost_retries -= 1
                     continue
-                text = _error_line(job_id, line.custom_id, request.request_id, exc)
+                text = error_line(job_id, line.custom_id, request.request_id, exc)
                 await self._record(line.number, text, ok=False)
                 return
             body = endpoint.answer(line.body, request, done)
             if isinstance(body, BaseModel):
                 body = body.model_dump(mode="json")
             response = {"status_code": 200, "request_id": request.request_id, "body": body}
-            await self._record(line.number, _result_line(job_id, line.custom_id, response), True)
+            await self._record(line.number, result_line(job_id, line.custom_id, response), True)
             return
+
+    async def _note_attempt(self, number: int, job_id: str) -> None:
+        """The line's job, recorded before it is enqueued: a driver that takes over adopts it."""
+        await self._retrying(
+            lambda: store.note_attempt(self._connection, self._batch_id, number, job_id)
+        )
 
     async def _record(self, number: int, text: str, ok: bool) -> None:
         await self._retrying(
@@ -309,6 +327,8 @@ class _BatchRun:
                 **files,
             )
         )
+        for lane in self._lanes:  # empty now: off RQ's list of queues (rq info, /fleet)
+            await self._retrying(lambda: forget_queue_async(self._connection, lane))  # noqa: B023
         log.info("batch %s: %s", self._batch_id, status)
 
     async def _fail(self, state: store.BatchState, message: str) -> None:
@@ -342,49 +362,3 @@ def raise_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def _result_line(job_id: str, custom_id: str, response: dict) -> str:
-    """A line of the output (or error) file: the request's response, as OpenAI writes it."""
-    return json.dumps(
-        {"id": f"batch_req_{job_id}", "custom_id": custom_id, "response": response, "error": None}
-    )
-
-
-def _error_line(job_id: str, custom_id: str, request_id: str, exc: MlxqError) -> str:
-    """A request that failed, as OpenAI's error file shows it: its status and error body."""
-    response = {
-        "status_code": exc.http_status,
-        "request_id": request_id,
-        "body": error_for(exc),
-    }
-    return _result_line(job_id, custom_id, response)
-
-
-def bad_line_error(line: BadLine) -> str:
-    """A line that failed validation, in the error file: no response, the reason."""
-    error = {"code": "invalid_request", "message": line.message}
-    return json.dumps(
-        {
-            "id": f"batch_req_line{line.number}",
-            "custom_id": line.custom_id,
-            "response": None,
-            "error": error,
-        }
-    )
-
-
-def new_file_meta(filename: str, purpose: str, size: int, ttl_s: int) -> dict:
-    """OpenAI's file object for a file stored now."""
-    now = int(time.time())
-    return {
-        "id": f"file-{uuid.uuid4().hex}",
-        "object": "file",
-        "bytes": size,
-        "created_at": now,
-        "filename": filename,
-        "purpose": purpose,
-        "status": "processed",
-        "expires_at": now + ttl_s,
-        "status_details": None,
-    }

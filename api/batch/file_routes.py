@@ -12,8 +12,8 @@ from fastapi.responses import Response
 from starlette.datastructures import UploadFile
 
 from api.batch import store
-from api.batch.driver import new_file_meta
 from api.batch.files_budget import over_budget, room_for
+from api.batch.records import new_file_meta
 from api.deps import AsyncRedisDep, SettingsDep
 from api.dialects.openai.answers import ERROR_RESPONSES
 from shared.errors import InvalidRequest, NotFound, PayloadTooLarge

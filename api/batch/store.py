@@ -311,10 +311,6 @@ async def note_attempt(connection: aioredis.Redis, batch_id: str, line: int, job
     await connection.hset(_batch_key(batch_id, ":jobs"), str(line), job_id)
 
 
-async def forget_attempt(connection: aioredis.Redis, batch_id: str, line: int) -> None:
-    await connection.hdel(_batch_key(batch_id, ":jobs"), str(line))
-
-
 async def attempts(connection: aioredis.Redis, batch_id: str) -> dict[int, str]:
     """Job ids of the lines' attempts in flight (those of a driver that may have died)."""
     raw = await connection.hgetall(_batch_key(batch_id, ":jobs"))

@@ -126,6 +126,10 @@ class JobEvents:
         self._next_seq = event.seq + 1
         return event
 
+    async def catch_up(self) -> None:
+        """Read what the job's stream holds now (a job followed after it began)."""
+        await self._catch_up()
+
     async def _catch_up(self) -> None:
         """Re-read the job's stream. While Redis is briefly unreachable, try again at the
         next silence: the job may well complete, and its events wait in the stream."""

@@ -121,26 +121,35 @@ class JobRunner:
         keepalive_s: float | None = None,
         *,
         job_id: str | None = None,
-        batch_lane: bool = False,
+        batch_id: str | None = None,
+        adopt_from: str | None = None,
     ) -> AsyncIterator[JobEvent | Keepalive]:
         """The job's events up to and including its DoneEvent; raises MlxqError on failure.
-        ``job_id``: the caller's own id for the job (a batch records it); ``batch_lane``:
-        the job waits in the model's low-priority lane (a line of a batch)."""
+        ``job_id``: the caller's own id for the job (a batch records it); ``batch_id``: the
+        job is a line of that batch: it waits in the batch's low-priority lane, and is not
+        tied to this process (the batch's next driver adopts it). ``adopt_from``: the job was
+        enqueued already, in that queue (by a driver that died): follow it from its first
+        event instead of enqueueing it again."""
         job_id = job_id or uuid.uuid4().hex
         finished = failed = False
         watch = self._metrics.watch(request.model)
-        placed = _Placement(self._submitter.queue_name(request.model))
-        request = request.model_copy(update={"waiter": self.instance})
+        placed = _Placement(adopt_from or self._submitter.queue_name(request.model))
+        waiter = None if batch_id or adopt_from else self.instance
+        request = request.model_copy(update={"waiter": waiter})
         enqueue: asyncio.Future[str] | None = None
         try:
             async with self._hub.subscribe(job_id) as inbox:
-                # Shielded: a cancellation (the client left) must not land inside redis-py's
-                # pipeline, which can swallow it; the job is then taken back once enqueued.
-                enqueue = asyncio.ensure_future(
-                    self._submitter.enqueue(request, job_id, batch_lane)
-                )
-                placed.queue = await asyncio.shield(enqueue)
                 events = JobEvents(job_id, inbox, self._connection)
+                if adopt_from is None:
+                    # Shielded: a cancellation (the client left) must not land inside
+                    # redis-py's pipeline, which can swallow it; the job is then taken back
+                    # once enqueued.
+                    enqueue = asyncio.ensure_future(
+                        self._submitter.enqueue(request, job_id, batch_id)
+                    )
+                    placed.queue = await asyncio.shield(enqueue)
+                else:
+                    await events.catch_up()  # what it did before this process followed it
                 following = self._follow(job_id, request, events, keepalive_s, placed, watch)
                 async for event in following:
                     finished = isinstance(event, DoneEvent)
@@ -174,12 +183,14 @@ class JobRunner:
         request: JobRequest,
         *,
         job_id: str | None = None,
-        batch_lane: bool = False,
+        batch_id: str | None = None,
+        adopt_from: str | None = None,
         watch: Callable[[JobEvent], None] | None = None,
     ) -> DoneEvent:
         """The job's final answer, for callers that do not stream; ``watch`` sees each
         event on the way (a dialect that reports timings)."""
-        async for event in self.events(request, job_id=job_id, batch_lane=batch_lane):
+        events = self.events(request, job_id=job_id, batch_id=batch_id, adopt_from=adopt_from)
+        async for event in events:
             if watch is not None and not isinstance(event, Keepalive):
                 watch(event)
             if isinstance(event, DoneEvent):

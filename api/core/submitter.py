@@ -47,14 +47,14 @@ class JobSubmitter:
             return self._settings.queue_name
         return queue_name_for_model(model)
 
-    async def enqueue(self, request: JobRequest, job_id: str, batch_lane: bool = False) -> str:
+    async def enqueue(self, request: JobRequest, job_id: str, batch_id: str | None = None) -> str:
         """Enqueue the job; returns the queue it waits in: the model's shared queue, or the
         own queue of the worker that holds the longest prefix of its conversation. An
         embedding job has no conversation to route by: it goes to the shared queue. A line
-        of a batch goes to the model's batch lane, which workers serve last."""
+        of a batch (``batch_id``) goes to that batch's lane, which workers serve last."""
         large = _text_bytes(request) > OFF_LOOP_BYTES
-        if batch_lane:
-            placement = batch_lane_name(self.queue_name(request.model))
+        if batch_id is not None:
+            placement = batch_lane_name(self.queue_name(request.model), batch_id)
         elif isinstance(request, EmbeddingRequest):
             placement = self.queue_name(request.model)
         else:

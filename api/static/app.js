@@ -269,8 +269,8 @@ function showFleet(fleet) {
     ]),
   );
   $("workers").tBodies[0].replaceChildren(...(workers.length ? workers : [emptyRow("no live workers", 4)]));
-  // A model has three queues: its shared one, each worker's own (requests routed to the
-  // worker holding their conversation) and its batch lane; the lane tells them apart.
+  // A model has several queues: its shared one, each worker's own (requests routed to the
+  // worker holding their conversation) and each batch's lane; the lane tells them apart.
   const queues = fleet.queues.map((q) =>
     row([
       [q.model ?? q.queue, null, q.queue],

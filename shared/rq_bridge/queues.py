@@ -7,6 +7,7 @@ import time
 from typing import Any, NamedTuple, cast
 
 import redis
+import redis.asyncio as aioredis
 from rq.job import Job
 from rq.queue import Queue
 from rq.registry import FailedJobRegistry
@@ -92,6 +93,11 @@ def move_queued_job(job_id: str, from_queue: str, to_queue: str) -> tuple[Any, .
 def queued_job_ids(connection: redis.Redis, queue_name: str) -> list[str]:
     ids: Any = connection.lrange(queue_key(queue_name), 0, -1)
     return [i.decode() for i in ids]
+
+
+async def forget_queue_async(connection: aioredis.Redis, queue_name: str) -> None:
+    """Drop a queue from RQ's set of queues (a batch's lane, once the batch has ended)."""
+    await connection.srem(Queue.redis_queues_keys, queue_key(queue_name))
 
 
 def forget_queue(connection: redis.Redis, queue_name: str) -> None:

@@ -219,9 +219,11 @@ def test_cancel_stops_the_rest_and_keeps_what_finished(
     output = jsonl(client, done.output_file_id)
     assert len(output) == done.request_counts.completed >= 2
     assert done.request_counts.completed < 40
-    lane = batch_lane_name(queue_name_for_model(DEMO_MODEL_ID))
+    lane = batch_lane_name(queue_name_for_model(DEMO_MODEL_ID), batch.id)
     connection = redis.Redis.from_url(redis_url)
     assert connection.llen(f"rq:queue:{lane}") == 0  # nothing left waiting
+    queues = {q.decode() for q in connection.smembers("rq:queues")}
+    assert f"rq:queue:{lane}" not in queues  # nor listed by rq info
     with pytest.raises(openai.BadRequestError, match="already ended"):
         client.batches.cancel(batch.id)
 
@@ -264,3 +266,29 @@ def test_window_and_output_expiry_are_honoured(service: tuple[openai.OpenAI, str
     assert [b.id for b in client.batches.list(limit=1).data] == [second.id]
     assert [b.id for b in client.batches.list(after=second.id)][0] == first.id
     finished(client, second.id)
+
+
+def test_a_second_batch_does_not_wait_behind_the_first(
+    service: tuple[openai.OpenAI, str],
+) -> None:
+    """Each batch has its own lane and workers serve the lanes in turn. Before: a 30-line
+    batch created 1 s after a 150-line one did nothing for 33 s (its lines queued behind the
+    first batch's 64 in one lane)."""
+    client, _ = service
+    large = client.files.create(file=("a.jsonl", lines_file(60, 10)), purpose="batch")
+    first = client.batches.create(
+        input_file_id=large.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    time.sleep(1.0)
+    small = client.files.create(file=("b.jsonl", lines_file(4, 10)), purpose="batch")
+    started = time.monotonic()
+    second = client.batches.create(
+        input_file_id=small.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+    done = finished(client, second.id, timeout=30)
+    took = time.monotonic() - started
+    assert done.status == "completed" and done.request_counts.completed == 4
+    # two batch slots, lines of 1 s, in turn with the first batch: about 4 s (not 30)
+    assert took < 10, took
+    assert client.batches.retrieve(first.id).status == "in_progress"
+    client.batches.cancel(first.id)

@@ -110,6 +110,9 @@ def test_real_requests_are_answered_while_many_connections_idle(api: str) -> Non
             sock.close()
 
 
+CONCURRENT = 1200
+
+
 def _connect_from(api: str, source: str) -> socket.socket:
     """A connection from another loopback address: another client, as the API counts them."""
     url = urlsplit(api)
@@ -168,18 +171,24 @@ def test_one_client_cannot_take_every_connection(
 
 
 @pytest.mark.anyio
-async def test_two_thousand_concurrent_requests_are_all_answered(
+async def test_more_concurrent_requests_than_the_old_cap_are_all_answered(
     processes: Processes, mlxq_env: dict[str, str]
 ) -> None:
     """The default limit comes from the open-file limit. Before (a fixed 1,024): 984 of 2,000
-    concurrent requests refused, all 2,000 when they all connected first."""
-    env = {**mlxq_env, "MLXQ_ENGINE": "echo", "MLXQ_WORKER_CONCURRENCY": "64"}
+    concurrent requests refused, all 2,000 when they all connected first. 1,200 here (past
+    the old cap; the issue's 2,000 passed too, but takes twice as long on two busy cores)."""
+    env = {
+        **mlxq_env,
+        "MLXQ_ENGINE": "echo",
+        "MLXQ_WORKER_CONCURRENCY": "64",
+        "MLXQ_HEADER_TIMEOUT": "60",  # a loaded machine reads 1,200 heads slowly: not tested here
+    }
     processes.worker(env)
     api = processes.api(env)
-    limits = httpx.Limits(max_connections=2000, max_keepalive_connections=0)
+    limits = httpx.Limits(max_connections=CONCURRENT, max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=api, limits=limits, timeout=120) as client:
         answers = await asyncio.gather(
-            *(client.post("/ask", json={"question": f"q{i}"}) for i in range(2000))
+            *(client.post("/ask", json={"question": f"q{i}"}) for i in range(CONCURRENT))
         )
     statuses = Counter(a.status_code for a in answers)
-    assert statuses == {200: 2000}, statuses
+    assert statuses == {200: CONCURRENT}, statuses

@@ -1,4 +1,5 @@
-"""``worker.engine_thread.ThreadedEngine``: a cancellation stops only a job the engine holds.
+"""``worker.engine_thread.ThreadedEngine``: a cancellation that comes after the job's answer
+is dropped.
 
 A worker that paused long enough to be declared dead drops its copies when it wakes, and
 cancels them in its engine; a copy that had already ended left that cancellation behind, and
@@ -69,9 +70,8 @@ def test_a_cancel_after_the_job_ended_does_not_stop_it_when_it_comes_back() -> N
         engine.stop()
 
 
-def test_a_cancel_of_a_held_job_stops_it_and_is_not_kept() -> None:
+def test_a_cancel_before_the_job_ran_stops_it_and_is_not_kept() -> None:
     engine = OneStepEngine()
-    engine.cancel("job-2")  # not held yet: nothing to stop, nothing kept
     engine.submit(request("job-2"))
     engine.cancel("job-2")  # held (waiting in the inbox): stopped before it runs
     engine.start()
