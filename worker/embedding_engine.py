@@ -59,8 +59,9 @@ class EmbeddingEngine(ThreadedEngine):
     ) -> EngineRequest[EmbeddingRequest]:
         if not isinstance(request, EmbeddingRequest):
             raise InvalidRequest(
-                f"The model {self.model_id!r} computes embeddings; it does not generate text. "
-                "Use /v1/embeddings, /api/embed or /api/embeddings with it."
+                f"The model {self.model_id!r} computes embeddings; it does not generate text "
+                "(nor tokenize for generation). Use /v1/embeddings, /api/embed or "
+                "/api/embeddings with it."
             )
         if request.dimensions is not None and request.dimensions != self.dimensions:
             raise InvalidRequest(

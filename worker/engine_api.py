@@ -14,7 +14,16 @@ from typing import Any, Generic, Literal, Protocol, runtime_checkable
 from typing_extensions import TypeVar
 
 from shared.errors import InvalidRequest, MlxqError
-from shared.schemas import Choice, GenerationRequest, JobRequest, TokenLogprob, ToolCall
+from shared.schemas import (
+    Choice,
+    GenerationRequest,
+    JobRequest,
+    PromptLogprob,
+    Tokenized,
+    TokenizeRequest,
+    TokenLogprob,
+    ToolCall,
+)
 from shared.settings import Settings
 
 RequestT = TypeVar("RequestT", bound=JobRequest, default=GenerationRequest)
@@ -59,6 +68,8 @@ class TokenOutput:
     channel: Literal["content", "reasoning"] = "content"
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCall] | None = None
+    prompt_logprobs: list[PromptLogprob] | None = None
+    """With an echoed prompt: its tokens' log-probabilities."""
 
 
 @dataclass(frozen=True)
@@ -75,6 +86,8 @@ class Finished:
     """From ``received_at`` to the job's first generated token (None: not timed)."""
     last_token_s: float | None = None
     """From ``received_at`` to its last generated token."""
+    tokenized: Tokenized | None = None
+    """A tokenizer job's answer (``choices`` is then empty)."""
 
     @classmethod
     def single(
@@ -196,7 +209,12 @@ class Engine(Protocol):
 
 
 def refuse_other_kind(request: JobRequest, model_id: str) -> GenerationRequest:
-    """A generation engine's check: an embedding job is refused with a 400 that says why."""
+    """A generation engine's check: an embedding job is refused with a 400 that says why, and
+    a tokenizer job by an engine that has no tokenizer to run it with."""
+    if isinstance(request, TokenizeRequest):
+        raise InvalidRequest(
+            f"The worker of {model_id!r} cannot tokenize: its engine has no tokenizer."
+        )
     if not isinstance(request, GenerationRequest):
         raise InvalidRequest(
             f"The model {model_id!r} generates text; it does not compute embeddings. Use an "

@@ -87,8 +87,10 @@ class ChatCompletion(BaseModel):
 
 class CompletionLogprobs(BaseModel):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None] = Field(
+        description="With echo, the prompt's first token has none (null)."
+    )
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
 
 

@@ -75,7 +75,7 @@ def chat_request(body: ChatCompletionRequest, settings: Settings, model: str) ->
         settings,
         model=model,
         timeout=body.timeout,
-        messages=[_message(m) for m in body.messages],
+        messages=chat_messages(body.messages),
         n=body.choices,
         max_tokens=body.token_limit,
         max_tokens_field="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
@@ -83,7 +83,7 @@ def chat_request(body: ChatCompletionRequest, settings: Settings, model: str) ->
         stop=body.stops,
         logprobs=body.logprob_count,
         response_format=response_format,
-        tools=[_tool(t) for t in body.tools or []] or None,
+        tools=tool_definitions(body.tools),
         tool_choice=body.tool_choice_name,
         parallel_tool_calls=body.parallel_tool_calls,
         stream=body.streaming,
@@ -106,6 +106,7 @@ def completion_request(
         stop=body.stops,
         logprobs=body.logprobs,
         echo=body.echo,
+        suffix=body.suffix,
         response_format=body.guided_format(),
         stream=body.streaming,
     )
@@ -157,6 +158,14 @@ def embeddings_answer(body: EmbeddingsBody, done: DoneEvent) -> dict:
 def base64_vector(vector: list[float]) -> str:
     """OpenAI's base64 encoding: the float32 values, little-endian, base64."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def chat_messages(messages: list[MessageIn]) -> list[ChatMessage]:
+    return [_message(m) for m in messages]
+
+
+def tool_definitions(tools: list[ToolIn] | None) -> list[ToolDefinition] | None:
+    return [_tool(t) for t in tools or []] or None
 
 
 def _tool(tool: ToolIn) -> ToolDefinition:
