@@ -11,7 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import Response
-from pydantic import Field, field_validator
+from pydantic import BaseModel, Field, field_validator
 
 from api.core.neutral import tokenize_request
 from api.core.validators import MAX_MESSAGES, MAX_TOOLS, StrictBody, refuser
@@ -69,7 +69,22 @@ class DetokenizeBody(StrictBody):
     tokens: list[int] = Field(max_length=MAX_TOKEN_IDS)
 
 
-@router.post("/tokenize", response_model=None, responses=ERROR_RESPONSES)
+class TokenizeAnswer(BaseModel):
+    count: int
+    max_model_len: int | None
+    tokens: list[int]
+    token_strs: list[str] | None
+
+
+class DetokenizeAnswer(BaseModel):
+    prompt: str
+
+
+@router.post(
+    "/tokenize",
+    response_model=None,
+    responses={200: {"model": TokenizeAnswer}, **ERROR_RESPONSES},
+)
 async def tokenize(body: TokenizePromptBody | TokenizeChatBody, job: JobExchangeDep) -> Response:
     """``{"count", "max_model_len", "tokens", "token_strs"}``, as vLLM answers."""
     model = await job.model(body.model)
@@ -98,7 +113,11 @@ async def tokenize(body: TokenizePromptBody | TokenizeChatBody, job: JobExchange
     return await job.respond(request, answer=answer)
 
 
-@router.post("/detokenize", response_model=None, responses=ERROR_RESPONSES)
+@router.post(
+    "/detokenize",
+    response_model=None,
+    responses={200: {"model": DetokenizeAnswer}, **ERROR_RESPONSES},
+)
 async def detokenize(body: DetokenizeBody, job: JobExchangeDep) -> Response:
     """``{"prompt"}``: the text the token ids stand for, as vLLM answers."""
     model = await job.model(body.model)
