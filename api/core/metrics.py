@@ -185,7 +185,8 @@ class _FleetCollector(Collector):
         rate = gauge("mlxq_worker_tokens_per_second", "A worker's generation rate (10 s window).")
         kv = gauge(
             "mlxq_kv_cache_usage_ratio",
-            "KV cache its running sequences hold, as a fraction of every slot at full context.",
+            "KV cache its running sequences hold (their tokens times a token's KV bytes), as a "
+            "fraction of every slot at full context.",
         )
         prefix = gauge(
             "mlxq_prefix_cache_usage_ratio",
