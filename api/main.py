@@ -35,6 +35,7 @@ from api.dialects.ask import routes as ask_routes
 from api.dialects.ollama import catalog as ollama_catalog
 from api.dialects.ollama import routes as ollama_routes
 from api.dialects.openai import routes as openai_routes
+from api.dialects.openai import tokenize as vllm_tokenize
 from api.dialects.responses import routes as responses_routes
 from api.edge.api_key import ApiKey
 from api.edge.body_limit import BodyLimit
@@ -61,6 +62,7 @@ DIALECTS = Dialects([anthropic.DIALECT, openai.DIALECT, ollama.DIALECT], fallbac
 ROUTERS = (
     ask_routes.router,
     openai_routes.router,
+    vllm_tokenize.router,
     responses_routes.router,
     anthropic_routes.router,
     ollama_routes.router,

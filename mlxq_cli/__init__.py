@@ -6,11 +6,21 @@ never imports MLX.
 """
 
 import argparse
+from importlib import metadata
 from pathlib import Path
+
+
+def version() -> str:
+    """The installed package's version (a checkout run with ``python -m`` has none)."""
+    try:
+        return metadata.version("mlxq")
+    except metadata.PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mlxq", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"mlxq {version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("api", help="run the HTTP API (settings from MLXQ_* variables)")
     worker = commands.add_parser("worker", help="run a worker: load the model, serve jobs")
@@ -30,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         help="redraw every 2 s, with sparklines of the last minute (Ctrl+C ends)",
     )
     ask = commands.add_parser("ask", help="ask a question; the answer streams to the terminal")
-    ask.add_argument("question")
+    ask.add_argument("question", help='the question; "-" reads it from standard input')
     ask.add_argument("--max-tokens", type=int, default=None)
     ask.add_argument("--model", default=None, help="default: the server's MLXQ_MODEL")
     batch = commands.add_parser(

@@ -38,9 +38,10 @@ def status(watch: bool = False) -> int:
         )
     _print_table(rows)
     print("\nqueues")
-    queue_rows = [["queue", "model", "queued", "failed"]]
+    queue_rows = [["model", "lane", "queued", "failed", "refused", "queue"]]
     for q in fleet["queues"]:
-        queue_rows.append([q["queue"], q["model"] or "-", str(q["queued"]), str(q["failed"])])
+        counts = [str(q[count]) for count in ("queued", "failed", "refused")]
+        queue_rows.append([q["model"] or "-", q["lane"], *counts, q["queue"]])
     _print_table(queue_rows)
     return 0
 
@@ -57,7 +58,10 @@ def api_url(settings: Settings) -> str:
 
 
 def ask(question: str, max_tokens: int | None, model: str | None) -> int:
-    """Stream the answer to the terminal as the worker generates it."""
+    """Stream the answer to the terminal as the worker generates it; ``-`` reads the question
+    from standard input. Every failure is one line on stderr (exit 1), never a traceback."""
+    if question == "-":
+        question = sys.stdin.read().strip()
     settings = get_settings()
     headers = {}
     if settings.api_key is not None:
@@ -68,16 +72,44 @@ def ask(question: str, max_tokens: int | None, model: str | None) -> int:
     if model is not None:
         body["model"] = model
     url = f"{api_url(settings)}/ask"
+    started = False
     try:
         with httpx.stream("POST", url, json=body, headers=headers, timeout=None) as response:
             if response.status_code != 200:
                 response.read()
-                print(f"mlxq ask: {response.status_code}: {response.text}", file=sys.stderr)
-                return 1
+                return _fail(f"{_error_message(response)} (HTTP {response.status_code})")
+            started = True
             return _print_stream(response)
     except httpx.HTTPError as exc:
-        print(f"mlxq ask: cannot reach the API at {url}: {exc}", file=sys.stderr)
-        return 1
+        if started:
+            return _fail(f"the connection to the API at {url} broke: {exc}", newline=True)
+        return _fail(f"cannot reach the API at {url}: {exc}")
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        return 130
+
+
+def _fail(message: str, newline: bool = False) -> int:
+    """One readable line on stderr (after the answer's own line when it was streaming)."""
+    print(f"{chr(10) if newline else ''}mlxq ask: {message}", file=sys.stderr)
+    return 1
+
+
+def _error_message(response: httpx.Response) -> str:
+    """The API's error as one line: its ``detail``, or each invalid field and why (a 422)."""
+    try:
+        detail = response.json().get("detail")
+    except ValueError:
+        detail = None
+    if isinstance(detail, list):
+        return "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', [])[1:]) or 'body'}: {item.get('msg')}"
+            for item in detail
+            if isinstance(item, dict)
+        )
+    if isinstance(detail, str):
+        return detail
+    return " ".join(response.text.split())[:300] or response.reason_phrase
 
 
 def _print_stream(response: httpx.Response) -> int:
@@ -90,8 +122,11 @@ def _print_stream(response: httpx.Response) -> int:
         elif line == "" and data:
             text = "\n".join(data)
             if event == "error":
-                print(f"\nmlxq ask: {json.loads(text)['detail']}", file=sys.stderr)
-                return 1
+                try:
+                    detail = json.loads(text)["detail"]
+                except (ValueError, KeyError, TypeError):
+                    detail = text
+                return _fail(str(detail), newline=True)
             if event == "message":
                 print(text, end="", flush=True)
             event, data = "message", []

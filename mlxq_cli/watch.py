@@ -61,15 +61,16 @@ def fleet_view(fleet: dict, history: dict, title: str = "") -> Group:
             sparkline(queued),
         )
     queues = Table(title="queues", title_justify="left")
-    for column in ("queue", "model", "queued", "failed", "queued, last minute"):
-        queues.add_column(column, justify="right" if column in ("queued", "failed") else "left")
+    counts = ("queued", "failed", "refused")
+    for column in ("model", "lane", *counts, "queued, last minute", "queue"):
+        queues.add_column(column, justify="right" if column in counts else "left")
     for q in fleet["queues"]:
         queues.add_row(
-            q["queue"],
             q["model"] or "-",
-            str(q["queued"]),
-            str(q["failed"]),
+            q.get("lane", "shared"),
+            *(str(q.get(count, 0)) for count in counts),
             sparkline(queue_history.get(q["queue"], [])),
+            q["queue"],
         )
     return Group(Text(title, style="dim"), workers, queues)
 

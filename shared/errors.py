@@ -55,6 +55,17 @@ HTTP_STATUS: dict[ErrorCode, int] = {
 }
 
 
+RETRY_AFTER_S: dict[ErrorCode, int] = {
+    ErrorCode.NO_WORKER: 5,
+    ErrorCode.REDIS_UNAVAILABLE: 2,
+    ErrorCode.OVERLOADED: 1,
+}
+"""Retry-After of a 503, by its cause, when the error names none: a worker may be starting
+(seconds), a Redis restart takes a couple of seconds, an overloaded edge frees connections
+at once. Every 503 carries one, so that clients back off instead of hammering."""
+DEFAULT_RETRY_AFTER_S = 2
+
+
 class MlxqError(Exception):
     """An error with a code a client can act on and a message a person can read."""
 
@@ -73,6 +84,16 @@ class MlxqError(Exception):
     @property
     def http_status(self) -> int:
         return HTTP_STATUS[self.code]
+
+    @property
+    def retry_after(self) -> int | None:
+        """Seconds a client should wait before trying again, for a 503 or 429; else None."""
+        given = getattr(self, "retry_after_s", None)
+        if given is not None:
+            return int(given)
+        if self.http_status in (429, 503):
+            return RETRY_AFTER_S.get(self.code, DEFAULT_RETRY_AFTER_S)
+        return None
 
 
 class InvalidRequest(MlxqError):

@@ -20,7 +20,7 @@ import redis
 import redis.asyncio as aioredis
 
 from shared import protocol, rq_bridge
-from shared.keys import model_queue_of
+from shared.keys import lane_of, model_queue_of
 
 
 def _live_stats(connection: redis.Redis) -> list[protocol.WorkerStats]:
@@ -44,23 +44,37 @@ def loaded_models(connection: redis.Redis) -> dict[str, int]:
     return dict(Counter(s.model for s in _live_stats(connection) if s.model is not None))
 
 
+def loaded_model_stats(connection: redis.Redis) -> dict[str, list[protocol.WorkerStats]]:
+    """Model id -> the stats of the live workers that hold it loaded (``loaded_models``'
+    rule): what they say of the model (capabilities, context length) is read from these."""
+    by_model: dict[str, list[protocol.WorkerStats]] = {}
+    for stats in _live_stats(connection):
+        if stats.model is not None:
+            by_model.setdefault(stats.model, []).append(stats)
+    return by_model
+
+
 def snapshot(connection: redis.Redis) -> dict:
-    """Workers (live ones), queue depths and failed-job counts: for /fleet and `mlxq status`."""
+    """Workers (live ones), and queues: each with its lane (``shared``, ``worker <name>``,
+    ``batch``), its depth, its failed jobs and its refused requests apart; for /fleet, /metrics
+    and `mlxq status`."""
     beats = protocol.live_worker_beats(connection)
     stats = protocol.read_stats(connection, [name for name, _ in beats]) if beats else []
     workers = [
         _worker_row(name, beat, worker_stats)
         for (name, beat), worker_stats in zip(beats, stats, strict=True)
     ]
-    models = {q: w["model"] for w in workers for q in w["queues"]}
+    models = {model_queue_of(q): w["model"] for w in workers for q in w["queues"]}
     queues = [
         {
-            "queue": name,
-            "model": models.get(name) or models.get(model_queue_of(name)),
-            "queued": queued,
-            "failed": failed,
+            "queue": depth.queue,
+            "lane": lane_of(depth.queue),
+            "model": models.get(model_queue_of(depth.queue)),
+            "queued": depth.queued,
+            "failed": depth.failed,
+            "refused": depth.refused,
         }
-        for name, queued, failed in rq_bridge.queue_depths(connection)
+        for depth in rq_bridge.queue_depths(connection)
     ]
     return {"workers": workers, "queues": queues}
 
@@ -76,6 +90,9 @@ def _worker_row(name: str, last_beat: float, stats: protocol.WorkerStats) -> dic
         "tokens_per_s": stats.tokens_per_s,
         "tokens_total": stats.tokens_total,
         "prefix_cache_bytes": stats.prefix_cache_bytes,
+        "prefix_cache_budget_bytes": stats.prefix_cache_budget_bytes,
+        "kv_cache_bytes": stats.kv_cache_bytes,
+        "kv_cache_budget_bytes": stats.kv_cache_budget_bytes,
         "prefix_cache_queried_tokens": stats.prefix_cache_queried_tokens,
         "prefix_cache_hit_tokens": stats.prefix_cache_hit_tokens,
         "suggested_temperature": stats.suggested_temperature,

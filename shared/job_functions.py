@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
-from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
+from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest, TokenizeRequest
 
 if TYPE_CHECKING:
     from rq.job import Job
@@ -24,9 +24,17 @@ GENERATE_FUNCTION = "worker.jobs.generate"
 """A generation job (its request: a GenerationRequest)."""
 EMBED_FUNCTION = "worker.jobs.embed"
 """An embedding job (its request: an EmbeddingRequest)."""
+TOKENIZE_FUNCTION = "worker.jobs.tokenize"
+"""A tokenizer job (its request: a TokenizeRequest): /tokenize and /detokenize."""
 
-REQUEST_MODELS: MappingProxyType[str, type[GenerationRequest] | type[EmbeddingRequest]] = (
-    MappingProxyType({GENERATE_FUNCTION: GenerationRequest, EMBED_FUNCTION: EmbeddingRequest})
+REQUEST_MODELS: MappingProxyType[
+    str, type[GenerationRequest] | type[EmbeddingRequest] | type[TokenizeRequest]
+] = MappingProxyType(
+    {
+        GENERATE_FUNCTION: GenerationRequest,
+        EMBED_FUNCTION: EmbeddingRequest,
+        TOKENIZE_FUNCTION: TokenizeRequest,
+    }
 )
 """Each job function -> the request class its job's ``request`` keyword holds."""
 
@@ -41,7 +49,11 @@ class UnreadableJob(Exception):
 
 def function_for(request: JobRequest) -> str:
     """The job function that carries ``request``."""
-    return EMBED_FUNCTION if isinstance(request, EmbeddingRequest) else GENERATE_FUNCTION
+    if isinstance(request, EmbeddingRequest):
+        return EMBED_FUNCTION
+    if isinstance(request, TokenizeRequest):
+        return TOKENIZE_FUNCTION
+    return GENERATE_FUNCTION
 
 
 def is_mlxq_job(job: Job) -> bool:

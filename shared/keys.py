@@ -88,3 +88,16 @@ def batch_lanes_prefix(queue: str) -> str:
 
 def is_batch_lane(queue: str) -> bool:
     return BATCH_LANE_INFIX in queue
+
+
+def lane_of(queue: str) -> str:
+    """Which of a model's queues this is, for people: "shared" (its shared queue), "worker
+    <name>" (one worker's own queue), "key <name>" (one API key's queue) or "batch <id>"
+    (one batch's lane, its owner first where it has one)."""
+    if is_batch_lane(queue):
+        return f"batch {queue.split(BATCH_LANE_INFIX, 1)[1]}"
+    if WORKER_QUEUE_INFIX in queue:
+        return f"worker {queue.split(WORKER_QUEUE_INFIX, 1)[1]}"
+    if KEY_QUEUE_INFIX in queue:
+        return f"key {queue.split(KEY_QUEUE_INFIX, 1)[1]}"
+    return "shared"

@@ -2,7 +2,7 @@
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from shared.errors import ErrorCode
 
@@ -111,14 +111,19 @@ class GenerationRequest(_Strict):
     messages: list[ChatMessage] | None = None
     prompts: list[str | list[int]] | None = None
     n: int = Field(1, ge=1, le=MAX_CHOICES)
-    max_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=0)
+    """0 only with ``echo``: the prompt is scored (its logprobs), nothing is generated."""
     sampling: SamplingParams = SamplingParams()
     stop: list[str] = Field(default_factory=list, max_length=MAX_STOP_SEQUENCES)
     """Strings that end generation; the one found is not part of the answer."""
     logprobs: int | None = Field(None, ge=0, le=MAX_TOP_LOGPROBS)
     """None: none; k: each token's log-probability and its k likeliest alternatives."""
     echo: bool = False
-    """Completions: the answer starts with the prompt."""
+    """Completions: the answer starts with the prompt (with ``logprobs``, the prompt's tokens'
+    log-probabilities come first)."""
+    suffix: str | None = None
+    """Fill-in-the-middle: the text after the insertion; each (text) prompt is the text
+    before it, and the model writes what goes between (worker/fim.py)."""
     response_format: ResponseFormat | None = None
     tools: list[ToolDefinition] | None = None
     tool_choice: ToolChoice = "auto"
@@ -132,6 +137,16 @@ class GenerationRequest(_Strict):
     owner: str | None = None
     """The name of the API key the request came with (None on an open service): its usage
     is counted to that key, and it waits in that key's queue (shared/keys.py)."""
+
+    @model_validator(mode="after")
+    def _nothing_to_generate_needs_echo(self) -> "GenerationRequest":
+        if self.max_tokens == 0 and not (self.echo and self.prompts is not None):
+            raise ValueError("max_tokens 0 generates nothing: only an echoed prompt is scored")
+        if self.suffix is not None and not (
+            self.prompts is not None and all(isinstance(p, str) for p in self.prompts)
+        ):
+            raise ValueError("suffix goes with text prompts (the text before the insertion)")
+        return self
 
 
 class EmbeddingRequest(_Strict):
@@ -155,8 +170,49 @@ class EmbeddingRequest(_Strict):
     is counted to that key, and it waits in that key's queue (shared/keys.py)."""
 
 
-JobRequest = GenerationRequest | EmbeddingRequest
-"""Either kind of job a worker reads; each engine runs one kind and refuses the other."""
+class TokenizeRequest(_Strict):
+    """A tokenizer job (vLLM's ``/tokenize`` and ``/detokenize``), run by a worker of the
+    model, since the API has no tokenizer. Exactly one of ``prompt`` (encoded as it is),
+    ``messages`` (through the chat template, as a generation's prompt is built) or ``tokens``
+    (decoded back to text) is set."""
+
+    request_id: str
+    model: str
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = None
+    tools: list[ToolDefinition] | None = None
+    chat_template_kwargs: dict[str, JSONScalar] = Field(default_factory=dict)
+    add_generation_prompt: bool = True
+    add_special_tokens: bool = True
+    """For a prompt: the tokenizer's own special tokens (a BOS) as it adds them."""
+    tokens: list[int] | None = None
+    return_token_strs: bool = False
+    deadline: float = Field(description="Unix time after which the job must not start.")
+    waiter: str | None = None
+    owner: str | None = None
+    """The name of the API key the request came with: it waits in that key's queue."""
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "TokenizeRequest":
+        given = [x is not None for x in (self.prompt, self.messages, self.tokens)]
+        if sum(given) != 1:
+            raise ValueError("exactly one of prompt, messages and tokens")
+        return self
+
+
+JobRequest = GenerationRequest | EmbeddingRequest | TokenizeRequest
+"""The kinds of job a worker reads; each engine runs the kinds it can and refuses the rest."""
+
+
+class Tokenized(_Strict):
+    """A tokenizer job's answer: the token ids (tokenize) or the text (detokenize)."""
+
+    tokens: list[int] | None = None
+    token_strs: list[str] | None = None
+    """Each token as the vocabulary writes it, when asked for (``return_token_strs``)."""
+    text: str | None = None
+    max_model_len: int | None = None
+    """The model's context, as vLLM reports it beside the tokens."""
 
 
 class TokenLogprob(_Strict):
@@ -172,10 +228,23 @@ class TopLogprob(_Strict):
     bytes: list[int]
 
 
+class PromptLogprob(_Strict):
+    """A prompt token's log-probability given the tokens before it (``echo`` with
+    ``logprobs``): the first token has none (null, as OpenAI and vLLM return it)."""
+
+    token: str
+    logprob: float | None
+    bytes: list[int]
+    top_logprobs: list[TopLogprob] | None = None
+
+
 class StartedEvent(_Strict):
     type: Literal["started"] = "started"
     seq: int
     worker: str
+    prompt_tokens: int | None = None
+    """The prompt's tokens, as the worker counted them before the first event (Anthropic's
+    ``message_start`` reports them); None from an engine that does not count them."""
 
 
 class TokenEvent(_Strict):
@@ -192,6 +261,8 @@ class TokenEvent(_Strict):
     """Pieces of the choice's calls: a call's first piece brings its id, its name and the
     start of its arguments; a later piece with the same id brings more of its arguments'
     text (a forced call streams as it is decoded; a parsed one comes in one piece)."""
+    prompt_logprobs: list[PromptLogprob] | None = None
+    """With the echoed prompt (``echo`` and ``logprobs``): its tokens' log-probabilities."""
 
 
 class Choice(_Strict):
@@ -202,6 +273,8 @@ class Choice(_Strict):
     reasoning: str | None = None
     tool_calls: list[ToolCall] | None = None
     logprobs: list[TokenLogprob] | None = None
+    prompt_logprobs: list[PromptLogprob] | None = None
+    """``echo`` with ``logprobs``: the prompt's tokens' log-probabilities, before ``logprobs``."""
 
 
 class DoneEvent(_Strict):
@@ -215,6 +288,14 @@ class DoneEvent(_Strict):
     """The worker that answered (for the ``x-mlxq-worker`` header)."""
     embeddings: list[list[float]] | None = None
     """An embedding job's answer: one unit vector per input, in order (``choices`` empty)."""
+    first_token_s: float | None = None
+    """Seconds from the worker's start of the job to its first generated token: with the
+    queue wait the API saw, a non-streamed request's time to first token."""
+    last_token_s: float | None = None
+    """Seconds from the worker's start of the job to its last generated token (with
+    ``first_token_s``, the time between tokens)."""
+    tokenized: Tokenized | None = None
+    """A tokenizer job's answer (``choices`` empty)."""
 
     @property
     def text(self) -> str:

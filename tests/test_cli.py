@@ -13,7 +13,9 @@ from tests.faults.helpers import slow_env
 from tests.support.processes import ROOT, Processes, free_port, wait_until
 
 
-def mlxq(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess:
+def mlxq(
+    *args: str, env: dict[str, str], timeout: float = 30, stdin: str | None = None
+) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "mlxq_cli", *args],
         cwd=ROOT,
@@ -21,6 +23,7 @@ def mlxq(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.Com
         capture_output=True,
         text=True,
         timeout=timeout,
+        input=stdin,
     )
 
 

@@ -7,6 +7,7 @@ queue plumbing without MLX; select it with MLXQ_ENGINE=echo.
 import time
 from typing import Literal
 
+from shared.errors import InvalidRequest
 from shared.schemas import GenerationRequest, JobRequest
 from shared.settings import Settings
 from worker.engine_api import (
@@ -31,6 +32,11 @@ class EchoEngine(Engine):
 
     def prepare(self, job_id: str, request: JobRequest, timeout_s: float) -> EngineRequest:
         request = refuse_other_kind(request, self.model_id)
+        if request.suffix is not None:
+            raise InvalidRequest(
+                f"suffix: the model {self.model_id!r} (the echo engine) cannot fill in the "
+                "middle; fill-in-the-middle needs a model with FIM tokens."
+            )
         words = _last_text(request).split()
         max_tokens = request.max_tokens or len(words)
         deadline = time.monotonic() + timeout_s

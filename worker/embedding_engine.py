@@ -28,6 +28,7 @@ from worker.bert import BertEncoder, BertTokenizer, pad_batch
 from worker.engine_api import Emit, EngineRequest, Failed, Finished
 from worker.engine_thread import ThreadedEngine
 from worker.model import resolve_model_path
+from worker.model_facts import embedding_model_facts
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ class EmbeddingEngine(ThreadedEngine):
         self._tokenizer = BertTokenizer(folder)
         self.context_length = self._encoder.config.max_length
         self.dimensions = self._encoder.config.hidden_size
+        self.facts = embedding_model_facts(folder, self._encoder.parameter_count)
         self._stream = mx.new_thread_local_stream(mx.default_device())
         self.peak_batch_size = 0
         self.generated_tokens = 0
@@ -57,8 +59,9 @@ class EmbeddingEngine(ThreadedEngine):
     ) -> EngineRequest[EmbeddingRequest]:
         if not isinstance(request, EmbeddingRequest):
             raise InvalidRequest(
-                f"The model {self.model_id!r} computes embeddings; it does not generate text. "
-                "Use /v1/embeddings, /api/embed or /api/embeddings with it."
+                f"The model {self.model_id!r} computes embeddings; it does not generate text "
+                "(nor tokenize for generation). Use /v1/embeddings, /api/embed or "
+                "/api/embeddings with it."
             )
         if request.dimensions is not None and request.dimensions != self.dimensions:
             raise InvalidRequest(

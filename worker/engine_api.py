@@ -6,6 +6,7 @@ Every engine (MLX, embedding, echo, a plug-in named by MLXQ_ENGINE=module:Class)
 tokenization), then ``submit`` and, when a client goes away, ``cancel``.
 """
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, runtime_checkable
@@ -13,7 +14,16 @@ from typing import Any, Generic, Literal, Protocol, runtime_checkable
 from typing_extensions import TypeVar
 
 from shared.errors import InvalidRequest, MlxqError
-from shared.schemas import Choice, GenerationRequest, JobRequest, TokenLogprob, ToolCall
+from shared.schemas import (
+    Choice,
+    GenerationRequest,
+    JobRequest,
+    PromptLogprob,
+    Tokenized,
+    TokenizeRequest,
+    TokenLogprob,
+    ToolCall,
+)
 from shared.settings import Settings
 
 RequestT = TypeVar("RequestT", bound=JobRequest, default=GenerationRequest)
@@ -40,6 +50,8 @@ class EngineRequest(Generic[RequestT]):
     """Makes one sequence's grammar constraint (structured output, forced tool calls)."""
     payload: Any = field(default=None, compare=False)
     """Engine-specific extras (the echo engine keeps its text here)."""
+    received_at: float = field(default_factory=time.monotonic, compare=False)
+    """time.monotonic() when it was ready (tokenized): its timings count from here."""
 
     @property
     def prompt_tokens(self) -> int:
@@ -56,6 +68,8 @@ class TokenOutput:
     channel: Literal["content", "reasoning"] = "content"
     logprobs: list[TokenLogprob] | None = None
     tool_calls: list[ToolCall] | None = None
+    prompt_logprobs: list[PromptLogprob] | None = None
+    """With an echoed prompt: its tokens' log-probabilities."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +82,12 @@ class Finished:
     cached_tokens: int = 0
     embeddings: list[list[float]] | None = None
     """An embedding job's answer (``choices`` is then empty): one vector per input."""
+    first_token_s: float | None = None
+    """From ``received_at`` to the job's first generated token (None: not timed)."""
+    last_token_s: float | None = None
+    """From ``received_at`` to its last generated token."""
+    tokenized: Tokenized | None = None
+    """A tokenizer job's answer (``choices`` is then empty)."""
 
     @classmethod
     def single(
@@ -96,12 +116,40 @@ Emit = Callable[[EngineOutput], None]
 
 
 @dataclass(frozen=True)
+class ModelFacts:
+    """What a worker knows of its model because it loaded it; published with its heartbeat
+    (``WorkerStats``) for the API's model listings, since the API never reads model files."""
+
+    capabilities: tuple[str, ...] = ("completion",)
+    """In Ollama's words: "completion", "tools", "insert" (fill-in-the-middle), "thinking"
+    (the tokenizer declares thinking markers); or "embedding"."""
+    parameter_count: int | None = None
+    family: str | None = None
+    """The architecture, as its config names it ("llama", "qwen3", "bert")."""
+    quantization: str | None = None
+    """"Q4", "Q8" (quantized weights, by bits), or the weights' type ("BF16", "F32")."""
+    size_bytes: int | None = None
+    """The weights' size on disk."""
+
+
+@dataclass(frozen=True)
 class PrefixCacheReport:
     """What an engine's prefix cache has done so far (``Engine.prefix_cache_report``)."""
 
     queried_tokens: int
     hit_tokens: int
     bytes: int
+    budget_bytes: int = 0
+    """The most it may hold (0: no prefix cache)."""
+
+
+@dataclass(frozen=True)
+class KvCacheReport:
+    """The KV cache the running sequences hold now, and the most they can hold (every slot
+    at the full context): ``Engine.kv_cache_report``."""
+
+    bytes: int
+    budget_bytes: int
 
 
 @runtime_checkable
@@ -117,6 +165,8 @@ class Engine(Protocol):
     model_id: str
     context_length: int | None = None
     """Tokens the model reads at most (None: no limit the worker knows of)."""
+    facts: ModelFacts = ModelFacts()
+    """What the fleet is told of the model (capabilities, size); a text model by default."""
     suggested_temperature: float | None = None
     """The model's own temperature (its generation_config.json), for clients to start from."""
     reuses_prefixes: bool = False
@@ -153,9 +203,18 @@ class Engine(Protocol):
         """The prefix cache's counters (all zero for an engine without one)."""
         return PrefixCacheReport(0, 0, 0)
 
+    def kv_cache_report(self) -> KvCacheReport:
+        """The running sequences' KV cache (zero for an engine that keeps none)."""
+        return KvCacheReport(0, 0)
+
 
 def refuse_other_kind(request: JobRequest, model_id: str) -> GenerationRequest:
-    """A generation engine's check: an embedding job is refused with a 400 that says why."""
+    """A generation engine's check: an embedding job is refused with a 400 that says why, and
+    a tokenizer job by an engine that has no tokenizer to run it with."""
+    if isinstance(request, TokenizeRequest):
+        raise InvalidRequest(
+            f"The worker of {model_id!r} cannot tokenize: its engine has no tokenizer."
+        )
     if not isinstance(request, GenerationRequest):
         raise InvalidRequest(
             f"The model {model_id!r} generates text; it does not compute embeddings. Use an "

@@ -140,8 +140,19 @@ class Heartbeat:
             self._worker.show_state(suspended=suspended, running=self._reporter.running_count)
 
     def _stats(self) -> protocol.WorkerStats:
-        engine, cache = self._engine, self._engine.prefix_cache_report()
+        engine = self._engine
+        cache, kv = engine.prefix_cache_report(), engine.kv_cache_report()
+        facts = engine.facts
         return protocol.WorkerStats(
+            prefix_cache_budget_bytes=cache.budget_bytes,
+            kv_cache_bytes=kv.bytes,
+            kv_cache_budget_bytes=kv.budget_bytes,
+            capabilities=list(facts.capabilities),
+            context_length=engine.context_length,
+            parameter_count=facts.parameter_count,
+            family=facts.family,
+            quantization=facts.quantization,
+            weights_bytes=facts.size_bytes,
             names_connections=True,
             prefix_cache_bytes=cache.bytes,
             prefix_cache_queried_tokens=cache.queried_tokens,

@@ -132,7 +132,7 @@ class JobStarter:
         the engine has it."""
         job = running.job
         try:
-            cancelled = self._record_start(running, announce=prepared is not None)
+            cancelled = self._record_start(running, prepared)
         except redis.RedisError as exc:  # down, or full and refusing writes
             log.error("job %s: Redis failed while starting it (%s)", job.id, exc)
             if running.execution is not None:
@@ -178,7 +178,7 @@ class JobStarter:
         with contextlib.suppress(redis.RedisError):
             protocol.tell_waiter(self._worker.connection, job_id, event)
 
-    def _record_start(self, running: RunningJob, announce: bool) -> bool:
+    def _record_start(self, running: RunningJob, prepared: EngineRequest | None) -> bool:
         """RQ's start of a job and mlxq's own writes, in one round trip; returns whether the
         job's client has already gone away."""
         job, worker = running.job, self._worker
@@ -187,8 +187,12 @@ class JobStarter:
             protocol.add_cancel_check(pipeline, job.id)
             cancelled_at = len(pipeline) - 1
             protocol.add_running_job(pipeline, worker.name, job.id)  # its events may be sent
-            if announce:  # "started" means accepted: a refused job's first event is its error
-                started = StartedEvent(seq=running.take_seq(), worker=worker.name)
+            if prepared is not None:  # "started" means accepted: a refused job's first
+                # event is its error. It counts the prompt's tokens (Anthropic's message_start).
+                tokens = prepared.prompt_tokens or None  # an engine that does not tokenize: 0
+                started = StartedEvent(
+                    seq=running.take_seq(), worker=worker.name, prompt_tokens=tokens
+                )
                 protocol.add_event(pipeline, job.id, started, self._config.event_ttl_s)
             # RQ's BUSY and the reporter's IDLE (when the last job ends) must not cross: the
             # start and the count it changes happen together, under the state lock.

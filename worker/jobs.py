@@ -18,3 +18,10 @@ def embed(request: dict) -> dict:
         "mlxq embedding jobs must run on an mlxq worker ('mlxq worker' with an embedding "
         "model), which loads the model once and batches inputs; a stock RQ worker cannot."
     )
+
+
+def tokenize(request: dict) -> dict:
+    raise RuntimeError(
+        "mlxq tokenizer jobs must run on an mlxq worker ('mlxq worker'), which holds the "
+        "model's tokenizer; a stock RQ worker cannot run them."
+    )

@@ -27,11 +27,8 @@ class LogprobReader:
             top_ids = cast(list[int], ids[order].tolist())
             top_values = cast(list[float], values[order].tolist())
             for i, value in zip(top_ids, top_values, strict=True):
-                text = self._text(i)
-                alternatives.append(
-                    TopLogprob(token=text, logprob=value, bytes=list(text.encode()))
-                )
-        text = self._text(token)
+                alternatives.append(self.top(i, value))
+        text = self.text(token)
         return TokenLogprob(
             token=text,
             logprob=vector[token].item(),
@@ -39,7 +36,13 @@ class LogprobReader:
             top_logprobs=alternatives,
         )
 
-    def _text(self, token: int) -> str:
+    def top(self, token: int, logprob: float) -> TopLogprob:
+        """One of the likeliest tokens at a position."""
+        text = self.text(token)
+        return TopLogprob(token=text, logprob=logprob, bytes=list(text.encode()))
+
+    def text(self, token: int) -> str:
+        """The token as text (alone: a piece of a character decodes as U+FFFD)."""
         if token not in self._texts:
             self._texts[token] = self._tokenizer.decode([token])
         return self._texts[token]

@@ -13,13 +13,14 @@ import time
 from typing import Any, Literal
 
 from shared.errors import Cancelled, GenerationFailed, JobTimedOut, MlxqError
-from shared.schemas import JobRequest, SamplingParams
+from shared.schemas import Choice, JobRequest, PromptLogprob, SamplingParams, TokenizeRequest
 from shared.settings import Settings
 from worker.engine_api import (
     Emit,
     EngineRequest,
     Failed,
     Finished,
+    KvCacheReport,
     PrefixCacheReport,
     TokenOutput,
     refuse_other_kind,
@@ -28,10 +29,12 @@ from worker.engine_thread import SHUT_DOWN_MESSAGE, ThreadedEngine
 from worker.logprobs import LogprobReader
 from worker.model import LoadedModel, load_model
 from worker.prefix_cache import PrefixCache, default_cache_bytes, kv_bytes_per_token
+from worker.prompt_scoring import score_prompt
 from worker.request_checks import RequestPreparer
 from worker.sampling import make_logits_processors, make_request_sampler
 from worker.scheduler import ScheduledJob, Scheduler
 from worker.sequence import Released, Sequence
+from worker.tokenize_job import run_tokenize
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +60,23 @@ class MLXEngine(ThreadedEngine):
         self.model_id = loaded.model_id
         self.context_length = loaded.context_length
         self.suggested_temperature = loaded.temperature
+        self.facts = loaded.facts
         self.peak_batch_size = 0
         self.generated_tokens = 0
         self._tokenizer = loaded.tokenizer
+        self._model = loaded.model
         self._eos = set(loaded.tokenizer.eos_token_ids)
         self._preparer = RequestPreparer(loaded, settings.max_tokens_cap)
         self._jobs: dict[str, ScheduledJob] = {}
+        self._kv_per_token = kv_bytes_per_token(loaded.model)
+        self._kv_budget = (
+            settings.worker_concurrency
+            * (self.context_length or settings.max_tokens_cap)
+            * self._kv_per_token
+        )
         cache_bytes = settings.prefix_cache_bytes
         if cache_bytes is None:
-            cache_bytes = default_cache_bytes(kv_bytes_per_token(loaded.model), self.context_length)
+            cache_bytes = default_cache_bytes(self._kv_per_token, self.context_length)
         self.prefix_cache = PrefixCache(loaded.model, cache_bytes)
         self.scheduler = Scheduler(
             loaded.model, self.prefix_cache, self._eos, settings.worker_concurrency, self._jobs.get
@@ -74,13 +85,38 @@ class MLXEngine(ThreadedEngine):
 
     # -- called from the RQ side -------------------------------------------------------------
 
-    def prepare(self, job_id: str, request: JobRequest, timeout_s: float) -> EngineRequest:
+    def prepare(self, job_id: str, request: JobRequest, timeout_s: float) -> EngineRequest[Any]:
+        timeout_at = time.monotonic() + timeout_s
+        if isinstance(request, TokenizeRequest):  # answered on this thread, in submit
+            vocab_size = self._preparer.vocab_size
+            tokenized = run_tokenize(self._tokenizer, request, self.context_length, vocab_size)
+            return EngineRequest(job_id, request, [], [], timeout_at, payload=tokenized)
         generation = refuse_other_kind(request, self.model_id)
-        return self._preparer.prepare(job_id, generation, time.monotonic() + timeout_s)
+        return self._preparer.prepare(job_id, generation, timeout_at)
+
+    def submit(self, request: EngineRequest[Any]) -> None:
+        """A tokenizer job is answered at once (the model is not needed); the rest go to the
+        engine thread."""
+        if isinstance(request.request, TokenizeRequest):
+            self._emit(Finished(request.job_id, [], 0, tokenized=request.payload))
+            return
+        super().submit(request)
 
     def prefix_cache_report(self) -> PrefixCacheReport:
         stats = self.prefix_cache.stats  # counters: a slightly stale read is fine
-        return PrefixCacheReport(stats.queried_tokens, stats.hit_tokens, self.prefix_cache.nbytes)
+        cache = self.prefix_cache
+        budget = cache.max_bytes if cache.enabled else 0
+        return PrefixCacheReport(stats.queried_tokens, stats.hit_tokens, cache.nbytes, budget)
+
+    def kv_cache_report(self) -> KvCacheReport:
+        """The running sequences' tokens (prompt and generated) times the KV bytes a token
+        takes; read from the main thread (a snapshot of the jobs: a stale read is fine)."""
+        tokens = sum(
+            len(sequence.prompt) + len(sequence.tokens)
+            for job in list(self._jobs.copy().values())
+            for sequence in job.sequences
+        )
+        return KvCacheReport(tokens * self._kv_per_token, self._kv_budget)
 
     # -- the engine thread ---------------------------------------------------------------
 
@@ -119,9 +155,20 @@ class MLXEngine(ThreadedEngine):
             return None
         try:
             job = ScheduledJob(request, self._new_sequences(request))
+            body = request.request
+            if body.echo and body.logprobs is not None:
+                job.prompt_logprobs = [
+                    score_prompt(self._model, prompt, self._logprobs, body.logprobs)
+                    for prompt in request.prompts
+                ]
         except Exception as exc:  # e.g. sampling settings MLX rejects: this request alone fails
             log.exception("job %s: could not start", request.job_id)
             self._emit(Failed(request.job_id, GenerationFailed(f"Could not start: {exc}")))
+            return None
+        if request.request.max_tokens == 0:  # only the echoed prompt, scored
+            self._send_echo(job)
+            choices = [self._echoed(job, s, s.choice("length")) for s in job.sequences]
+            self._emit(Finished(job.job_id, choices, request.prompt_tokens))
             return None
         self._jobs[request.job_id] = job
         self._send_echo(job)
@@ -155,12 +202,27 @@ class MLXEngine(ThreadedEngine):
         return sequences
 
     def _send_echo(self, job: ScheduledJob) -> None:
-        """Completions with ``echo``: each choice's answer starts with its prompt."""
+        """Completions with ``echo``: each choice's answer starts with its prompt (and, with
+        ``logprobs``, its prompt's scores)."""
         if not (job.request.request.echo and job.request.request.stream):
             return
         for sequence in job.sequences:
             text = self._tokenizer.decode(sequence.prompt)
-            self._emit(TokenOutput(job.job_id, text, index=sequence.index))
+            scores = self._prompt_scores(job, sequence)
+            self._emit(TokenOutput(job.job_id, text, index=sequence.index, prompt_logprobs=scores))
+
+    def _prompt_scores(self, job: ScheduledJob, sequence: Sequence) -> list[PromptLogprob] | None:
+        if job.prompt_logprobs is None:
+            return None
+        return job.prompt_logprobs[sequence.index // job.request.request.n]
+
+    def _echoed(self, job: ScheduledJob, sequence: Sequence, choice: Choice) -> Choice:
+        """A choice of a completion with ``echo``: its prompt, then its answer."""
+        if not job.request.request.echo:
+            return choice
+        echo = self._tokenizer.decode(sequence.prompt)
+        scores = self._prompt_scores(job, sequence)
+        return choice.model_copy(update={"text": echo + choice.text, "prompt_logprobs": scores})
 
     def _drop_cancelled(self) -> None:
         for job_id in self._take_cancelled(set(self._jobs)):
@@ -183,6 +245,10 @@ class MLXEngine(ThreadedEngine):
     ) -> bool:
         """Take one generated token; returns True when the sequence is finished."""
         self.generated_tokens += 1
+        job = self._jobs.get(sequence.job_id)
+        if job is not None:
+            job.last_token_at = time.monotonic()
+            job.first_token_at = job.first_token_at or job.last_token_at
         if token in self._eos:
             self._finish(sequence, "stop", sequence.end())
             return True
@@ -228,15 +294,20 @@ class MLXEngine(ThreadedEngine):
     def _finish(self, sequence: Sequence, reason: Literal["stop", "length"], last: Released):
         self._send(sequence, last)
         job = self._jobs[sequence.job_id]
-        choice = sequence.choice(reason)
-        if job.request.request.echo:
-            echo = self._tokenizer.decode(sequence.prompt)
-            choice = choice.model_copy(update={"text": echo + choice.text})
-        job.choices[sequence.index] = choice
+        job.choices[sequence.index] = self._echoed(job, sequence, sequence.choice(reason))
         if len(job.choices) == len(job.sequences):
             del self._jobs[job.job_id]
             choices = [job.choices[i] for i in sorted(job.choices)]
-            self._emit(Finished(job.job_id, choices, job.request.prompt_tokens, job.cached_tokens))
+            self._emit(
+                Finished(
+                    job.job_id,
+                    choices,
+                    job.request.prompt_tokens,
+                    job.cached_tokens,
+                    first_token_s=_since(job.request.received_at, job.first_token_at),
+                    last_token_s=_since(job.request.received_at, job.last_token_at),
+                )
+            )
 
     def _drop(self, job: ScheduledJob, error: MlxqError) -> None:
         """End a job early: take its sequences out of wherever they are."""
@@ -249,6 +320,10 @@ class MLXEngine(ThreadedEngine):
             self._emit(Failed(job.job_id, error))
         self._jobs.clear()
         self.scheduler.reset()
+
+
+def _since(start: float, at: float | None) -> float | None:
+    return None if at is None else round(at - start, 6)
 
 
 def _choice_sampling(request: EngineRequest, choice: int) -> SamplingParams:

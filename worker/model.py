@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.settings import DEMO_EMBEDDING_MODEL_ID, DEMO_MODEL_ID
+from worker.engine_api import ModelFacts
 from worker.startup_error import StartupError
 
 log = logging.getLogger(__name__)
@@ -25,6 +26,8 @@ class LoadedModel:
     context_length: int | None
     temperature: float | None = None
     """The temperature its makers suggest (generation_config.json), for clients to start from."""
+    facts: ModelFacts = ModelFacts()
+    """What the fleet is told of it (worker/model_facts.py)."""
 
 
 def resolve_model_path(model_id: str, cache_dir: Path) -> Path:
@@ -120,15 +123,24 @@ def load_model(model_id: str, cache_dir: Path, *, cpu_dequantize: bool = True) -
     from mlx_lm import load
 
     from worker.cpu_backend import dequantize_to_float32, on_cpu
+    from worker.model_facts import chat_model_facts, parameter_count
 
     try:
         model, tokenizer = load(str(path))[:2]
     except Exception as exc:
         raise StartupError(f"Could not load the model in {path}: {exc}") from exc
+    # Counted before the CPU backend expands quantized weights (mlx-lm counts packed ones).
+    facts = chat_model_facts(path, tokenizer, parameter_count(model))
     if cpu_dequantize and on_cpu():
         expanded = dequantize_to_float32(model)
         if expanded:
             log.info("CPU backend: expanded %d quantized layers to float32", expanded)
     return LoadedModel(
-        model_id, path, model, tokenizer, context_length(path), suggested_temperature(path)
+        model_id,
+        path,
+        model,
+        tokenizer,
+        context_length(path),
+        suggested_temperature(path),
+        facts,
     )

@@ -312,6 +312,7 @@ def _event(output: EngineOutput, seq: int, worker: str) -> JobEvent:
             channel=output.channel,
             logprobs=output.logprobs,
             tool_calls=output.tool_calls,
+            prompt_logprobs=output.prompt_logprobs,
         )
     if isinstance(output, Finished):
         return DoneEvent(seq=seq, worker=worker, **_result(output))
@@ -328,4 +329,13 @@ def _result(output: Finished) -> dict:
         "prompt_tokens": output.prompt_tokens,
         "cached_tokens": output.cached_tokens,
         **({"embeddings": output.embeddings} if output.embeddings is not None else {}),
+        **({"tokenized": output.tokenized.model_dump()} if output.tokenized is not None else {}),
+        **{
+            name: value
+            for name, value in (
+                ("first_token_s", output.first_token_s),
+                ("last_token_s", output.last_token_s),
+            )
+            if value is not None
+        },
     }

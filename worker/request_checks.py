@@ -14,6 +14,7 @@ from shared.errors import ContextLengthExceeded, InvalidRequest
 from shared.schemas import GenerationRequest
 from worker.channels import channels_for, ends_in_reasoning
 from worker.engine_api import EngineRequest, LogitsProcessor
+from worker.fim import find_fim_tokens
 from worker.model import LoadedModel
 from worker.prompt import fit_max_tokens, prompt_token_lists
 from worker.sampling import check_logit_bias
@@ -25,6 +26,8 @@ from worker.tools import parse_tool_calls
 class RequestPreparer:
     def __init__(self, loaded: LoadedModel, max_tokens_cap: int) -> None:
         self._tokenizer = loaded.tokenizer
+        self._model_id = loaded.model_id
+        self._fim = find_fim_tokens(loaded.tokenizer)
         self._context_length = loaded.context_length
         self._cap = max_tokens_cap
         self.vocab_size = _vocab_size(loaded)
@@ -33,8 +36,15 @@ class RequestPreparer:
 
     def prepare(self, job_id: str, request: GenerationRequest, timeout_at: float) -> EngineRequest:
         check_logit_bias(request.sampling, self.vocab_size)
+        if request.suffix is not None and self._fim is None:
+            raise InvalidRequest(
+                f"suffix: the model {self._model_id!r} cannot fill in the middle: its "
+                "vocabulary has no fill-in-the-middle tokens (such as <fim_prefix>, "
+                "<fim_suffix>, <fim_middle> or <|fim_prefix|>...). Use a code model that has "
+                "them (StarCoder, Qwen2.5-Coder, DeepSeek-Coder), or send no suffix."
+            )
         self._refuse_what_cannot_fit(request)
-        prompts = prompt_token_lists(self._tokenizer, request)
+        prompts = prompt_token_lists(self._tokenizer, request, self._fim)
         self._check_token_ids(prompts)
         max_tokens = [
             fit_max_tokens(request.max_tokens, len(p), self._context_length, self._cap)
@@ -74,6 +84,7 @@ class RequestPreparer:
             return
         texts = [m.content for m in request.messages or []]
         texts += [p for p in request.prompts or [] if isinstance(p, str)]
+        texts += [request.suffix] * len(request.prompts or []) if request.suffix else []
         least = sum(len(t.encode()) for t in texts) // self._max_token_bytes()
         if least > self._context_length:
             raise ContextLengthExceeded(

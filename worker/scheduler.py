@@ -25,7 +25,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
-from shared.schemas import Choice
+from shared.schemas import Choice, PromptLogprob
 from worker.engine_api import EngineRequest
 from worker.prefix_cache import PrefixCache
 from worker.sequence import Sequence
@@ -49,6 +49,11 @@ class ScheduledJob:
     sequences: list[Sequence]
     choices: dict[int, Choice] = field(default_factory=dict)
     cached_tokens: int = 0
+    first_token_at: float | None = None
+    """time.monotonic() of its first generated token (the engine's accept sets both)."""
+    last_token_at: float | None = None
+    prompt_logprobs: list[list[PromptLogprob]] | None = None
+    """``echo`` with ``logprobs``: each prompt's tokens scored (worker/prompt_scoring.py)."""
 
     @property
     def job_id(self) -> str:

@@ -15,6 +15,9 @@ from worker.channels import TextChannels
 from worker.forced_calls import ForcedCalls, new_call_id
 from worker.stops import StopMatcher
 
+REPLACEMENT_CHARACTER = "\ufffd"
+"""What a UTF-8 decoder writes for bytes that are not a whole character."""
+
 ToolParser = Callable[[str], list[dict[str, str]]]
 """Turns the text of one tool-call block into its calls: [{"name", "arguments" (JSON)}]."""
 
@@ -89,9 +92,14 @@ class Sequence:
         return released, stopped
 
     def end(self) -> Released:
-        """What is still held back once generation ends (without a stop string)."""
+        """What is still held back once generation ends (without a stop string). A character
+        cut by the end (``max_tokens`` inside a multi-byte character: its first bytes came,
+        the rest never will) is dropped, not sent as U+FFFD: the detokenizer holds back
+        incomplete bytes while streaming, and decodes them as replacement characters only
+        when flushed here."""
         self.detokenizer.finalize()
-        released, _ = self._release(self.detokenizer.last_segment)
+        tail = self.detokenizer.last_segment.rstrip(REPLACEMENT_CHARACTER)
+        released, _ = self._release(tail)
         tail = self._route(self._stops.flush())
         if self._channels is not None:
             tail = _merge(tail, self._sort(self._channels.flush()))

@@ -18,14 +18,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from api.core.dialect import Dialects
-from shared.errors import (
-    HTTP_STATUS,
-    ErrorCode,
-    MlxqError,
-    QueueFull,
-    RateLimited,
-    RedisUnavailable,
-)
+from shared.errors import HTTP_STATUS, ErrorCode, MlxqError, RateLimited, RedisUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +39,11 @@ def error_response(request: Request, exc: MlxqError) -> JSONResponse:
     body = _dialects(request).error_body(
         request.url.path, exc.http_status, str(exc.code), exc.message, exc.partial
     )
-    headers = None
-    if isinstance(exc, QueueFull | RateLimited):
-        headers = {"Retry-After": str(exc.retry_after_s)}
-        if isinstance(exc, RateLimited):
-            headers.update(exc.headers)
-    return JSONResponse(body, status_code=exc.http_status, headers=headers)
+    retry = exc.retry_after  # every 503 and 429 says when to come back
+    headers = {"Retry-After": str(retry)} if retry is not None else {}
+    if isinstance(exc, RateLimited):
+        headers.update(exc.headers)  # the dialect's rate-limit headers
+    return JSONResponse(body, status_code=exc.http_status, headers=headers or None)
 
 
 async def _mlxq_error(request: Request, exc: Exception) -> JSONResponse:

@@ -9,6 +9,10 @@ request that names it is told why. Either name may carry Ollama's tag ``:latest`
 (``ollama list`` shows ``name:latest``, and Ollama accepts that name on its OpenAI and
 Anthropic endpoints too). Every dialect resolves names here, and answers with the name the
 client sent.
+
+What a model can do, how long its context is and how big it is (``ModelFacts``) come from
+the heartbeats of the workers that loaded it: the API never reads model files. Each dialect's
+listing writes them in its own words (``/v1/models``, ``/api/tags``, ``/api/show``).
 """
 
 import asyncio
@@ -18,7 +22,8 @@ from dataclasses import dataclass, field
 import redis
 
 from shared.errors import ModelNotFound
-from shared.fleet_view import loaded_models
+from shared.fleet_view import loaded_model_stats, loaded_models
+from shared.protocol import WorkerStats
 from shared.settings import Settings
 
 LATEST_TAG = ":latest"
@@ -88,6 +93,49 @@ class ModelNames:
 async def served_models(connection: redis.Redis) -> dict[str, int]:
     """Model id -> live workers holding it (suspended ones too: shared/fleet_view.py)."""
     return await asyncio.to_thread(loaded_models, connection)
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the live workers holding a model say of it (all unknown while none does)."""
+
+    workers: int = 0
+    capabilities: tuple[str, ...] = ()
+    """Ollama's words: completion, tools, insert, thinking; or embedding. Empty: unknown."""
+    context_length: int | None = None
+    """The shortest any of its workers reads (they may be configured apart)."""
+    parameter_count: int | None = None
+    family: str | None = None
+    quantization: str | None = None
+    weights_bytes: int | None = None
+
+    @classmethod
+    def of(cls, stats: list[WorkerStats]) -> "ModelFacts":
+        told = [s for s in stats if s.capabilities]
+        first = told[0] if told else None
+        lengths = [s.context_length for s in stats if s.context_length]
+        if first is None:
+            return cls(workers=len(stats), context_length=min(lengths, default=None))
+        return cls(
+            workers=len(stats),
+            capabilities=tuple(first.capabilities),
+            context_length=min(lengths, default=None),
+            parameter_count=first.parameter_count,
+            family=first.family,
+            quantization=first.quantization,
+            weights_bytes=first.weights_bytes,
+        )
+
+    @property
+    def generates(self) -> bool:
+        """Answers chat and completions (unknown counts as yes, as before workers said)."""
+        return not self.capabilities or "completion" in self.capabilities
+
+
+async def model_facts(connection: redis.Redis) -> dict[str, ModelFacts]:
+    """Model id -> what its live workers (suspended ones too) say of it."""
+    stats = await asyncio.to_thread(loaded_model_stats, connection)
+    return {model: ModelFacts.of(told) for model, told in stats.items()}
 
 
 async def model_names(connection: redis.Redis, settings: Settings) -> ModelNames:

@@ -11,7 +11,12 @@ from typing import Any
 
 from api.core.validators import schema_depth_problem
 from shared.errors import InvalidRequest
-from shared.schemas import MAX_EMBEDDING_INPUTS, EmbeddingRequest, GenerationRequest
+from shared.schemas import (
+    MAX_EMBEDDING_INPUTS,
+    EmbeddingRequest,
+    GenerationRequest,
+    TokenizeRequest,
+)
 from shared.settings import Settings
 
 
@@ -79,6 +84,17 @@ def embedding_request(
         truncate=truncate,
         dimensions=dimensions,
         deadline=time.time() + settings.request_timeout,
+    )
+
+
+def tokenize_request(settings: Settings, *, model: str, **fields: Any) -> TokenizeRequest:
+    """A tokenizer job's request (``fields`` are TokenizeRequest's; None ones are left to
+    its defaults); the id and deadline are set here."""
+    return TokenizeRequest(
+        request_id=uuid.uuid4().hex,
+        model=model,
+        deadline=time.time() + settings.request_timeout,
+        **{k: v for k, v in fields.items() if v is not None},
     )
 
 

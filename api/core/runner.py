@@ -20,10 +20,10 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from api.access.accounting import Accounting
 from api.core.event_hub import EventHub, JobEvents
-from api.core.metrics import Metrics
+from api.core.metrics import Metrics, RequestWatch
 from api.core.submitter import JobSubmitter
 from shared import protocol
-from shared.errors import JobTimedOut, MlxqError, NoWorkerAvailable, RedisUnavailable
+from shared.errors import ErrorCode, JobTimedOut, MlxqError, NoWorkerAvailable, RedisUnavailable
 from shared.fleet_view import serves_model
 from shared.keys import shared_queue_of
 from shared.rq_bridge import recover_taken_job
@@ -139,7 +139,8 @@ class JobRunner:
         event instead of enqueueing it again. ``on_end``: called once the job is over for
         this request, however it ended (a key's concurrency slot is freed)."""
         job_id = job_id or uuid.uuid4().hex
-        finished = False
+        finished = failed = False
+        watch = self._metrics.watch(request.model)
         home = self._submitter.home_queue(request)
         placed = _Placement(adopt_from or home, home)
         waiter = None if batch_id or adopt_from else self.instance
@@ -158,7 +159,8 @@ class JobRunner:
                     placed.queue = await asyncio.shield(enqueue)
                 else:
                     await events.catch_up()  # what it did before this process followed it
-                async for event in self._follow(job_id, request, events, keepalive_s, placed):
+                following = self._follow(job_id, request, events, keepalive_s, placed, watch)
+                async for event in following:
                     finished = isinstance(event, DoneEvent)
                     if finished and self._accounting is not None:
                         assert isinstance(event, DoneEvent)
@@ -167,15 +169,21 @@ class JobRunner:
                     yield event
         except MlxqError as exc:
             finished = not isinstance(exc, JobTimedOut)  # a timed-out job may still be running
+            failed = True
+            watch.failed(exc.code)
             raise
-        except OutOfMemoryError as exc:  # noeviction: Redis refuses writes when full
-            raise RedisUnavailable(
-                "Redis is full (maxmemory) and refuses new requests; try again shortly."
-            ) from exc
         except RedisError as exc:
+            failed = True
+            watch.failed(ErrorCode.REDIS_UNAVAILABLE)
+            if isinstance(exc, OutOfMemoryError):  # noeviction: Redis refuses writes when full
+                raise RedisUnavailable(
+                    "Redis is full (maxmemory) and refuses new requests; try again shortly."
+                ) from exc
             raise RedisUnavailable(f"Redis is unreachable: {exc}") from exc
         finally:
             if not finished:
+                if not failed:  # the client went away
+                    watch.failed(ErrorCode.CANCELLED)
                 self._cancel_later(placed, job_id, enqueue)
             if on_end is not None:
                 self.later(on_end())
@@ -240,6 +248,7 @@ class JobRunner:
         events: JobEvents,
         keepalive_s: float | None,
         placed: "_Placement",
+        watch: RequestWatch,
     ) -> AsyncIterator[JobEvent | Keepalive]:
         loop = asyncio.get_running_loop()
         enqueued_at = last_sent = loop.time()
@@ -248,7 +257,6 @@ class JobRunner:
         reroute_at = enqueued_at + self._settings.route_wait
         check_at = enqueued_at + TAKEN_CHECK_S
         started = False
-        first_token = True
         outage = _Outage(self._settings.redis_outage_grace)
         self._metrics.recent.count_request()
         while True:
@@ -295,13 +303,11 @@ class JobRunner:
             last_sent = now
             if isinstance(event, StartedEvent):
                 started = True
-                self._metrics.queue_wait.observe(now - enqueued_at)
-            elif isinstance(event, TokenEvent) and first_token:
-                first_token = False
-                self._metrics.first_token.observe(now - enqueued_at)
-                self._metrics.recent.observe_first_token(now - enqueued_at)
+                watch.started(now - enqueued_at)
+            elif isinstance(event, TokenEvent):
+                watch.token(now - enqueued_at)
             elif isinstance(event, DoneEvent):
-                self._metrics.tokens.labels(model=request.model).inc(event.completion_tokens)
+                watch.done(event, now - enqueued_at)
             if isinstance(event, ErrorEvent):
                 raise MlxqError(event.message, code=event.code, partial=event.partial_text)
             yield event

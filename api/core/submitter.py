@@ -33,7 +33,7 @@ from shared.rq_bridge import (
     queue_key,
     withdraw_queued_job,
 )
-from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
+from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest, TokenizeRequest
 from shared.settings import Settings
 
 OFF_LOOP_BYTES = 64 * 1024
@@ -73,7 +73,7 @@ class JobSubmitter:
         home = self.home_queue(request)
         if batch_id is not None:
             placement = batch_lane_name(self.queue_name(request.model), batch_id, request.owner)
-        elif isinstance(request, EmbeddingRequest):
+        elif not isinstance(request, GenerationRequest):  # embeddings, tokenizing: no chat
             placement = home
         else:
             placement = await self._placement(request, large, home)
@@ -170,6 +170,8 @@ def _text_bytes(request: JobRequest) -> int:
     """About how large the request's text is (its messages, prompts or inputs)."""
     if isinstance(request, EmbeddingRequest):
         parts: list[Any] = list(request.inputs)
+    elif isinstance(request, TokenizeRequest):
+        parts = [request.prompt or ""] + [m.content for m in request.messages or []]
     else:
         parts = [m.content for m in request.messages or []] + list(request.prompts or [])
     return sum(len(part) for part in parts)

@@ -46,9 +46,31 @@ class ApiKey:
             scope["path"],
             401,
             ErrorCode.UNAUTHORIZED,
-            "Missing or wrong API key: send 'Authorization: Bearer <MLXQ_API_KEY>'.",
+            unauthorized_message(scope["headers"]),
             [(b"www-authenticate", b"Bearer")],
         )
+
+
+def unauthorized_message(headers: list[tuple[bytes, bytes]]) -> str:
+    """Why a request was refused, naming the header its key came in: a client may send one
+    the user did not expect (Anthropic's documented requests send ``x-api-key``; the
+    anthropic 2.x and openai clients a bearer token)."""
+    fields = dict(headers)
+    scheme = fields.get(b"authorization", b"").strip().partition(b" ")[0]
+    if scheme.lower() == b"bearer":
+        return (
+            "Wrong API key in the 'Authorization: Bearer' header; send the key the server was "
+            "given (MLXQ_API_KEY)."
+        )
+    if fields.get(b"x-api-key", b"").strip():
+        return (
+            "Wrong API key in the 'x-api-key' header; send the key the server was given "
+            "(MLXQ_API_KEY)."
+        )
+    return (
+        "Missing API key: send 'Authorization: Bearer <MLXQ_API_KEY>' (or 'x-api-key: "
+        "<MLXQ_API_KEY>', as Anthropic's documented requests do)."
+    )
 
 
 def _given_key(headers: list[tuple[bytes, bytes]]) -> bytes:

@@ -80,5 +80,5 @@ async def beat_forever(
 def record_history(connection: redis.Redis, tally: ApiTally) -> None:
     """This API process's share of the fleet's history: what it saw since the last beat,
     and the queue depths as they are now."""
-    depths = {name: queued for name, queued, _ in rq_bridge.queue_depths(connection)}
+    depths = {depth.queue: depth.queued for depth in rq_bridge.queue_depths(connection)}
     history.record_api_beat(connection, tally, depths, time.time())

@@ -27,6 +27,10 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
+NOT_READY_RETRY_AFTER_S = 5
+"""A worker starting (loading its model) or Redis restarting: ask again in a few seconds."""
+
+
 @router.get("/ready", responses={503: {"description": "Not ready, with the reason"}})
 async def ready(connection: RedisDep, settings: SettingsDep) -> JSONResponse:
     try:
@@ -40,7 +44,8 @@ async def ready(connection: RedisDep, settings: SettingsDep) -> JSONResponse:
 
 
 def _not_ready(reason: str) -> JSONResponse:
-    return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+    headers = {"Retry-After": str(NOT_READY_RETRY_AFTER_S)}
+    return JSONResponse({"status": "not ready", "reason": reason}, status_code=503, headers=headers)
 
 
 @router.get("/fleet")

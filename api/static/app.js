@@ -46,14 +46,18 @@ async function loadModels() {
   try {
     const response = await fetch("/v1/models", { headers: headers() });
     if (!response.ok) throw new Error(await errorMessage(response));
-    ids = (await response.json()).data.map((model) => model.id);
+    // Chat needs a model that generates: an embedding model (its workers say so in
+    // `capabilities`) is not offered. A model whose workers say nothing is.
+    ids = (await response.json()).data
+      .filter((model) => (model.capabilities ?? ["completion"]).includes("completion"))
+      .map((model) => model.id);
   } catch (error) {
     select.replaceChildren(new Option(`(${error.message})`, ""));
     modelsRetry = setTimeout(loadModels, FLEET_EVERY_MS);
     return;
   }
   if (ids.length === 0) {
-    select.replaceChildren(new Option("(no worker is serving a model)", ""));
+    select.replaceChildren(new Option("(no worker is serving a chat model)", ""));
     modelsRetry = setTimeout(loadModels, FLEET_EVERY_MS); // a worker may start later
     return;
   }
@@ -268,14 +272,18 @@ function showFleet(fleet) {
     ]),
   );
   $("workers").tBodies[0].replaceChildren(...(workers.length ? workers : [emptyRow("no live workers", 4)]));
+  // A model has several queues: its shared one, each worker's own (requests routed to the
+  // worker holding their conversation) and each batch's lane; the lane tells them apart.
   const queues = fleet.queues.map((q) =>
     row([
       [q.model ?? q.queue, null, q.queue],
+      [q.lane ?? "shared", null, q.queue],
       [String(q.queued), "num"],
-      [String(q.failed), "num"],
+      [String(q.failed), "num", "Failed jobs RQ keeps (refused requests apart)"],
+      [String(q.refused ?? 0), "num", "Requests refused by a worker (invalid, too long...)"],
     ]),
   );
-  $("queues").tBodies[0].replaceChildren(...(queues.length ? queues : [emptyRow("no queues", 3)]));
+  $("queues").tBodies[0].replaceChildren(...(queues.length ? queues : [emptyRow("no queues", 5)]));
   suggestTemperature(fleet);
 }
 

@@ -63,6 +63,12 @@ class WorkerStats(BaseModel):
     suspended: bool = False
     """``rq suspend`` is in force: the worker takes no job."""
     prefix_cache_bytes: int = 0
+    prefix_cache_budget_bytes: int = 0
+    """The most the prefix cache may hold (MLXQ_PREFIX_CACHE_BYTES or its default)."""
+    kv_cache_bytes: int = 0
+    """KV cache the running sequences hold now."""
+    kv_cache_budget_bytes: int = 0
+    """The most they can hold: every slot at the model's full context."""
     prefix_cache_queried_tokens: int = 0
     """Prompt tokens looked up in the prefix cache since the worker started."""
     prefix_cache_hit_tokens: int = 0
@@ -72,6 +78,17 @@ class WorkerStats(BaseModel):
     names_connections: bool = False
     """The worker's Redis connections carry its name (``worker_connection_name``): when it
     has none left, it is gone (a killed process's sockets close at once)."""
+    # What the worker knows of its model because it loaded it (the API never reads model
+    # files): its model listings (/v1/models, /api/tags, /api/show) read these.
+    capabilities: list[str] = []
+    """In Ollama's words: completion, tools, insert, thinking; or embedding. Empty: a worker
+    that does not say."""
+    context_length: int | None = None
+    parameter_count: int | None = None
+    family: str | None = None
+    quantization: str | None = None
+    weights_bytes: int | None = None
+    """The weights' size on disk."""
 
     @property
     def takes_jobs(self) -> bool:
@@ -82,6 +99,7 @@ class WorkerStats(BaseModel):
     def to_hash(self) -> dict[str, str | int | float]:
         fields = self.model_dump(exclude_none=True)
         fields["queues"] = ",".join(self.queues)
+        fields["capabilities"] = ",".join(self.capabilities)
         fields["suspended"] = int(self.suspended)
         fields["names_connections"] = int(self.names_connections)
         return fields
@@ -89,8 +107,11 @@ class WorkerStats(BaseModel):
     @classmethod
     def from_hash(cls, fields: dict[bytes, bytes]) -> WorkerStats:
         decoded = {k.decode(): v.decode() for k, v in fields.items()}
-        queues = [q for q in decoded.pop("queues", "").split(",") if q]
-        return cls.model_validate({**decoded, "queues": queues})
+        lists = {
+            name: [item for item in decoded.pop(name, "").split(",") if item]
+            for name in ("queues", "capabilities")
+        }
+        return cls.model_validate({**decoded, **lists})
 
 
 _CHECK_IN = """

@@ -32,6 +32,8 @@ from shared.rq_bridge.job_records import (
     job_queue,
 )
 from shared.rq_bridge.queues import (
+    QueueDepth,
+    add_refused,
     forget_queue,
     forget_queue_async,
     home_command,
@@ -53,6 +55,8 @@ from shared.rq_bridge.recovery import (
 
 __all__ = [
     "ATTEMPTS_FIELD",
+    "QueueDepth",
+    "add_refused",
     "ConcurrentWorkerBase",
     "EnqueueRecorder",
     "RecordedCommand",

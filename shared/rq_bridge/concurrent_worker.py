@@ -21,6 +21,7 @@ from rq.utils import utcformat
 from rq.worker import SimpleWorker, WorkerStatus
 
 from shared.rq_bridge.job_records import add_strip_payload
+from shared.rq_bridge.queues import add_refused
 
 
 class ConcurrentWorkerBase(SimpleWorker):
@@ -133,6 +134,8 @@ class ConcurrentWorkerBase(SimpleWorker):
         self.handle_job_failure(job, queue, exc_string=why, execution=execution)
         with self.connection.pipeline() as pipeline:
             add_strip_payload(pipeline, job)
+            if keep_s is not None:  # a refusal: counted apart from failures (queues.py)
+                add_refused(pipeline, queue.name, job.id, keep_s)
             pipeline.execute()
 
     def end_cancelled(self, job: Job, queue: Queue, execution: Execution, keep_s: int) -> None:

@@ -3,7 +3,8 @@ routing sends a request to one worker's own queue; it may have to move to its ho
 
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, NamedTuple
 
 import redis
 import redis.asyncio as aioredis
@@ -20,15 +21,52 @@ def queue_names(connection: redis.Redis) -> list[str]:
     return sorted(q.decode().removeprefix(prefix) for q in keys)
 
 
-def queue_depths(connection: redis.Redis) -> list[tuple[str, int, int]]:
-    """(queue name, jobs waiting, failed jobs kept) for every RQ queue."""
+REFUSED_PREFIX = "mlxq:refused:"
+"""mlxq's companion to a queue's failed registry: the jobs in it that were refused (a bad
+request, one too long for the context, one past its deadline), not failed. RQ keeps both
+kinds in its failed registry; the fleet's figures count them apart."""
+
+
+def refused_key(queue: str) -> str:
+    return REFUSED_PREFIX + queue
+
+
+def add_refused(pipeline: Any, queue: str, job_id: str, keep_s: int) -> None:
+    """Mark a job that the failed registry keeps for ``keep_s`` seconds as a refusal (the
+    same expiry, as the registry's score; expired marks are dropped as new ones come)."""
+    now = time.time()
+    key = refused_key(queue)
+    pipeline.zadd(key, {job_id: now + keep_s})
+    pipeline.zremrangebyscore(key, "-inf", now)
+    pipeline.expire(key, keep_s)
+
+
+class QueueDepth(NamedTuple):
+    queue: str
+    queued: int
+    """Jobs waiting."""
+    failed: int
+    """Jobs that failed (mlxq's fault, or a worker's), kept by RQ's failed registry."""
+    refused: int
+    """Requests refused by a worker (the client's to fix), kept there too."""
+
+
+def queue_depths(connection: redis.Redis) -> list[QueueDepth]:
+    """Every RQ queue's depth and the jobs its failed registry keeps, refusals apart."""
     names = queue_names(connection)
+    now = time.time()
     with connection.pipeline(transaction=False) as pipeline:
         for name in names:
             pipeline.llen(Queue.redis_queue_namespace_prefix + name)
-            pipeline.zcard(FailedJobRegistry(name, connection=connection).key)
+            pipeline.zcount(FailedJobRegistry(name, connection=connection).key, now, "+inf")
+            pipeline.zcount(refused_key(name), now, "+inf")
         counts = pipeline.execute()
-    return list(zip(names, counts[::2], counts[1::2], strict=True))
+    return [
+        QueueDepth(name, queued, max(0, kept - refused), refused)
+        for name, queued, kept, refused in zip(
+            names, counts[::3], counts[1::3], counts[2::3], strict=True
+        )
+    ]
 
 
 def queue_key(name: str) -> str:

@@ -14,7 +14,7 @@ from api.core.frames import JobStream, frames
 from api.core.runner import KEEPALIVE
 from api.dialects.anthropic.render import MessageStream
 from shared.errors import JobTimedOut
-from shared.schemas import Choice, DoneEvent, FunctionCall, TokenEvent, ToolCall
+from shared.schemas import Choice, DoneEvent, FunctionCall, StartedEvent, TokenEvent, ToolCall
 from shared.settings import DEMO_MODEL_ID
 from tests.support.processes import Service
 
@@ -274,8 +274,7 @@ async def test_text_then_a_tool_call_stream_as_anthropic_blocks() -> None:
     )
     events = events_of(frames)
     assert [name for name, _ in events] == [
-        "message_start",
-        "ping",
+        "message_start",  # a keep-alive before the job started: message_start comes first
         "ping",
         "content_block_start",
         "content_block_delta",
@@ -287,7 +286,7 @@ async def test_text_then_a_tool_call_stream_as_anthropic_blocks() -> None:
         "message_delta",
         "message_stop",
     ]
-    tool_start, tool_delta = events[7][1], events[8][1]
+    tool_start, tool_delta = events[6][1], events[7][1]
     assert tool_start["index"] == tool_delta["index"] == 1
     assert tool_start["content_block"] == {
         "type": "tool_use",
@@ -296,7 +295,8 @@ async def test_text_then_a_tool_call_stream_as_anthropic_blocks() -> None:
         "input": {},
     }
     assert json.loads(tool_delta["delta"]["partial_json"]) == {"city": "Rome"}
-    delta = events[10][1]
+    assert events[0][1]["message"]["usage"]["input_tokens"] == 0  # not known yet
+    delta = events[9][1]
     assert delta["delta"] == {"stop_reason": "tool_use", "stop_sequence": None}
     assert delta["usage"] == {
         "input_tokens": 15,
@@ -304,6 +304,21 @@ async def test_text_then_a_tool_call_stream_as_anthropic_blocks() -> None:
         "cache_read_input_tokens": 5,
         "cache_creation_input_tokens": 0,
     }
+
+
+@pytest.mark.anyio
+async def test_message_start_waits_for_the_worker_and_counts_the_prompt() -> None:
+    done = DoneEvent(
+        seq=2,
+        choices=[Choice(index=0, text="Hi", finish_reason="stop", completion_tokens=1)],
+        prompt_tokens=20,
+    )
+    frames = await frames_for(
+        StartedEvent(seq=0, worker="w", prompt_tokens=20), TokenEvent(seq=1, text="Hi"), done
+    )
+    events = events_of(frames)
+    assert [name for name, _ in events][:3] == ["message_start", "ping", "content_block_start"]
+    assert events[0][1]["message"]["usage"] == {"input_tokens": 20, "output_tokens": 0}
 
 
 @pytest.mark.anyio

@@ -96,6 +96,9 @@ def test_fleet_and_metrics_show_workers_queues_and_traffic(
             == 200
         )
     httpx.post(f"{api}/ask", json={"question": ""}, timeout=10)
+    # A job the worker refuses (a chat model computes no embeddings): a refusal, not a failure.
+    embed = httpx.post(f"{api}/v1/embeddings", json={"model": "model-a", "input": "x"}, timeout=10)
+    assert embed.status_code == 400
 
     def settled() -> bool:  # stats come with the heartbeat, once a second
         (worker,) = httpx.get(f"{api}/fleet").json()["workers"]
@@ -109,16 +112,21 @@ def test_fleet_and_metrics_show_workers_queues_and_traffic(
     (queue,) = fleet["queues"]
     assert queue == {
         "queue": queue_name_for_model("model-a"),
+        "lane": "shared",
         "model": "model-a",
         "queued": 0,
         "failed": 0,
+        "refused": 1,
     }
 
     text = httpx.get(f"{api}/metrics").text
     assert 'mlxq_requests_total{route="/ask",status="200"} 3.0' in text
     assert 'mlxq_requests_total{route="/ask",status="422"} 1.0' in text
     assert 'mlxq_generated_tokens_total{model="model-a"} 9.0' in text
-    assert "mlxq_queue_wait_seconds_count 3.0" in text
-    assert f'mlxq_queue_depth{{model="model-a",queue="{queue["queue"]}"}} 0.0' in text
+    assert 'mlxq_queue_wait_seconds_count{model="model-a"} 3.0' in text
+    assert f'mlxq_failed_jobs{{queue="{queue["queue"]}"}} 0.0' in text
+    assert f'mlxq_refused_jobs{{queue="{queue["queue"]}"}} 1.0' in text
+    assert 'mlxq_request_errors_total{code="invalid_request",model="model-a"} 1.0' in text
+    assert f'mlxq_queue_depth{{lane="shared",model="model-a",queue="{queue["queue"]}"}} 0.0' in text
     assert "mlxq_worker_slots{" in text and "mlxq_worker_tokens_per_second{" in text
     assert "mlxq_live_workers 1.0" in text

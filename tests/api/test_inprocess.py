@@ -101,7 +101,7 @@ async def test_ask_refuses_max_tokens_above_the_cap_with_mlxqs_400(make_api) -> 
         (CHAT, chat(stop=[""]), "stop", "must not be empty"),
         (COMPLETIONS, {"model": DEMO_MODEL_ID}, "prompt", "Field required"),
         (COMPLETIONS, completion(top_p=1.5), "top_p", "less than or equal to 1"),
-        (COMPLETIONS, completion(seed=-1), "seed", "greater than or equal to 0"),
+        (COMPLETIONS, completion(seed=-2), "seed", "greater than or equal to -1"),
         (COMPLETIONS, completion(max_tokens="64"), "max_tokens", "valid integer"),
     ],
 )

@@ -217,7 +217,7 @@ async def test_version_tags_and_show_describe_the_default_model(api_client) -> N
         ("/api/chat", {"format": "yaml"}, "format"),
         ("/api/chat", {"top_logprobs": 3}, "logprobs"),
         ("/api/chat", {"unknown_field": 1}, "unknown_field"),
-        ("/api/generate", {"suffix": "}"}, "suffix"),
+        ("/api/generate", {"suffix": "}", "system": "Be brief."}, "system"),
         ("/api/generate", {"images": ["aGk="]}, "images"),
         ("/api/generate", {"context": [1, 2, 3]}, "context"),
         ("/api/generate", {"template": "{{ .Prompt }}"}, "template"),

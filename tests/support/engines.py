@@ -14,7 +14,7 @@ from shared.errors import Cancelled, GenerationFailed, InvalidRequest, JobTimedO
 from shared.schemas import EmbeddingRequest, GenerationRequest, JobRequest
 from shared.settings import Settings
 from worker.echo_engine import EchoEngine
-from worker.engine_api import Engine, EngineRequest, Failed, Finished, TokenOutput
+from worker.engine_api import Engine, EngineRequest, Failed, Finished, ModelFacts, TokenOutput
 from worker.engine_thread import ThreadedEngine
 from worker.prompt import fit_max_tokens
 
@@ -135,6 +135,8 @@ class SlowEmbeddingEngine(ThreadedEngine):
     a 3-dimensional vector per input; many jobs are in flight at once. Cancellations and
     deadlines are checked every 0.05 s. Generation jobs are refused, as a real embedding
     engine refuses them."""
+
+    facts = ModelFacts(capabilities=("embedding",))
 
     def __init__(self, settings: Settings, emit) -> None:
         super().__init__(emit, "slow-embedding")

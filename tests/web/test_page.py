@@ -322,3 +322,41 @@ def test_reload_keeps_the_conversation_and_temperature_starts_from_the_model(pag
     expect(page.locator("#model")).to_have_value(DEMO_MODEL_ID)
     expect(bubbles).to_have_count(0)
     assert page.errors == []
+
+
+def test_the_page_offers_chat_models_only_and_tells_queues_apart(page) -> None:
+    """The model list and the fleet come from stubs: an embedding model (its workers say
+    so) is not offered for chat; each of a model's queues shows its lane."""
+    from playwright.sync_api import expect
+
+    def models(route) -> None:
+        data = [
+            {"id": "org/minilm", "object": "model", "capabilities": ["embedding"]},
+            {"id": DEMO_MODEL_ID, "object": "model", "capabilities": ["completion", "tools"]},
+            {"id": "org/untold", "object": "model"},  # a worker that does not say: offered
+        ]
+        route.fulfill(status=200, json={"object": "list", "data": data})
+
+    def fleet(route) -> None:
+        queue = "mlxq-smol"
+        queues = [
+            {"queue": queue, "lane": "shared", "queued": 3, "failed": 1, "refused": 2},
+            {"queue": f"{queue}:w:w1", "lane": "worker w1", "queued": 1, "failed": 0},
+            {"queue": f"{queue}:batch:b7", "lane": "batch b7", "queued": 5, "failed": 0},
+        ]
+        for q in queues:
+            q["model"] = DEMO_MODEL_ID
+        route.fulfill(status=200, json={"workers": [], "queues": queues})
+
+    page.route("**/v1/models", models)
+    page.route("**/fleet", fleet)
+    page.goto("/")
+    expect(page.locator("#model")).to_have_value(DEMO_MODEL_ID)
+    offered = page.locator("#model option").evaluate_all("options => options.map(o => o.value)")
+    assert offered == [DEMO_MODEL_ID, "org/untold"]
+    rows = page.locator("#queues tbody tr")
+    expect(rows).to_have_count(3)
+    lanes = [rows.nth(i).locator("td").nth(1).text_content() for i in range(3)]
+    assert lanes == ["shared", "worker w1", "batch b7"]
+    assert rows.nth(0).locator("td").nth(4).text_content() == "2"  # refused, apart
+    assert page.errors == []

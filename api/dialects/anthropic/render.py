@@ -29,7 +29,7 @@ from api.dialects.anthropic.answers import (
     UsageOut,
 )
 from shared.errors import ErrorCode, MlxqError
-from shared.schemas import DoneEvent, TokenEvent, ToolCall
+from shared.schemas import DoneEvent, StartedEvent, TokenEvent, ToolCall
 
 STOP_REASONS: dict[str, StopReason] = {
     "stop": "end_turn",
@@ -143,15 +143,22 @@ class _Blocks:
 class MessageStream(StreamRenderer):
     """message_start, the content blocks, message_delta (stop reason and usage),
     message_stop; ``event: ping`` while the job waits; an error is the stream's last event.
-    The prompt's size is known only at the end: message_start counts 0 input tokens and
-    message_delta the real ones (Anthropic's clients take the later count)."""
+
+    message_start goes out when a worker accepts the job, with the prompt's token count as
+    the worker tokenized it (``StartedEvent.prompt_tokens``). Which of them come from the
+    prefix cache is known only at the end: message_delta then splits them into
+    ``input_tokens`` and ``cache_read_input_tokens`` (Anthropic's clients take the later
+    count). A job still queued when the first keep-alive is due starts the message with 0
+    input tokens, so that message_start always comes first."""
 
     def __init__(self, message_id: str, model: str) -> None:
         self._message_id = message_id
         self._model = model
         self._blocks = _Blocks()
+        self._started = False
 
-    def opening(self) -> Iterable[str]:
+    def _message_start(self, input_tokens: int) -> list[str]:
+        self._started = True
         start: dict[str, Any] = {
             "id": self._message_id,
             "type": "message",
@@ -160,17 +167,20 @@ class MessageStream(StreamRenderer):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": {"input_tokens": input_tokens, "output_tokens": 0},
         }
         return [_event("message_start", message=start), PING_FRAME]
 
+    def started(self, event: StartedEvent) -> Iterable[str]:
+        return [] if self._started else self._message_start(event.prompt_tokens or 0)
+
     def keepalive(self) -> Iterable[str]:
-        return [PING_FRAME]
+        return [PING_FRAME] if self._started else self._message_start(0)
 
     def token(self, event: TokenEvent) -> Iterable[str]:
         if event.index != 0:
             return []
-        frames = []
+        frames = [] if self._started else self._message_start(0)
         if event.text and event.channel == "content":
             frames += self._blocks.text(event.text)
         return frames + self._blocks.tool_calls(event.tool_calls or [])
@@ -178,7 +188,8 @@ class MessageStream(StreamRenderer):
     def done(self, event: DoneEvent) -> Iterable[str]:
         choice = event.choices[0]
         calls = self._blocks.unsent(choice.tool_calls or [])
-        frames = [*self._blocks.tool_calls(calls), *self._blocks.close()]
+        frames = [] if self._started else self._message_start(event.prompt_tokens)
+        frames += [*self._blocks.tool_calls(calls), *self._blocks.close()]
         delta = {"stop_reason": STOP_REASONS[choice.finish_reason], "stop_sequence": None}
         frames.append(_event("message_delta", delta=delta, usage=usage(event).model_dump()))
         frames.append(_event("message_stop"))

@@ -41,6 +41,7 @@ class OllamaRunningModel(OllamaModel):
     expires_at: str
     size_vram: int
     workers: int = Field(description="mlxq: live workers serving the model.")
+    context_length: int | None = Field(None, description="Tokens the model reads at most.")
 
 
 class OllamaPs(BaseModel):

@@ -62,7 +62,7 @@ async def generate(body: OllamaGenerateRequest, job: JobExchangeDep) -> Response
     received = time.perf_counter_ns()
     model = await job.model(body.model)
     shape = GenerateShape(body.model)
-    if not body.prompt:
+    if not body.prompt and not body.suffix:
         return JSONResponse(shape.loaded())
     request = generate_request(body, job.settings, model)
     return await _answer(job, request, shape, Clock(received))

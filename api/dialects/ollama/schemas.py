@@ -31,7 +31,6 @@ NO_OP_FIELDS: dict[str, str] = {
 """Request fields accepted and documented as no-ops."""
 
 REFUSED_WHY: dict[str, str] = {
-    "suffix": "fill-in-the-middle (suffix) is not supported",
     "images": "images are not supported: mlxq serves text models only",
     "context": "context is deprecated by Ollama and not supported: send the conversation to "
     "/api/chat instead",
@@ -152,7 +151,12 @@ class OllamaGenerateRequest(OllamaGeneration):
     prompt: str | None = Field(None, description="No prompt: done_reason load.")
     system: str | None = None
     raw: bool | None = Field(None, description="true: the prompt as it is, no chat template.")
-    suffix: str | None = Field(None, description="Refused: " + REFUSED_WHY["suffix"])
+    suffix: str | None = Field(
+        None,
+        description="Fill-in-the-middle: the text after the insertion (the prompt is the text "
+        "before it), for models whose vocabulary has FIM tokens (capability insert); others "
+        "refuse it with a 400 naming the model.",
+    )
     images: list[str] | None = Field(None, description="Refused: " + REFUSED_WHY["images"])
     context: list[int] | None = Field(None, description="Refused: " + REFUSED_WHY["context"])
     template: str | None = Field(None, description="Refused: " + REFUSED_WHY["template"])
@@ -160,14 +164,16 @@ class OllamaGenerateRequest(OllamaGeneration):
     height: int | None = Field(None, description="Refused: " + REFUSED_WHY["height"])
     steps: int | None = Field(None, description="Refused: " + REFUSED_WHY["steps"])
 
-    _refused = field_validator(
-        "suffix", "images", "context", "template", "width", "height", "steps"
-    )(_refuse)
+    _refused = field_validator("images", "context", "template", "width", "height", "steps")(_refuse)
 
     @model_validator(mode="after")
     def _system_needs_a_template(self) -> "OllamaGenerateRequest":
         if self.raw and self.system:
             raise ValueError("system with raw: true: a raw prompt gets no template to put it in")
+        if self.suffix and self.system:
+            raise ValueError(
+                "system with suffix: a fill-in-the-middle prompt has no place for a system message"
+            )
         return self
 
 

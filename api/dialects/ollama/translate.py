@@ -40,7 +40,9 @@ def generate_request(
     body: OllamaGenerateRequest, settings: Settings, model: str
 ) -> GenerationRequest:
     """The job of ``POST /api/generate``: the prompt in the chat template (after ``system``),
-    or as it is with ``raw``."""
+    or as it is with ``raw``; with ``suffix``, a fill-in-the-middle prompt (no template)."""
+    if body.suffix:
+        return _request(settings, body, model, prompts=[body.prompt or ""], suffix=body.suffix)
     if body.raw:
         return _request(settings, body, model, prompts=[body.prompt])
     messages = [ChatMessage(role="user", content=body.prompt or "")]

@@ -87,8 +87,10 @@ class ChatCompletion(BaseModel):
 
 class CompletionLogprobs(BaseModel):
     tokens: list[str]
-    token_logprobs: list[float]
-    top_logprobs: list[dict[str, float]]
+    token_logprobs: list[float | None] = Field(
+        description="With echo, the prompt's first token has none (null)."
+    )
+    top_logprobs: list[dict[str, float] | None]
     text_offset: list[int]
 
 
@@ -116,6 +118,15 @@ class ModelCard(BaseModel):
     workers: int = Field(description="mlxq: live workers serving the model.")
     root: str = Field(
         description="The model's id (as vLLM names it): itself, or the model an alias stands for."
+    )
+    max_model_len: int | None = Field(
+        None, description="Tokens the model reads at most (vLLM's name), when its workers say."
+    )
+    context_length: int | None = Field(None, description="The same, under LiteLLM's name.")
+    capabilities: list[str] | None = Field(
+        None,
+        description="mlxq: what the model does, in Ollama's words (completion, tools, insert, "
+        "thinking; or embedding), when its workers say.",
     )
 
 

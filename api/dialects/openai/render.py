@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.core.frames import StreamRenderer, sse_frame, sse_json
 from shared.errors import ErrorCode, MlxqError
-from shared.schemas import Choice, DoneEvent, TokenEvent, TokenLogprob, ToolCall
+from shared.schemas import Choice, DoneEvent, PromptLogprob, TokenEvent, TokenLogprob, ToolCall
 
 
 def usage(done: DoneEvent) -> dict[str, Any]:
@@ -116,7 +116,7 @@ class CompletionRenderer:
         return {
             "index": choice.index,
             "text": choice.text,
-            "logprobs": _legacy_logprobs(choice.logprobs),
+            "logprobs": _legacy_logprobs(choice.prompt_logprobs, choice.logprobs),
             "finish_reason": choice.finish_reason,
         }
 
@@ -127,7 +127,7 @@ class CompletionRenderer:
         return {
             "index": event.index,
             "text": event.text,
-            "logprobs": _legacy_logprobs(event.logprobs),
+            "logprobs": _legacy_logprobs(event.prompt_logprobs, event.logprobs),
             "finish_reason": None,
         }
 
@@ -157,18 +157,26 @@ def _chat_logprobs(logprobs: list[TokenLogprob] | None) -> dict[str, Any] | None
     return {"content": [entry.model_dump(mode="json") for entry in logprobs], "refusal": None}
 
 
-def _legacy_logprobs(logprobs: list[TokenLogprob] | None) -> dict[str, Any] | None:
-    """/v1/completions' older shape: parallel lists, alternatives as {token: logprob}."""
-    if logprobs is None:
+def _legacy_logprobs(
+    prompt: list[PromptLogprob] | None, logprobs: list[TokenLogprob] | None
+) -> dict[str, Any] | None:
+    """/v1/completions' older shape: parallel lists, alternatives as {token: logprob}. With
+    ``echo``, the prompt's tokens come first, the first of them with null (it has no
+    context), as OpenAI and vLLM write it."""
+    if prompt is None and logprobs is None:
         return None
+    entries: list[PromptLogprob | TokenLogprob] = [*(prompt or []), *(logprobs or [])]
     offsets, offset = [], 0
-    for entry in logprobs:
+    for entry in entries:
         offsets.append(offset)
         offset += len(entry.token)
     return {
-        "tokens": [entry.token for entry in logprobs],
-        "token_logprobs": [entry.logprob for entry in logprobs],
-        "top_logprobs": [{t.token: t.logprob for t in entry.top_logprobs} for entry in logprobs],
+        "tokens": [entry.token for entry in entries],
+        "token_logprobs": [entry.logprob for entry in entries],
+        "top_logprobs": [
+            None if entry.top_logprobs is None else {t.token: t.logprob for t in entry.top_logprobs}
+            for entry in entries
+        ],
         "text_offset": offsets,
     }
 

@@ -4,7 +4,7 @@
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.core.models import ModelNames, served_models
+from api.core.models import ModelFacts, ModelNames, model_facts
 from api.deps import IdentityDep, JobExchangeDep, RedisDep, SettingsDep
 from api.dialects.openai.answers import (
     ERROR_RESPONSES,
@@ -84,11 +84,11 @@ _ONE_RESPONSES: dict[int | str, dict] = {
 async def list_models(redis: RedisDep, settings: SettingsDep, identity: IdentityDep) -> dict:
     """The models that have at least one live worker, each by its id, then by its short
     alias (api/core/models.py); only those the caller's key may use."""
-    served = await served_models(redis)
-    names = ModelNames.of({settings.model, *served})
+    facts = await model_facts(redis)
+    names = ModelNames.of({settings.model, *facts})
     data = [
-        _card(name, model, count)
-        for model, count in sorted(served.items())
+        _card(name, model, told)
+        for model, told in sorted(facts.items())
         if identity.may_use(model)
         for name in (model, *names.aliases_of(model))
     ]
@@ -99,20 +99,28 @@ async def list_models(redis: RedisDep, settings: SettingsDep, identity: Identity
 async def retrieve_model(name: str, redis: RedisDep, settings: SettingsDep) -> dict:
     """A served model, or the default model (its worker may be starting), by any name it
     answers to (its id or alias, with or without ``:latest``), under that name."""
-    served = await served_models(redis)
-    names = ModelNames.of({settings.model, *served})
+    facts = await model_facts(redis)
+    names = ModelNames.of({settings.model, *facts})
     model = names.resolve(name)
     if model is None:
         raise names.not_found(name)
-    return _card(name, model, served.get(model, 0))
+    return _card(name, model, facts.get(model, ModelFacts()))
 
 
-def _card(name: str, model: str, workers: int) -> dict:
-    return {
+def _card(name: str, model: str, facts: ModelFacts) -> dict:
+    """OpenAI's model object, with what its workers say of it where clients look for it:
+    the context as vLLM's ``max_model_len`` (and ``context_length``, which LiteLLM and Open
+    WebUI also read), and mlxq's ``capabilities`` (an embedding model has no "completion")."""
+    card: dict = {
         "id": name,
         "object": "model",
         "created": 0,
         "owned_by": "mlxq",
-        "workers": workers,
+        "workers": facts.workers,
         "root": model,
     }
+    if facts.context_length:
+        card["max_model_len"] = card["context_length"] = facts.context_length
+    if facts.capabilities:
+        card["capabilities"] = list(facts.capabilities)
+    return card

@@ -126,7 +126,6 @@ _REFUSED_WHY = {
     "moderation": "moderation is not available on a local server",
     "functions": "the deprecated functions API is not supported; use tools",
     "function_call": "the deprecated functions API is not supported; use tool_choice",
-    "suffix": "insertion (fill-in-the-middle) is not supported",
     "best_of": "best_of other than n is not supported",
 }
 
@@ -138,9 +137,13 @@ class _Generation(GuidedDecoding):
     top_p: float | None = Field(None, ge=0.0, le=1.0, **policy("honoured"))
     seed: int | None = Field(
         None,
-        ge=0,
+        ge=-1,
         le=2**64 - 1,
-        **policy("honoured", "Reproducible sampling; an unsigned 64-bit integer."),
+        **policy(
+            "honoured",
+            "Reproducible sampling; an unsigned 64-bit integer, or -1 for a random seed "
+            "(as vLLM, llama.cpp and Ollama take it).",
+        ),
     )
     stop: str | list[str] | None = Field(None, **policy("honoured"))
     stream: bool | None = Field(None, **policy("honoured"))
@@ -173,6 +176,9 @@ class _Generation(GuidedDecoding):
     @model_validator(mode="after")
     def _encodable(self) -> "_Generation":
         ensure_encodable(self)
+        if self.stream_options is not None and not self.stream:
+            # OpenAI's rule: there is no stream for the options to shape.
+            raise ValueError("stream_options is only allowed when stream is true")
         return self
 
     @property
@@ -280,12 +286,25 @@ class ChatCompletionRequest(_Generation):
 
 class CompletionRequest(_Generation):
     prompt: str | list[str] | list[int] | list[list[int]] = Field(**policy("honoured"))
-    echo: bool | None = Field(None, **policy("honoured"))
+    max_tokens: int | None = Field(
+        None,
+        ge=0,
+        **policy("honoured", "0 with echo: the prompt is only scored (with logprobs)."),
+    )
+    echo: bool | None = Field(
+        None,
+        **policy("honoured", "With logprobs, the prompt's tokens' logprobs come first."),
+    )
     logprobs: int | None = Field(None, ge=0, le=5, **policy("honoured"))
-    suffix: str | None = Field(None, **policy("refused"))
+    suffix: str | None = Field(
+        None,
+        **policy(
+            "honoured",
+            "Fill-in-the-middle: the text after the insertion, for models whose vocabulary has "
+            "FIM tokens (others refuse it with a 400 naming the model).",
+        ),
+    )
     best_of: int | None = Field(None, ge=1, le=MAX_CHOICES, **policy("refused"))
-
-    _refused = field_validator("suffix")(_refuse)
 
     @field_validator("prompt")
     @classmethod
@@ -301,8 +320,15 @@ class CompletionRequest(_Generation):
     def _best_of_is_n(self) -> "CompletionRequest":
         if self.best_of is not None and self.best_of != self.choices:
             raise ValueError(f"best_of: {_REFUSED_WHY['best_of']}")
-        if self.echo and self.logprobs is not None:
-            raise ValueError("echo with logprobs (the prompt's logprobs) is not supported")
+        if self.suffix is not None and (self.echo or not _texts(self.prompt)):
+            raise ValueError(
+                "suffix: fill-in-the-middle takes text prompts (the text before the insertion) "
+                "and no echo"
+            )
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError(
+                "max_tokens: 0 generates nothing; it is accepted with echo (to score the prompt)"
+            )
         return self
 
     @property
@@ -314,6 +340,11 @@ class CompletionRequest(_Generation):
         if _ids(prompt):
             return [list(prompt)]  # type: ignore[arg-type]
         return list(prompt)  # type: ignore[arg-type]
+
+
+def _texts(prompt: Any) -> bool:
+    """A text prompt, or a list of them (not token ids)."""
+    return isinstance(prompt, str) or all(isinstance(p, str) for p in prompt)
 
 
 def _ids(prompt: list[Any]) -> bool:

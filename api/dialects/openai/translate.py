@@ -36,6 +36,8 @@ from shared.schemas import (
 )
 from shared.settings import Settings
 
+RANDOM_SEED = -1
+"""A seed that asks for none: each request draws differently (vLLM's and llama.cpp's -1)."""
 OPENAI_DEFAULT_TEMPERATURE = 1.0
 """OpenAI's default when a request names no temperature (/ask is greedy by default)."""
 
@@ -56,7 +58,7 @@ def openai_sampling(body: Any) -> SamplingParams:
         frequency_penalty=body.frequency_penalty or 0.0,
         repetition_penalty=body.repetition_penalty or 1.0,
         logit_bias=body.bias,
-        seed=body.seed,
+        seed=None if body.seed == RANDOM_SEED else body.seed,
     )
 
 
@@ -73,7 +75,7 @@ def chat_request(body: ChatCompletionRequest, settings: Settings, model: str) ->
         settings,
         model=model,
         timeout=body.timeout,
-        messages=[_message(m) for m in body.messages],
+        messages=chat_messages(body.messages),
         n=body.choices,
         max_tokens=body.token_limit,
         max_tokens_field="max_completion_tokens" if body.max_completion_tokens else "max_tokens",
@@ -81,7 +83,7 @@ def chat_request(body: ChatCompletionRequest, settings: Settings, model: str) ->
         stop=body.stops,
         logprobs=body.logprob_count,
         response_format=response_format,
-        tools=[_tool(t) for t in body.tools or []] or None,
+        tools=tool_definitions(body.tools),
         tool_choice=body.tool_choice_name,
         parallel_tool_calls=body.parallel_tool_calls,
         stream=body.streaming,
@@ -104,6 +106,7 @@ def completion_request(
         stop=body.stops,
         logprobs=body.logprobs,
         echo=body.echo,
+        suffix=body.suffix,
         response_format=body.guided_format(),
         stream=body.streaming,
     )
@@ -155,6 +158,14 @@ def embeddings_answer(body: EmbeddingsBody, done: DoneEvent) -> dict:
 def base64_vector(vector: list[float]) -> str:
     """OpenAI's base64 encoding: the float32 values, little-endian, base64."""
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+
+
+def chat_messages(messages: list[MessageIn]) -> list[ChatMessage]:
+    return [_message(m) for m in messages]
+
+
+def tool_definitions(tools: list[ToolIn] | None) -> list[ToolDefinition] | None:
+    return [_tool(t) for t in tools or []] or None
 
 
 def _tool(tool: ToolIn) -> ToolDefinition:
