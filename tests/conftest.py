@@ -2,6 +2,7 @@
 app in this process. The helpers they use live in tests/support/."""
 
 import os
+import resource
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -18,6 +19,23 @@ from worker.cpu_backend import load_fast_blas
 
 # Tests that run MLX in this process use the same BLAS as the workers they compare with.
 load_fast_blas("auto")
+
+
+def _import_mlx_lm_keeping_the_file_limit() -> None:
+    """``mlx_lm.utils`` lowers its process's open-file limit to (2048, 4096) when imported.
+    A test that runs MLX here imports it, and without the privilege to raise a hard limit
+    again, every process this session starts afterwards would inherit 4096 (an API's
+    connection budget comes from its open-file limit). So it is imported first, here, with
+    the limit left as it is."""
+    set_limit = resource.setrlimit
+    resource.setrlimit = lambda *_: None  # type: ignore[assignment]
+    try:
+        import mlx_lm.utils  # noqa: F401
+    finally:
+        resource.setrlimit = set_limit
+
+
+_import_mlx_lm_keeping_the_file_limit()
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import datetime as dt
 from fastapi import APIRouter, Query
 
 from api.deps import IdentityDep, RedisDep
+from api.dialects.ask.schemas import ErrorBody
 from shared.errors import InvalidRequest
 from shared.usage import read_usage, today, totals
 
@@ -19,11 +20,15 @@ DEFAULT_DAYS = 30
 """How far back the usage goes when ``since`` is not given."""
 
 
-@router.get("/usage")
+@router.get("/usage", responses={status: {"model": ErrorBody} for status in (400, 401, 503)})
 async def usage(
     identity: IdentityDep,
     redis: RedisDep,
-    since: str | None = Query(None, description="First day (YYYY-MM-DD, UTC); default: 30 days"),
+    since: str | None = Query(
+        None,
+        pattern=r"^\d{4}-\d{2}-\d{2}$",
+        description="First day (YYYY-MM-DD, UTC); default: 30 days",
+    ),
 ) -> dict:
     until = today()
     first = _day(since) if since else until - dt.timedelta(days=DEFAULT_DAYS - 1)

@@ -8,7 +8,7 @@ import pytest
 
 from shared.settings import DEMO_MODEL_ID
 from tests.support.keys import make_key
-from tests.support.processes import Processes
+from tests.support.processes import Processes, wait_until
 from tests.web.test_page import CHROMIUM_ARGS, chromium  # noqa: F401  (a fixture)
 
 
@@ -42,6 +42,8 @@ def test_the_page_shows_the_usage_of_the_key_it_holds(page_on, redis_url: str) -
     bob = make_key(redis_url, "bob")
     ops = make_key(redis_url, "ops", admin=True)
     page = page_on
+    # An API process looks keys up again within a second or so: made keys close it then.
+    wait_until(lambda: _closed(page), 10, "the API to see the keys")
     page.goto("/")
     expect(page.locator("#usage-key")).to_have_class("error-text")  # a 401 until a key is given
     use_key(page, alice)
@@ -62,3 +64,8 @@ def test_the_page_shows_the_usage_of_the_key_it_holds(page_on, redis_url: str) -
     expect(page.locator("#usage-key")).to_contain_text("every key's usage")
     expect(rows.first.locator("td").first).to_have_text("alice")
     assert page.errors == []
+
+
+def _closed(page) -> bool:
+    """The API answers /usage 401 without a key (it has seen that keys were made)."""
+    return page.request.get("/usage").status == 401
