@@ -132,6 +132,9 @@ class GenerationRequest(_Strict):
     owner: str | None = None
     """The name of the API key the request came with (None on an open service): its usage
     is counted to that key, and it waits in that key's queue (shared/keys.py)."""
+    keep_alive: float | None = None
+    """Seconds the model stays loaded once idle after this job (Ollama's keep_alive): 0
+    unloads it as soon as it is idle, negative keeps it; None: the worker's MLXQ_KEEP_ALIVE."""
 
 
 class EmbeddingRequest(_Strict):
@@ -153,6 +156,9 @@ class EmbeddingRequest(_Strict):
     owner: str | None = None
     """The name of the API key the request came with (None on an open service): its usage
     is counted to that key, and it waits in that key's queue (shared/keys.py)."""
+    keep_alive: float | None = None
+    """Seconds the model stays loaded once idle after this job (Ollama's keep_alive): 0
+    unloads it as soon as it is idle, negative keeps it; None: the worker's MLXQ_KEEP_ALIVE."""
 
 
 JobRequest = GenerationRequest | EmbeddingRequest
@@ -176,6 +182,8 @@ class StartedEvent(_Strict):
     type: Literal["started"] = "started"
     seq: int
     worker: str
+    load_s: float = 0.0
+    """Seconds this job waited for its model to load on that worker (0: it was loaded)."""
 
 
 class TokenEvent(_Strict):

@@ -60,8 +60,12 @@ class JobStarter:
         state_lock: threading.Lock,
         config: WorkerConfig,
         free_slot: Callable[[str], None],
+        load_wait: Callable[[str, float | None], float] = lambda model, enqueued_at: 0.0,
     ) -> None:
+        """``load_wait``: seconds a job of a model, enqueued at a time, waited for the model to
+        load (its started event says so: worker/model_host.py)."""
         self._worker = worker
+        self._load_wait = load_wait
         self._engine = engine
         self._reporter = reporter
         self._starting = starting
@@ -188,7 +192,9 @@ class JobStarter:
             cancelled_at = len(pipeline) - 1
             protocol.add_running_job(pipeline, worker.name, job.id)  # its events may be sent
             if announce:  # "started" means accepted: a refused job's first event is its error
-                started = StartedEvent(seq=running.take_seq(), worker=worker.name)
+                started = StartedEvent(
+                    seq=running.take_seq(), worker=worker.name, load_s=self._waited(running)
+                )
                 protocol.add_event(pipeline, job.id, started, self._config.event_ttl_s)
             # RQ's BUSY and the reporter's IDLE (when the last job ends) must not cross: the
             # start and the count it changes happen together, under the state lock.
@@ -196,6 +202,12 @@ class JobStarter:
                 results = pipeline.execute()
                 self._reporter.track(running)
         return bool(results[cancelled_at])
+
+    def _waited(self, running: RunningJob) -> float:
+        if running.request is None:
+            return 0.0
+        enqueued = running.job.enqueued_at
+        return self._load_wait(running.request.model, enqueued.timestamp() if enqueued else None)
 
     def _refuse_foreign(self, job: Job, job_queue: Queue) -> None:
         """Only mlxq's own job function runs here: RQ would import any dotted path it is given.
