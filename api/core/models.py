@@ -9,6 +9,11 @@ request that names it is told why. Either name may carry Ollama's tag ``:latest`
 (``ollama list`` shows ``name:latest``, and Ollama accepts that name on its OpenAI and
 Anthropic endpoints too). Every dialect resolves names here, and answers with the name the
 client sent.
+
+The models a request may name are those the fleet can serve (shared/fleet_view.py): every
+model in a live worker's catalogue, loaded or not; a request for one that no worker holds
+waits while a worker loads it. A model that every worker listing it refuses (its load
+failed, it never fits a budget) is refused at once, with the reason.
 """
 
 import asyncio
@@ -17,8 +22,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from shared.errors import ModelNotFound
-from shared.fleet_view import loaded_models
+from shared.errors import ErrorCode, MlxqError, ModelLoadFailed, ModelNotFound, ModelTooLarge
+from shared.fleet_view import FleetModel, fleet_models
 from shared.settings import Settings
 
 LATEST_TAG = ":latest"
@@ -85,24 +90,40 @@ class ModelNames:
         return ModelNotFound(f"The model {name!r} is not served here. Served models: {available}.")
 
 
-async def served_models(connection: redis.Redis) -> dict[str, int]:
-    """Model id -> live workers holding it (suspended ones too: shared/fleet_view.py)."""
-    return await asyncio.to_thread(loaded_models, connection)
+async def served_models(connection: redis.Redis) -> dict[str, FleetModel]:
+    """Model id -> the fleet's view of it, for every model a live worker holds or lists."""
+    return await asyncio.to_thread(fleet_models, connection)
 
 
 async def model_names(connection: redis.Redis, settings: Settings) -> ModelNames:
-    """The names requests may use now: the served models' and the default model's."""
+    """The names requests may use now: the fleet's models' and the default model's."""
     return ModelNames.of({settings.model, *await served_models(connection)})
 
 
 async def resolve_model(connection: redis.Redis, settings: Settings, name: str) -> str:
     """The model id ``name`` stands for, when a request may use it: the default model is
-    always accepted (its worker may be starting); another model needs a live worker now,
-    or the request is refused at once (404) instead of waiting."""
+    always accepted (its worker may be starting); another model needs a live worker that
+    holds it or may load it, or the request is refused at once (404) instead of waiting;
+    and one every such worker refuses is refused with the reason (``refusal``)."""
     if model_id(name) == settings.model:
         return settings.model
-    names = await model_names(connection, settings)
+    models = await served_models(connection)
+    names = ModelNames.of({settings.model, *models})
     model = names.resolve(name)
     if model is None:
         raise names.not_found(name)
+    seen = models.get(model)
+    nowhere = seen is not None and not (seen.servable_by or seen.held_by or seen.loading_on)
+    if seen is not None and nowhere and seen.refusals:
+        raise refusal(seen)
     return model
+
+
+def refusal(seen: FleetModel) -> MlxqError:
+    """Why no worker may serve a model it lists: too large for every budget, or its load
+    failed (each worker's reason)."""
+    codes = {code for _, code, _ in seen.refusals}
+    reasons = "; ".join(dict.fromkeys(why for _, _, why in seen.refusals))
+    if codes == {ErrorCode.MODEL_TOO_LARGE}:
+        return ModelTooLarge(f"No worker can hold the model {seen.model!r}: {reasons}")
+    return ModelLoadFailed(f"The model {seen.model!r} cannot be loaded: {reasons}")

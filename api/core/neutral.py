@@ -63,6 +63,7 @@ def embedding_request(
     inputs: list[str | list[int]],
     truncate: bool,
     dimensions: int | None = None,
+    keep_alive: float | None = None,
 ) -> EmbeddingRequest:
     """An embedding job's request: a vector per input, none of them empty."""
     if not inputs:
@@ -79,6 +80,7 @@ def embedding_request(
         truncate=truncate,
         dimensions=dimensions,
         deadline=time.time() + settings.request_timeout,
+        keep_alive=keep_alive,
     )
 
 

@@ -1,12 +1,15 @@
 """What Ollama's clients ask about models: ``/api/version``, ``/api/tags``, ``/api/ps`` and
 ``/api/show``, describing the fleet's models as Ollama describes its own.
 
-Model management (pull, push, create, copy, delete) answers 501 with the reason: each worker
-serves the model it was started with.
+Every model a live worker may serve is listed (``/api/tags``), loaded or not, with what the
+worker read of its files (size on disk, family, parameters, quantization, context); the
+loaded ones (``/api/ps``) with the memory they take, where, and when they unload. Pulling and
+deleting are in models_admin.py; push, create and copy answer 501.
 """
 
 import hashlib
 import re
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -24,55 +27,76 @@ from api.dialects.ollama.answers import (
 )
 from api.dialects.ollama.options import OLLAMA_DEFAULTS
 from api.dialects.ollama.schemas import OllamaShowRequest
+from shared.fleet_view import FleetModel
+from shared.protocol import CatalogueEntry
 
 router = APIRouter(prefix="/api", tags=["ollama"])
 
 OLLAMA_VERSION = "0.14.0"
 """mlxq's compatibility level: the Ollama release whose API these routes follow (chat and
-generate with tools, structured outputs, logprobs, think: false; tags, ps, show). Clients that
-gate features on ``/api/version`` see them available. It is not mlxq's own version."""
+generate with tools, structured outputs, logprobs, think: false; tags, ps, show, pull,
+delete). Clients that gate features on ``/api/version`` see them available. It is not
+mlxq's own version."""
 UNKNOWN_TIME = "0001-01-01T00:00:00Z"
-"""When a model was modified: unknown to the API (it never reads model files); Go's zero
-time, as Ollama writes an unset time."""
+"""A time the fleet does not know (a model no worker describes): Go's zero time, as Ollama
+writes an unset time."""
 NEVER_EXPIRES = "2318-01-01T00:00:00Z"
-"""``/api/ps``'s expires_at: workers keep their model loaded while they run (a far-future
-time, as Ollama shows for keep_alive -1)."""
-CAPABILITIES = ["completion", "tools"]
+"""``/api/ps``'s expires_at of a model kept loaded (keep_alive negative, or the default
+model): a far-future time, as Ollama shows it."""
+CHAT_CAPABILITIES = ["completion", "tools"]
 """Every chat model answers /api/generate and /api/chat, with tools (through its own template
-or mlxq's Hermes-format fallback). No vision or insert (suffix). Embedding models answer
-/api/embed and /api/embeddings (the API cannot tell the kinds apart without reading files)."""
-MODELS_MANAGED_BY_WORKERS = (
-    "mlxq does not manage models through the API: each worker serves the model it was "
-    "started with (mlxq worker, MLXQ_MODEL). Start a worker for the model instead."
+or mlxq's Hermes-format fallback). No vision or insert (suffix)."""
+NOT_MANAGED = (
+    "mlxq does not push, create or copy models: pull one (POST /api/pull, mlxq pull) or point "
+    "a worker's MLXQ_MODELS at a model folder."
 )
 
 
-def _details(model: str) -> dict[str, Any]:
-    """What the id tells (the API never reads model files): family, size and quantization as
-    Hugging Face names spell them, e.g. "mlx-community/Qwen3-4B-4bit"; "" when not told."""
+def _time(unix: float | None) -> str:
+    if not unix:
+        return UNKNOWN_TIME
+    return datetime.fromtimestamp(unix, UTC).isoformat().replace("+00:00", "Z")
+
+
+def parameter_size(count: int) -> str:
+    """A parameter count as Ollama writes it: "8.0B", "134.52M", "22.6K"."""
+    for unit, scale, places in (("B", 1e9, 1), ("M", 1e6, 2), ("K", 1e3, 1)):
+        if count >= scale:
+            return f"{count / scale:.{places}f}{unit}"
+    return str(count)
+
+
+def _details(model: str, entry: CatalogueEntry) -> dict[str, Any]:
+    """Family, size and quantization as the model's files tell them (its worker read them);
+    where nothing does, as the id tells them, the way Hugging Face names spell them
+    ("mlx-community/Qwen3-4B-4bit"); "" when neither does."""
     base = model.rsplit("/", 1)[-1]
-    family = re.split(r"[-_.]", base, maxsplit=1)[0].lower()
+    family = entry.family or re.split(r"[-_.]", base, maxsplit=1)[0].lower()
     size = re.search(r"(?<![A-Za-z0-9])(\d+(?:\.\d+)?[BbMm])(?![A-Za-z0-9])", base)
     quant = re.search(r"(?<![A-Za-z0-9])(Q\d(?:_[0-9A-Z]+)*|\d+-?bit|bf16|fp16|f16)", base, re.I)
+    named_size = size.group(1).upper() if size else ""
     return {
-        "parent_model": "",
+        "parent_model": entry.base or "",
         "format": "mlx",
         "family": family,
         "families": [family] if family else [],
-        "parameter_size": size.group(1).upper() if size else "",
-        "quantization_level": quant.group(1) if quant else "",
+        "parameter_size": parameter_size(entry.parameter_count)
+        if entry.parameter_count
+        else named_size,
+        "quantization_level": entry.quantization or (quant.group(1) if quant else ""),
     }
 
 
-def _entry(model: str, name: str | None = None) -> dict[str, Any]:
+def _entry(model: str, seen: FleetModel | None, name: str | None = None) -> dict[str, Any]:
     """``model`` listed under ``name`` (its id by default, or an alias), tagged ``:latest``."""
+    entry = seen.entry if seen else CatalogueEntry(model=model)
     return {
         "name": (name or model) + LATEST_TAG,
         "model": (name or model) + LATEST_TAG,
-        "modified_at": UNKNOWN_TIME,
-        "size": 0,
+        "modified_at": _time(entry.modified_at),
+        "size": entry.disk_bytes or 0,
         "digest": hashlib.sha256(model.encode()).hexdigest(),
-        "details": _details(model),
+        "details": _details(model, entry),
     }
 
 
@@ -83,13 +107,13 @@ async def version() -> dict:
 
 @router.get("/tags", responses={200: {"model": OllamaTags}, 401: {"model": OllamaError}})
 async def tags(redis: RedisDep, settings: SettingsDep, identity: IdentityDep) -> dict:
-    """The models requests may name: every model with a live worker, and the default model
-    (accepted while its worker starts), each by its id, then by its short alias
-    (api/core/models.py); only those the caller's key may use. Sizes are 0: the API never
-    reads model files."""
-    names = ModelNames.of({settings.model, *await served_models(redis)})
+    """Every model a live worker holds or may load, and the default model (accepted while its
+    worker starts), each by its id, then by its short alias (api/core/models.py); only those
+    the caller's key may use."""
+    served = await served_models(redis)
+    names = ModelNames.of({settings.model, *served})
     entries = [
-        _entry(model, name)
+        _entry(model, served.get(model), name)
         for model in sorted(names.models)
         if identity.may_use(model)
         for name in (model, *names.aliases_of(model))
@@ -98,37 +122,63 @@ async def tags(redis: RedisDep, settings: SettingsDep, identity: IdentityDep) ->
 
 
 @router.get("/ps", responses={200: {"model": OllamaPs}, 401: {"model": OllamaError}})
-async def ps(redis: RedisDep) -> dict:
-    """The models loaded now: those with at least one live worker."""
+async def ps(redis: RedisDep, identity: IdentityDep) -> dict:
+    """The models loaded now, with the memory one copy takes, when it unloads if left idle,
+    and the hosts holding it."""
     served = await served_models(redis)
     return {
         "models": [
-            {**_entry(m), "expires_at": NEVER_EXPIRES, "size_vram": 0, "workers": count}
-            for m, count in sorted(served.items())
+            _running(model, seen)
+            for model, seen in sorted(served.items())
+            if seen.held_by and identity.may_use(model)
         ]
     }
+
+
+def _running(model: str, seen: FleetModel) -> dict[str, Any]:
+    held = [h for _, h in seen.held_by]
+    size = max(h.bytes for h in held)
+    expiries = [h.expires_at for h in held]
+    expires = NEVER_EXPIRES if None in expiries else _time(max(e for e in expiries if e))
+    running = {
+        **_entry(model, seen),
+        "size": size,
+        "expires_at": expires,
+        "size_vram": size if any(h.device == "gpu" for h in held) else 0,
+        "workers": len(held),
+        "loaded_on": sorted({h.host or worker for worker, h in seen.held_by}),
+    }
+    if seen.entry.context_length:
+        running["context_length"] = seen.entry.context_length
+    return running
 
 
 @router.post("/show", responses={200: {"model": OllamaShow}, **ERROR_RESPONSES})
 async def show(body: OllamaShowRequest, redis: RedisDep, settings: SettingsDep) -> dict:
     model = await resolve_model(redis, settings, body.model_name)
-    details = _details(model)
+    seen = (await served_models(redis)).get(model)
+    entry = seen.entry if seen else CatalogueEntry(model=model)
+    details = _details(model, entry)
     parameters = "\n".join(f"{name} {value}" for name, value in OLLAMA_DEFAULTS.items())
+    info: dict[str, Any] = {"general.architecture": details["family"], "general.basename": model}
+    if entry.parameter_count:
+        info["general.parameter_count"] = entry.parameter_count
+    if entry.context_length:
+        info[f"{details['family']}.context_length"] = entry.context_length
     return {
         "modelfile": f"# mlxq serves {model} with MLX; there is no Modelfile.\nFROM {model}\n",
         "parameters": parameters,
         "template": "",  # the tokenizer's own chat template, applied by the worker
         "details": details,
-        "model_info": {"general.architecture": details["family"], "general.basename": model},
-        "capabilities": CAPABILITIES,
-        "modified_at": UNKNOWN_TIME,
+        "model_info": info,
+        "capabilities": ["embedding"] if entry.kind == "embedding" else CHAT_CAPABILITIES,
+        "modified_at": _time(entry.modified_at),
+        "loaded_on": sorted({h.host or w for w, h in seen.held_by}) if seen else [],
     }
 
 
-@router.api_route("/pull", methods=["POST"], include_in_schema=False)
 @router.api_route("/push", methods=["POST"], include_in_schema=False)
 @router.api_route("/create", methods=["POST"], include_in_schema=False)
 @router.api_route("/copy", methods=["POST"], include_in_schema=False)
-@router.api_route("/delete", methods=["DELETE"], include_in_schema=False)
 async def manage_models() -> JSONResponse:
-    return JSONResponse({"error": MODELS_MANAGED_BY_WORKERS}, status_code=501)
+    return JSONResponse({"error": NOT_MANAGED}, status_code=501)
