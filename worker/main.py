@@ -15,6 +15,7 @@ from rq.serializers import JSONSerializer
 from shared import protocol
 from shared.redis_clients import worker_client
 from shared.settings import DEMO_EMBEDDING_MODEL_ID, Settings, get_settings, without_password
+from shared.units import human_bytes
 from worker.config import WorkerConfig
 from worker.cpu_backend import load_fast_blas
 from worker.engine_api import Emit, Engine, EngineFactory
@@ -100,6 +101,13 @@ def build_host(settings: Settings, emit: Emit) -> ModelHost:
     result = host.load_default()
     if isinstance(result, LoadFailed):
         raise StartupError(result.why)
+    size = host.model_bytes(settings.model)
+    if budget and size > budget:
+        raise StartupError(
+            f"MLXQ_MODEL={settings.model!r} takes {human_bytes(size)} loaded, more than "
+            f"MLXQ_MEMORY_BUDGET ({human_bytes(budget)}): raise the budget or serve a smaller "
+            "model."
+        )
     return host
 
 

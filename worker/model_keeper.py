@@ -89,8 +89,8 @@ class ModelKeeper:
     def _loaded(self, result: Loaded) -> None:
         oversized = self._host.refuse_oversized(result.model)
         if oversized is not None:
-            self.catalogue_changed = True
             self._decide(result.model, "fail", oversized)
+            self._publish_catalogue()
             self._answer_waiting(result.model, ErrorCode.MODEL_TOO_LARGE, oversized)
             return
         self._queues.add(result.model)
@@ -103,9 +103,24 @@ class ModelKeeper:
 
     def _failed(self, result: LoadFailed) -> None:
         self._host.catalogue.refuse(result.model, result.code, result.why)
-        self.catalogue_changed = True
         self._decide(result.model, "fail", result.why)
+        self._publish_catalogue()
         self._answer_waiting(result.model, result.code, result.why)
+
+    def _publish_catalogue(self) -> None:
+        """Write the catalogue now (a refusal: the API refuses new requests for the model
+        from the moment its waiting ones are answered), not at the next beat."""
+        entries = self._host.catalogue.entries()
+        ttl = self._settings.job_timeout + protocol.STATS_GRACE_S
+        try:
+            with self._connection.pipeline(transaction=False) as pipeline:
+                protocol.add_catalogue(pipeline, self._name, entries, ttl)
+                pipeline.execute()
+        except redis.RedisError as exc:  # the next beat writes it
+            log.warning("could not publish the catalogue (%s)", exc)
+            self.catalogue_changed = True
+            return
+        self.catalogue_sent(entries)
 
     def unload(self, model: str, why: str) -> None:
         self._queues.remove(model)
@@ -130,6 +145,7 @@ class ModelKeeper:
                 self.unload(model, "gone from the catalogue (its files were removed)")
         try:
             self._place()
+            self._answer_refused()
         except redis.RedisError as exc:  # the next tick tries again
             log.warning("placement: cannot read the fleet (%s)", exc)
 
@@ -174,20 +190,35 @@ class ModelKeeper:
             and model not in self._host.held()
             and model not in self._host.loading()
         }
-        if not mine:
+        return self._waiting(mine, wishes=True)
+
+    def _answer_refused(self) -> None:
+        """Jobs that came for a model this worker refuses after its refusal was answered
+        (they were enqueued before the API saw it) are answered too, within a beat."""
+        catalogue = self._host.catalogue
+        refused = {e.model: e for e in catalogue.entries() if not e.servable}
+        for model in self._waiting(set(refused), wishes=False):
+            entry = refused[model]
+            code = entry.refusal or ErrorCode.MODEL_LOAD_FAILED
+            self._answer_waiting(model, code, entry.refused or "")
+
+    def _waiting(self, models: set[str], wishes: bool) -> dict[str, int]:
+        """Model -> jobs waiting in its queues (and a load request, with ``wishes``), for
+        those of ``models`` with any."""
+        if not models:
             return {}
-        by_queue = {self._settings.queue_of(model): model for model in mine}
+        by_queue = {self._settings.queue_of(model): model for model in models}
         names = [
             n for n in rq_bridge.queue_names(self._connection) if model_queue_of(n) in by_queue
         ]
-        waiting = dict.fromkeys(mine, 0)
+        waiting = dict.fromkeys(models, 0)
         if names:
             with self._connection.pipeline(transaction=False) as pipeline:
                 for name in names:
                     pipeline.llen(rq_bridge.queue_key(name))
                 for name, depth in zip(names, pipeline.execute(), strict=True):
                     waiting[by_queue[model_queue_of(name)]] += int(depth)
-        for model in protocol.read_wishes(self._connection, sorted(mine)):
+        for model in protocol.read_wishes(self._connection, sorted(models)) if wishes else []:
             waiting[model] += 1
         return {model: count for model, count in waiting.items() if count}
 
