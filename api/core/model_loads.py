@@ -34,7 +34,9 @@ async def load_now(
     it. Raises the refusal of a model no worker can load, NoWorkerAvailable when no live
     worker lists it for ``no_worker_after_s`` seconds, JobTimedOut at ``deadline`` (Unix)."""
     started = time.monotonic()
-    await protocol.wish_loaded(connection, model, keep_alive)
+    async with connection.pipeline(transaction=False) as pipeline:
+        protocol.add_load_wish(pipeline, model, keep_alive)
+        await pipeline.execute()
     while True:
         state, seen = await availability(connection, model)
         if state == "served":
@@ -57,4 +59,6 @@ def _loaded_since(seen: FleetModel, started: float) -> bool:
 
 async def unload_now(connection: aioredis.Redis, model: str) -> None:
     """Ask every worker holding ``model`` to unload it once idle (within a second)."""
-    await protocol.ask_unload(connection, model)
+    async with connection.pipeline(transaction=False) as pipeline:
+        protocol.add_unload_request(pipeline, model)
+        await pipeline.execute()

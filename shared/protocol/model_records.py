@@ -184,23 +184,20 @@ def _unload_key(model: str) -> str:
     return f"{PREFIX}:model:{model_key(model)}:unload"
 
 
-async def wish_loaded(connection: aioredis.Redis, model: str, keep_alive: float | None) -> None:
-    """Ask the fleet to load ``model`` with nothing to answer (Ollama's empty request): it
-    counts as demand for WISH_TTL_S, and ``keep_alive`` applies once it is loaded."""
+def add_load_wish(pipeline: Any, model: str, keep_alive: float | None) -> None:
+    """Queue a request that the fleet load ``model`` with nothing to answer (Ollama's empty
+    request; sync or async pipeline): it counts as demand for WISH_TTL_S, and ``keep_alive``
+    applies once it is loaded."""
     value = json.dumps({"at": time.time(), "keep_alive": keep_alive})
-    async with connection.pipeline(transaction=False) as pipeline:
-        pipeline.set(_wish_key(model), value, ex=WISH_TTL_S)
-        pipeline.delete(_unload_key(model))
-        await pipeline.execute()
+    pipeline.set(_wish_key(model), value, ex=WISH_TTL_S)
+    pipeline.delete(_unload_key(model))
 
 
-async def ask_unload(connection: aioredis.Redis, model: str) -> None:
-    """Ask every worker holding ``model`` to unload it as soon as it is idle
-    (``keep_alive: 0`` with nothing to answer, as ``ollama stop`` sends)."""
-    async with connection.pipeline(transaction=False) as pipeline:
-        pipeline.set(_unload_key(model), time.time(), ex=UNLOAD_MARK_TTL_S)
-        pipeline.delete(_wish_key(model))
-        await pipeline.execute()
+def add_unload_request(pipeline: Any, model: str) -> None:
+    """Queue a request that every worker holding ``model`` unload it as soon as it is idle
+    (``keep_alive: 0`` with nothing to answer, as ``ollama stop`` sends; ``mlxq rm``)."""
+    pipeline.set(_unload_key(model), time.time(), ex=UNLOAD_MARK_TTL_S)
+    pipeline.delete(_wish_key(model))
 
 
 def read_wishes(
