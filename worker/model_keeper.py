@@ -1,12 +1,14 @@
 """What a worker does about its models, on its main thread: serve the queues of the models it
-holds, apply the placement rule (worker/placement.py) once a second, load and unload, and
-answer at once the jobs of a model that cannot be loaded.
+holds, apply the placement rule (worker/placement.py) four times a second, load and unload,
+and answer at once the jobs of a model that cannot be loaded.
 
-- ``turn`` (every turn of the loop, cheap): loads that finished are held and their queues
-  served from now on; a failed load is refused and its waiting jobs answered;
+- ``turn`` (every turn of the loop): loads that finished are held and their queues served
+  from now on; a failed load is refused and its waiting jobs answered; and every
+  PLACEMENT_INTERVAL_S, for the models this worker may load and does not hold, the fleet's
+  demand decides whether it loads one (a Redis read of the queues' depths; the fleet's
+  records only when there is demand);
 - ``tick`` (with the heartbeat, once a second): idle models past their keep-alive, or asked
-  to unload, are unloaded; the catalogue is read again when due; and for the models this
-  worker may load and does not hold, the fleet's demand decides whether it loads one.
+  to unload, are unloaded; the catalogue is read again when due.
 
 Every decision is logged, and written to the fleet's placement log (``/fleet``, the page,
 ``mlxq status``).
@@ -33,6 +35,10 @@ log = logging.getLogger(__name__)
 
 CLAIM_TTL_S = 10.0
 """A load claim lasts until the loader's heartbeat (1 s) shows the model loading."""
+PLACEMENT_INTERVAL_S = 0.25
+"""How often a worker looks for demand it should load a model for: a request for a model no
+worker holds waits this long at most before its load starts (the worker's dequeue waits no
+longer than this while its catalogue has models it does not hold)."""
 CATALOGUE_REWRITE_S = 10.0
 """The catalogue record is rewritten this often even unchanged (a Redis restarted without
 persistence lost it)."""
@@ -57,6 +63,7 @@ class ModelKeeper:
         self._wishes_seen: dict[str, float] = {}
         """Model -> the time of the last load request whose keep-alive was applied."""
         self._catalogue_sent_at = float("-inf")
+        self._placed_at = float("-inf")
         self.catalogue_changed = True
         """The heartbeat rewrites the catalogue record when set (``catalogue_entries``)."""
 
@@ -85,6 +92,20 @@ class ModelKeeper:
                 self._loaded(result)
             else:
                 self._failed(result)
+        if time.monotonic() - self._placed_at < PLACEMENT_INTERVAL_S:
+            return
+        self._placed_at = time.monotonic()
+        try:
+            self._place()
+            self._answer_refused()
+        except redis.RedisError as exc:  # the next turn tries again
+            log.warning("placement: cannot read the fleet (%s)", exc)
+
+    @property
+    def may_load_more(self) -> bool:
+        """The catalogue has models this worker may load and does not hold."""
+        held = set(self._host.held()) | set(self._host.loading())
+        return any(e.servable and e.model not in held for e in self._host.catalogue.entries())
 
     def _loaded(self, result: Loaded) -> None:
         oversized = self._host.refuse_oversized(result.model)
@@ -127,7 +148,7 @@ class ModelKeeper:
         self._host.unload(model)
         self._decide(model, "unload", why)
 
-    # -- once a second, with the heartbeat ----------------------------------------------------
+    # -- once a second, with the heartbeat; and placement ----------------------------------------
 
     def tick(self) -> None:
         now = time.time()
@@ -143,11 +164,6 @@ class ModelKeeper:
         for model in self._host.held():
             if self._host.catalogue.item(model) is None and not self._host.is_busy(model):
                 self.unload(model, "gone from the catalogue (its files were removed)")
-        try:
-            self._place()
-            self._answer_refused()
-        except redis.RedisError as exc:  # the next tick tries again
-            log.warning("placement: cannot read the fleet (%s)", exc)
 
     def _apply_wished_keep_alive(self) -> None:
         """A load request for a model held here sets its keep-alive (once per request)."""

@@ -65,6 +65,9 @@ IDLE_POLL_S = 1.0
 LOADING_POLL_S = 0.1
 """While a model loads (or none is held), how long one dequeue waits: a finished load is
 served within this, not a second later."""
+PLACEMENT_POLL_S = 0.25
+"""While the worker may load models it does not hold, how long one dequeue waits: the
+placement (worker/model_keeper.py) looks for demand this often."""
 
 
 class BatchingWorker(ConcurrentWorkerBase):
@@ -171,15 +174,19 @@ class BatchingWorker(ConcurrentWorkerBase):
         dequeue (this worker's own, then each model's keys' and shared queues, model by model
         in turn); the batches' lanes, in turn, only while batch lines hold fewer than their
         share of the slots. While a model loads, or none is held, it waits briefly."""
-        waiting = self.engine.loading() or self.model_queues.empty
         if self.model_queues.empty:
             time.sleep(LOADING_POLL_S)
             return None
+        timeout: float = DEQUEUE_TIMEOUT_S
+        if self.engine.loading():
+            timeout = LOADING_POLL_S
+        elif self.keeper.may_load_more:
+            timeout = PLACEMENT_POLL_S
         try:
             queues = self.model_queues.interactive()
             if self.lanes.batch_has_room():
                 queues += self.model_queues.lanes()
-            result = self.dequeue(LOADING_POLL_S if waiting else DEQUEUE_TIMEOUT_S, queues)
+            result = self.dequeue(timeout, queues)
         except redis.RedisError as exc:  # unreachable, or full (a dequeue writes: BLMOVE)
             log.warning("worker %s: cannot take a job from Redis (%s); retrying", self.name, exc)
             self._backoff.sleep()
