@@ -25,8 +25,8 @@ class Settings(BaseSettings):
     )
     model: str = Field(
         DEMO_MODEL_ID,
-        description="Model the worker serves and /ask uses: the demo model id, a local MLX "
-        "model folder, or a Hugging Face repo id.",
+        description="The default model: the one /ask uses and a worker loads at start (and "
+        "keeps): the demo model id, a local MLX model folder, or a Hugging Face repo id.",
     )
     models: str = Field(
         "hf-cache",
@@ -38,9 +38,9 @@ class Settings(BaseSettings):
     memory_budget: int | None = Field(
         None,
         ge=0,
-        description="Bytes of model weights a worker may hold loaded (e.g. 6GB, 6GiB); to load "
-        "another model, idle ones are unloaded, least recently used first. Default: 60% of the "
-        "machine's memory.",
+        description="Bytes of model weights a worker may hold loaded (e.g. 6GB, 6GiB), as "
+        "measured after load; to load another model, idle ones are unloaded, least recently "
+        "used first. Default: 60% of the machine's memory; 0: no limit.",
     )
     keep_alive: float = Field(
         300.0,
