@@ -33,6 +33,7 @@ from api.dialects import anthropic, ask, ollama, openai
 from api.dialects.anthropic import routes as anthropic_routes
 from api.dialects.ask import routes as ask_routes
 from api.dialects.ollama import catalog as ollama_catalog
+from api.dialects.ollama import models_admin as ollama_models_admin
 from api.dialects.ollama import routes as ollama_routes
 from api.dialects.openai import routes as openai_routes
 from api.dialects.openai import tokenize as vllm_tokenize
@@ -67,6 +68,7 @@ ROUTERS = (
     anthropic_routes.router,
     ollama_routes.router,
     ollama_catalog.router,
+    ollama_models_admin.router,
     file_routes.router,
     batch_routes.router,
     fleet_routes.router,

@@ -135,6 +135,16 @@ QUANTILES = [0, 1, *range(5, 100, 5), 99, 100]
 """Where a distribution is cut: each series keeps its value at these percentiles."""
 
 
+def models_on_demand(
+    cold: Spread | None, warm: Spread | None, mlxq: Spread | None, server: Spread | None
+) -> list[Chart]:
+    """(l): time to first token, a cold model and a warm one on mlxq; requests alternating
+    between two models on mlxq and on mlx_lm.server."""
+    groups = ["cold (load included)", "warm", "alternating A, B"]
+    series = {"mlxq": [cold, warm, mlxq], "mlx_lm.server": [None, None, server]}
+    return [chart("bars", "Models on demand: time to first token", "ms", groups, series)]
+
+
 def distribution(title: str, unit: str, samples: dict[str, Sequence[float]]) -> Chart:
     """Every request of every round, as an empirical distribution (the value below which
     each percentile of the requests falls), one series per system or condition."""

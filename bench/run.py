@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py            # default: about 10 minutes on 2 cores
     .venv/bin/python bench/run.py --quick    # about 3 minutes, fewer rounds and tokens
-    .venv/bin/python bench/run.py --sections df   # some sections only (a-k)
+    .venv/bin/python bench/run.py --sections df   # some sections only (a-l)
     .venv/bin/python bench/run.py --render-only   # rewrite the document from stored sections
 
 Everything runs on this machine and talks to 127.0.0.1 only: a private redis-server on a
@@ -44,6 +44,7 @@ from bench import (  # noqa: E402
     first_token,
     generation,
     gpu,
+    model_switch,
     overhead,
     sampling_cost,
     scaleout,
@@ -60,7 +61,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 SECTIONS_FILE = "bench_sections.json"  # in docs/data/, beside the document's folder
 SAMPLING_FILE = "sampling_cost.json"
 FIGURES_DIR = "img"  # in docs/, beside the document
-ALL_SECTIONS = "abcdefghijk"
+ALL_SECTIONS = "abcdefghijkl"
 
 
 @dataclass
@@ -377,6 +378,27 @@ class Run:
             finally:
                 for process in (worker, api):
                     self.procs.stop(process)
+
+    def models_on_demand(self, model: Path) -> tuple[str, list[list[str]], list[dict]]:
+        """Section l: one worker holding two models (the second loaded on demand) against
+        mlx_lm.server given the same two; both stopped afterwards."""
+        second = model_switch.second_model(model)
+        env = self._model_env(model) | {"MLXQ_MODELS": str(second)}
+        url, api = self.procs.mlxq_api(env)
+        worker = self.procs.mlxq_worker(env, timeout=300)
+        server_url, server = self.procs.mlx_lm_server(model, self.blas_env, concurrency=8)
+        try:
+            result = model_switch.run_switch(url, server_url, (model, second), self.plan.rounds)
+        finally:
+            for process in (server, worker, api):
+                self.procs.stop(process)
+        figure = figures.models_on_demand(
+            figures.spread_of(result.cold_ttft_ms),
+            figures.spread_of(result.warm_ttft_ms),
+            figures.spread_of(result.mlxq_alt_ms),
+            figures.spread_of(result.server_alt_ms),
+        )
+        return (*model_switch.render(result, self.plan.rounds), figure)
 
     def _chat(
         self, mlxq_url: str, server_url: str, counter: TokenCounter, rounds: int
@@ -741,7 +763,7 @@ def _load() -> str:
 def _rounds(plan: Plan, sections: str) -> str:
     """Rounds per comparison of the sections that ran (g, h and i have their own)."""
     parts = []
-    if set("abcdfj") & set(sections):
+    if set("abcdfjl") & set(sections):
         parts.append(str(plan.rounds))
     if set("ghi") & set(sections):
         parts.append(str(plan.chat_rounds) if not parts else f"g, h, i: {plan.chat_rounds}")
@@ -769,7 +791,7 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = _load()
     run_date = time.strftime("%Y-%m-%d %H:%M %Z")
     print(table(["", ""], list(machine.items())), flush=True)
-    model = float32_model(blas) if set("bcdfghijk") & set(args.sections) else None
+    model = float32_model(blas) if set("bcdfghijkl") & set(args.sections) else None
     log_dir = BENCH_CACHE / "logs"  # the last run's process logs, kept for diagnosis
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
@@ -792,6 +814,8 @@ def main(argv: list[str] | None = None) -> int:
             run.section("(i) Routing a conversation back to its worker", lambda: run.routing(model))
         if model is not None and set("jk") & set(args.sections):
             run.batches(model, args.sections)
+        if model is not None and "l" in args.sections:
+            run.section("(l) Models on demand", lambda: run.models_on_demand(model))
         if model is not None and "d" in args.sections:
             run.section("(d) Scale-out: 2 workers against 1", lambda: run.scale_out(model))
     except Exception:

@@ -1,5 +1,5 @@
-"""The ``mlxq`` command: run the processes (api, worker, up) and talk to them (status, ask,
-keys, usage).
+"""The ``mlxq`` command: run the processes (api, worker, up), talk to them (status, ask,
+keys, usage) and manage models (pull, models, rm).
 
 It only parses arguments; each subcommand imports what it needs lazily, so ``mlxq api``
 never imports MLX.
@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     batch.add_argument("--attach", metavar="BATCH_ID", help="follow a batch already running")
     batch.add_argument("--endpoint", help="default: the url of the file's first line")
     batch.add_argument("--completion-window", default="24h", help="default 24h")
+    pull = commands.add_parser(
+        "pull", help="download a model (Hugging Face repo id) into this machine's cache"
+    )
+    pull.add_argument("model", help="org/name, e.g. mlx-community/Qwen3-4B-4bit")
+    commands.add_parser("models", help="the fleet's models: sizes and where each is loaded")
+    rm = commands.add_parser("rm", help="delete a pulled model from this machine's cache")
+    rm.add_argument("model", help="org/name")
     _add_keys(commands)
     usage = commands.add_parser("usage", help="requests and tokens per API key and day")
     usage.add_argument("--since", metavar="DATE", help="first day, YYYY-MM-DD (default: 30 days)")
@@ -110,6 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         return run_batch(
             args.input, args.output, args.attach, args.endpoint, args.completion_window
         )
+    if args.command in ("pull", "models", "rm"):
+        from mlxq_cli import models
+
+        if args.command == "pull":
+            return models.pull(args.model)
+        if args.command == "rm":
+            return models.remove(args.model)
+        return models.models()
     if args.command == "keys":
         from mlxq_cli.keys import keys
 

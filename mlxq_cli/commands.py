@@ -2,6 +2,7 @@
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -10,6 +11,7 @@ import redis
 from shared.fleet_view import snapshot
 from shared.redis_clients import command_client
 from shared.settings import Settings, get_settings, without_password
+from shared.units import human_bytes
 
 
 def status(watch: bool = False) -> int:
@@ -30,11 +32,23 @@ def status(watch: bool = False) -> int:
 
         return watch_fleet(connection)
     print(f"workers ({len(fleet['workers'])} live)")
-    rows = [["name", "host", "model", "busy", "tokens/s"]]
+    rows = [["name", "host", "holds", "memory", "busy", "tokens/s"]]
     for w in fleet["workers"]:
         busy = f"{w['running']}/{w['slots']}"
+        holds = ", ".join(
+            [_short(h["model"]) for h in w["held"]]
+            + [f"{_short(m)} (loading)" for m in w["loading"]]
+        )
+        memory = f"{human_bytes(w['memory_used'])}/{human_bytes(w['memory_budget'])}"
         rows.append(
-            [w["name"][:12], w["host"] or "?", w["model"] or "?", busy, f"{w['tokens_per_s']:.1f}"]
+            [
+                w["name"][:12],
+                w["host"] or "?",
+                holds or "-",
+                memory,
+                busy,
+                f"{w['tokens_per_s']:.1f}",
+            ]
         )
     _print_table(rows)
     print("\nqueues")
@@ -43,7 +57,19 @@ def status(watch: bool = False) -> int:
         counts = [str(q[count]) for count in ("queued", "failed", "refused")]
         queue_rows.append([q["model"] or "-", q["lane"], *counts, q["queue"]])
     _print_table(queue_rows)
+    if fleet["placement"]:
+        print("\nplacement (newest first)")
+        for d in fleet["placement"][:8]:
+            when = time.strftime("%H:%M:%S", time.localtime(d["at"]))
+            print(
+                f"  {when}  {d['worker'][:12]}  {d['action']} {_short(d['model'])}: {d['reason']}"
+            )
     return 0
+
+
+def _short(model: str) -> str:
+    """A model id as a table shows it: its last part (a folder's or a repo's name)."""
+    return model.rstrip("/").rsplit("/", 1)[-1]
 
 
 def _print_table(rows: list[list[str]]) -> None:

@@ -80,8 +80,11 @@ def up(workers: int = 1, embedding_workers: int = 0) -> int:
     redis_process = _start_redis(settings)
     mlxq = [sys.executable, "-m", "mlxq_cli"]
     children.append(subprocess.Popen([*mlxq, "api"]))
-    children.extend(subprocess.Popen([*mlxq, "worker"]) for _ in range(workers))
-    embedding_env = embedding_worker_env(settings)
+    shared = budget_env(settings, workers + embedding_workers)
+    children.extend(
+        subprocess.Popen([*mlxq, "worker"], env={**os.environ, **shared}) for _ in range(workers)
+    )
+    embedding_env = {**embedding_worker_env(settings), **shared}
     children.extend(
         subprocess.Popen([*mlxq, "worker"], env=embedding_env) for _ in range(embedding_workers)
     )
@@ -121,6 +124,16 @@ def stop_timeout_s(settings: Settings) -> float:
     """How long children get to stop before they are killed: a worker may spend
     MLXQ_DRAIN_TIMEOUT finishing its running jobs, then STOP_MARGIN_S to exit."""
     return settings.drain_timeout + STOP_MARGIN_S
+
+
+def budget_env(settings: Settings, workers: int) -> dict[str, str]:
+    """Workers on one machine share its memory: without MLXQ_MEMORY_BUDGET, each gets an
+    equal part of the default share (worker/memory.py), not the whole share each."""
+    if settings.memory_budget is not None or workers < 1:
+        return {}
+    from worker.memory import DEFAULT_SHARE, physical_memory
+
+    return {"MLXQ_MEMORY_BUDGET": str(int(physical_memory() * DEFAULT_SHARE / workers))}
 
 
 def embedding_worker_env(settings: Settings) -> dict[str, str]:

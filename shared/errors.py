@@ -29,6 +29,9 @@ class ErrorCode(StrEnum):
     OVERLOADED = "overloaded"
     STORAGE_FULL = "storage_full"
     RATE_LIMITED = "rate_limited"
+    MODEL_LOAD_FAILED = "model_load_failed"
+    MODEL_TOO_LARGE = "model_too_large"
+    PULL_FAILED = "pull_failed"
 
 
 HTTP_STATUS: dict[ErrorCode, int] = {
@@ -46,12 +49,15 @@ HTTP_STATUS: dict[ErrorCode, int] = {
     ErrorCode.CANCELLED: 499,
     ErrorCode.GENERATION_FAILED: 500,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.MODEL_LOAD_FAILED: 500,
     ErrorCode.WORKER_LOST: 502,
+    ErrorCode.PULL_FAILED: 502,
     ErrorCode.NO_WORKER: 503,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.REDIS_UNAVAILABLE: 503,
     ErrorCode.TIMEOUT: 504,
     ErrorCode.STORAGE_FULL: 507,
+    ErrorCode.MODEL_TOO_LARGE: 507,
 }
 
 
@@ -164,3 +170,18 @@ class StorageFull(MlxqError):
     """An upload that does not fit the files budget or Redis' free memory."""
 
     code = ErrorCode.STORAGE_FULL
+
+
+class ModelLoadFailed(MlxqError):
+    """Every worker that may serve the model failed to load it (its files are broken,
+    missing, or of an architecture mlx-lm does not know); requests are refused at once
+    until its files change or a worker that can load it joins."""
+
+    code = ErrorCode.MODEL_LOAD_FAILED
+
+
+class ModelTooLarge(MlxqError):
+    """The model takes more memory than any worker that may serve it has in its budget
+    (MLXQ_MEMORY_BUDGET), even with every other model unloaded."""
+
+    code = ErrorCode.MODEL_TOO_LARGE

@@ -1,26 +1,36 @@
-"""The fleet as Redis sees it: who is alive, which model each serves, how deep the queues are.
+"""The fleet as Redis sees it: who is alive, which models each holds and may load, how deep
+the queues are.
 
 Read by the API (/ready, /fleet, /metrics, the reaper, model names) and by ``mlxq status``.
 
-Two questions about models, asked apart:
+Three questions about models, asked apart:
 
 - **Which models are served** (``serving_models``, ``serves_model``): a live worker serves
-  its model when it takes jobs, that is, when it is not suspended (``rq suspend``;
-  ``WorkerStats.takes_jobs`` is the rule). Whatever depends on a job being run asks this: the
-  reaper's retry, the API's queue timeout, ``/ready``.
-- **Which models are loaded** (``loaded_models``): every live worker's model, suspended or
-  not. What the fleet lists and accepts by name asks this (``/v1/models``, ``/api/tags``): a
-  request for a suspended worker's model waits in its queue, it is not a 404.
+  the models it holds loaded when it takes jobs, that is, when it is not suspended (``rq
+  suspend``; ``WorkerStats.takes_jobs`` is the rule). ``/ready`` asks this.
+- **Which models are loaded** (``loaded_models``): every model a live worker holds,
+  suspended or not (``/api/ps``).
+- **Which models can be served** (``fleet_models``, ``availability``): every model in a
+  live worker's catalogue, loaded or not, with what its files say (size, family,
+  parameters, quantization, context) and where it is loaded. What the fleet lists and
+  accepts by name asks this (``/v1/models``, ``/api/tags``, ``/api/show``): a request for a
+  model no worker holds waits while one loads it. So do the API's queue timeout and the
+  reaper's retry (a job whose model another worker may load is not lost). A model every
+  worker that lists it refuses (its load failed, it never fits) is refused at once.
 """
 
 import time
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import Literal
 
 import redis
 import redis.asyncio as aioredis
 
 from shared import protocol, rq_bridge
-from shared.keys import lane_of, model_queue_of
+from shared.errors import ErrorCode
+from shared.keys import lane_of, model_queue_of, queue_name_for_model
+from shared.protocol import CatalogueEntry, HeldModel, WorkerStats
 
 
 def _live_stats(connection: redis.Redis) -> list[protocol.WorkerStats]:
@@ -29,42 +39,133 @@ def _live_stats(connection: redis.Redis) -> list[protocol.WorkerStats]:
 
 
 def serving_models(connection: redis.Redis) -> dict[str, int]:
-    """Model id -> live workers that take its jobs now (suspended ones do not)."""
-    return dict(Counter(s.model for s in _live_stats(connection) if s.takes_jobs and s.model))
+    """Model id -> live workers that take its jobs now: they hold it loaded and are not
+    suspended."""
+    live = _live_stats(connection)
+    return dict(Counter(model for s in live if s.takes_jobs for model in s.held_models))
 
 
 async def serves_model(connection: aioredis.Redis, model: str) -> bool:
     """A live worker takes ``model``'s jobs now (``serving_models``' rule, on redis.asyncio)."""
     live = await protocol.read_live_stats_async(connection)
-    return any(stats.takes_jobs and stats.model == model for stats in live)
+    return any(stats.takes_jobs and stats.holds(model) for stats in live)
 
 
 def loaded_models(connection: redis.Redis) -> dict[str, int]:
     """Model id -> live workers that hold it loaded, suspended ones included."""
-    return dict(Counter(s.model for s in _live_stats(connection) if s.model is not None))
+    return dict(Counter(model for s in _live_stats(connection) for model in s.held_models))
 
 
-def loaded_model_stats(connection: redis.Redis) -> dict[str, list[protocol.WorkerStats]]:
-    """Model id -> the stats of the live workers that hold it loaded (``loaded_models``'
-    rule): what they say of the model (capabilities, context length) is read from these."""
-    by_model: dict[str, list[protocol.WorkerStats]] = {}
-    for stats in _live_stats(connection):
-        if stats.model is not None:
-            by_model.setdefault(stats.model, []).append(stats)
-    return by_model
+@dataclass
+class FleetModel:
+    """One model the fleet can serve: what its files say, and where it stands."""
+
+    model: str
+    entry: CatalogueEntry
+    """What a worker that lists it read of it (one that may serve it, when any may)."""
+    servable_by: list[str] = field(default_factory=list)
+    """Live workers that take jobs and may serve it (hold it, or may load it)."""
+    held_by: list[tuple[str, HeldModel]] = field(default_factory=list)
+    loading_on: list[str] = field(default_factory=list)
+    refusals: list[tuple[str, ErrorCode, str]] = field(default_factory=list)
+    """(worker, code, why) for each live worker that lists it but cannot serve it."""
+
+
+def fleet_models(connection: redis.Redis) -> dict[str, FleetModel]:
+    """Model id -> the fleet's view of it, for every model a live worker lists or holds."""
+    names = [name for name, _ in protocol.live_worker_beats(connection)]
+    if not names:
+        return {}
+    stats = protocol.read_stats(connection, names)
+    catalogues = protocol.read_catalogues(connection, names)
+    return _models(names, stats, catalogues)
+
+
+def _models(
+    names: list[str], stats: list[WorkerStats], catalogues: list[dict[str, CatalogueEntry]]
+) -> dict[str, FleetModel]:
+    models: dict[str, FleetModel] = {}
+    for name, worker, catalogue in zip(names, stats, catalogues, strict=True):
+        for entry in catalogue.values():
+            seen = models.setdefault(entry.model, FleetModel(entry.model, entry))
+            if entry.servable and not seen.entry.servable:
+                seen.entry = entry
+            seen.entry = _shortest_context(seen.entry, entry)
+            if not entry.servable:
+                seen.refusals.append(
+                    (name, entry.refusal or ErrorCode.MODEL_LOAD_FAILED, entry.refused or "")
+                )
+            elif worker.takes_jobs:
+                seen.servable_by.append(name)
+        for held in worker.holdings:
+            seen = models.setdefault(held.model, FleetModel(held.model, _bare(held.model)))
+            seen.held_by.append((name, held))
+            if worker.takes_jobs and name not in seen.servable_by:
+                seen.servable_by.append(name)
+        for model in worker.loading:
+            models.setdefault(model, FleetModel(model, _bare(model))).loading_on.append(name)
+    return models
+
+
+def _shortest_context(kept: CatalogueEntry, other: CatalogueEntry) -> CatalogueEntry:
+    """``kept``, with the shortest context of the two (workers may be configured apart, and
+    a request must fit every one of them), and the capabilities ``other``'s loaded copy told
+    where ``kept``'s worker has not loaded it."""
+    lengths = [n for n in (kept.context_length, other.context_length) if n]
+    update: dict[str, object] = {"context_length": min(lengths)} if lengths else {}
+    if not kept.capabilities and other.capabilities:
+        update["capabilities"] = other.capabilities
+    return kept.model_copy(update=update) if update else kept
+
+
+def _bare(model: str) -> CatalogueEntry:
+    """A held model no catalogue describes (a worker of an engine without files)."""
+    return CatalogueEntry(model=model)
+
+
+Availability = Literal["served", "loadable", "refused", "none"]
+
+
+def servable_models(connection: redis.Redis) -> set[str]:
+    """The models a live worker that takes jobs holds or may load (the reaper retries a
+    dead worker's job when its model is one of these)."""
+    return {model for model, seen in fleet_models(connection).items() if seen.servable_by}
+
+
+async def availability(
+    connection: aioredis.Redis, model: str
+) -> tuple[Availability, FleetModel | None]:
+    """Whether a request for ``model`` can be run: a live worker that takes jobs holds it
+    ("served"), or may load it ("loadable"); every live worker that lists it refuses it
+    ("refused": see ``FleetModel.refusals``); or no live worker lists it ("none")."""
+    live = await protocol.read_live_workers_async(connection)
+    if not live:
+        return "none", None
+    names = [name for name, _ in live]
+    catalogues = await protocol.read_catalogues_async(connection, names)
+    seen = _models(names, [stats for _, stats in live], catalogues).get(model)
+    if seen is None:
+        return "none", None
+    if any(name in seen.servable_by for name, _ in seen.held_by):
+        return "served", seen
+    if seen.servable_by:
+        return "loadable", seen
+    return ("refused" if seen.refusals else "none"), seen
 
 
 def snapshot(connection: redis.Redis) -> dict:
-    """Workers (live ones), and queues: each with its lane (``shared``, ``worker <name>``,
-    ``batch``), its depth, its failed jobs and its refused requests apart; for /fleet, /metrics
-    and `mlxq status`."""
+    """Workers (live ones, with the models each holds); queues, each with its lane
+    (``shared``, ``worker <name>``, ``batch``), its depth, its failed jobs and its refused
+    requests apart; and the last placement decisions: for /fleet, /metrics, the page and
+    `mlxq status`."""
     beats = protocol.live_worker_beats(connection)
     stats = protocol.read_stats(connection, [name for name, _ in beats]) if beats else []
     workers = [
         _worker_row(name, beat, worker_stats)
         for (name, beat), worker_stats in zip(beats, stats, strict=True)
     ]
-    models = {model_queue_of(q): w["model"] for w in workers for q in w["queues"]}
+    models = {model_queue_of(q): w["model"] for w in workers for q in w["queues"][:1]}
+    models.update({queue_name_for_model(m): m for s in stats for m in s.held_models})
     queues = [
         {
             "queue": depth.queue,
@@ -76,7 +177,8 @@ def snapshot(connection: redis.Redis) -> dict:
         }
         for depth in rq_bridge.queue_depths(connection)
     ]
-    return {"workers": workers, "queues": queues}
+    placement = [d.model_dump() for d in protocol.recent_decisions(connection)]
+    return {"workers": workers, "queues": queues, "placement": placement}
 
 
 def _worker_row(name: str, last_beat: float, stats: protocol.WorkerStats) -> dict:
@@ -97,4 +199,8 @@ def _worker_row(name: str, last_beat: float, stats: protocol.WorkerStats) -> dic
         "prefix_cache_hit_tokens": stats.prefix_cache_hit_tokens,
         "suggested_temperature": stats.suggested_temperature,
         "seconds_since_heartbeat": round(max(0.0, time.time() - last_beat), 1),
+        "held": [held.model_dump() for held in stats.holdings],
+        "loading": stats.loading,
+        "memory_budget": stats.memory_budget,
+        "memory_used": stats.memory_used,
     }

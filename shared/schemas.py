@@ -137,6 +137,9 @@ class GenerationRequest(_Strict):
     owner: str | None = None
     """The name of the API key the request came with (None on an open service): its usage
     is counted to that key, and it waits in that key's queue (shared/keys.py)."""
+    keep_alive: float | None = None
+    """Seconds the model stays loaded once idle after this job (Ollama's keep_alive): 0
+    unloads it as soon as it is idle, negative keeps it; None: the worker's MLXQ_KEEP_ALIVE."""
 
     @model_validator(mode="after")
     def _nothing_to_generate_needs_echo(self) -> "GenerationRequest":
@@ -168,6 +171,9 @@ class EmbeddingRequest(_Strict):
     owner: str | None = None
     """The name of the API key the request came with (None on an open service): its usage
     is counted to that key, and it waits in that key's queue (shared/keys.py)."""
+    keep_alive: float | None = None
+    """Seconds the model stays loaded once idle after this job (Ollama's keep_alive): 0
+    unloads it as soon as it is idle, negative keeps it; None: the worker's MLXQ_KEEP_ALIVE."""
 
 
 class TokenizeRequest(_Strict):
@@ -245,6 +251,8 @@ class StartedEvent(_Strict):
     prompt_tokens: int | None = None
     """The prompt's tokens, as the worker counted them before the first event (Anthropic's
     ``message_start`` reports them); None from an engine that does not count them."""
+    load_s: float = 0.0
+    """Seconds this job waited for its model to load on that worker (0: it was loaded)."""
 
 
 class TokenEvent(_Strict):

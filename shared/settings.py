@@ -7,6 +7,8 @@ from urllib.parse import urlsplit, urlunsplit
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from shared.units import parse_bytes, parse_duration
+
 DEMO_MODEL_ID = "mlxq/SmolLM2-135M-Instruct-Q4_1"
 """The default model: SmolLM2-135M-Instruct, prepared from a PyPI wheel (worker/demo_model.py)."""
 DEMO_EMBEDDING_MODEL_ID = "mlxq/all-MiniLM-L6-v2"
@@ -23,8 +25,29 @@ class Settings(BaseSettings):
     )
     model: str = Field(
         DEMO_MODEL_ID,
-        description="Model the worker serves and /ask uses: the demo model id, a local MLX "
-        "model folder, or a Hugging Face repo id.",
+        description="The default model: the one /ask uses and a worker loads at start (and "
+        "keeps): the demo model id, a local MLX model folder, or a Hugging Face repo id.",
+    )
+    models: str = Field(
+        "hf-cache",
+        description="Models a worker may load on demand besides MLXQ_MODEL, comma-separated: "
+        "model ids (demo ids, local MLX model folders, LoRA adapter folders, Hugging Face "
+        "repo ids in the local cache), folders that hold model folders, and 'hf-cache' "
+        "(every MLX model in the local Hugging Face cache). Empty: MLXQ_MODEL only.",
+    )
+    memory_budget: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes of model weights a worker may hold loaded (e.g. 6GB, 6GiB), as "
+        "measured after load; to load another model, idle ones are unloaded, least recently "
+        "used first. Default: 60% of the machine's memory; 0: no limit.",
+    )
+    keep_alive: float = Field(
+        300.0,
+        ge=0,
+        description="How long an idle model stays loaded (seconds, or 5m, 1h; negative: "
+        "forever); a request's own keep_alive (Ollama) overrides it for its model. The "
+        "default model stays loaded unless a request says otherwise.",
     )
     embedding_model: str = Field(
         DEMO_EMBEDDING_MODEL_ID,
@@ -217,6 +240,16 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of every process.")
 
+    @field_validator("memory_budget", mode="before")
+    @classmethod
+    def _size(cls, value: object) -> object:
+        return parse_bytes(value) if isinstance(value, str) and value.strip() else value
+
+    @field_validator("keep_alive", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str | int | float) else value
+
     @field_validator("log_level")
     @classmethod
     def _upper_log_level(cls, value: str) -> str:
@@ -227,6 +260,12 @@ class Settings(BaseSettings):
         from shared.keys import queue_name_for_model
 
         return self.queue or queue_name_for_model(self.model)
+
+    def queue_of(self, model: str) -> str:
+        """The queue of any model: MLXQ_QUEUE renames the default model's only."""
+        from shared.keys import queue_name_for_model
+
+        return self.queue_name if model == self.model else queue_name_for_model(model)
 
     @property
     def batch_slot_limit(self) -> int:

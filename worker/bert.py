@@ -59,6 +59,11 @@ class BertEncoder:
         self.config = config
         self._w = weights
 
+    @property
+    def nbytes(self) -> int:
+        """What its weights take in memory."""
+        return sum(int(weight.nbytes) for weight in self._w.values())
+
     @classmethod
     def load(cls, folder: Path) -> BertEncoder:
         weights = mx.load(str(folder / "model.safetensors"))

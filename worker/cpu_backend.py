@@ -46,28 +46,28 @@ def on_cpu() -> bool:
     return mx.default_device().type == mx.DeviceType.cpu
 
 
+DEQUANTIZE_BLOCK_VALUES = 1 << 22
+"""Values expanded per step (16 MB of float32): each step is evaluated on its own, so a model
+loading beside others that generate never holds the CPU for long (one 113 MB embedding
+expanded at once paused a neighbour's decoding for seconds on two cores)."""
+
+
 def dequantize_to_float32(model) -> int:
     """Replace quantized layers with float32 ones holding exactly the same values.
 
     Returns how many layers were expanded. Costs memory (about 8x a 4-bit model), which is
-    why it is only done on the CPU, where it pays off.
+    why it is only done on the CPU, where it pays off. Layers are expanded in blocks of
+    rows, each evaluated before the next (see DEQUANTIZE_BLOCK_VALUES).
     """
     import mlx.core as mx
     import mlx.nn as nn
     from mlx.utils import tree_unflatten
 
-    replacements = []
-    for name, module in model.named_modules():
+    count = 0
+    for name, module in list(model.named_modules()):
         if not isinstance(module, nn.QuantizedLinear | nn.QuantizedEmbedding):
             continue
-        weight = mx.dequantize(
-            module.weight,
-            module.scales,
-            getattr(module, "biases", None),
-            module.group_size,
-            module.bits,
-            mode=getattr(module, "mode", "affine"),
-        ).astype(mx.float32)
+        weight = _expanded(module)
         replacement: nn.Module
         if isinstance(module, nn.QuantizedEmbedding):
             replacement = nn.Embedding(*weight.shape)
@@ -76,8 +76,31 @@ def dequantize_to_float32(model) -> int:
             if "bias" in module:
                 replacement.bias = module.bias.astype(mx.float32)
         replacement.weight = weight
-        replacements.append((name, replacement))
-    if replacements:
-        model.update_modules(tree_unflatten(replacements))
-        mx.eval(model.parameters())
-    return len(replacements)
+        model.update_modules(tree_unflatten([(name, replacement)]))
+        count += 1
+    return count
+
+
+def _expanded(module):
+    """A quantized layer's weight as float32, expanded and evaluated block by block."""
+    import mlx.core as mx
+
+    rows = module.weight.shape[0]
+    columns = module.scales.shape[-1] * module.group_size
+    step = max(1, DEQUANTIZE_BLOCK_VALUES // max(1, columns))
+    biases = getattr(module, "biases", None)
+    blocks = []
+    for start in range(0, rows, step):
+        block = mx.dequantize(
+            module.weight[start : start + step],
+            module.scales[start : start + step],
+            None if biases is None else biases[start : start + step],
+            module.group_size,
+            module.bits,
+            mode=getattr(module, "mode", "affine"),
+        ).astype(mx.float32)
+        mx.eval(block)
+        blocks.append(block)
+    weight = blocks[0] if len(blocks) == 1 else mx.concatenate(blocks)
+    mx.eval(weight)
+    return weight

@@ -45,6 +45,7 @@ class EmbeddingEngine(ThreadedEngine):
         self._encoder = BertEncoder.load(folder)
         self._tokenizer = BertTokenizer(folder)
         self.context_length = self._encoder.config.max_length
+        self.weights_bytes = self._encoder.nbytes
         self.dimensions = self._encoder.config.hidden_size
         self.facts = embedding_model_facts(folder, self._encoder.parameter_count)
         self._stream = mx.new_thread_local_stream(mx.default_device())

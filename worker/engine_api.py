@@ -172,6 +172,8 @@ class Engine(Protocol):
     reuses_prefixes: bool = False
     """The engine keeps a prefix cache, so the conversations this worker answers are routed
     back to it (shared/routing.py)."""
+    weights_bytes: int = 0
+    """What its model's arrays take in memory (worker/memory.py; 0: not measured)."""
     peak_batch_size: int
     """The most sequences it has run at once."""
     generated_tokens: int

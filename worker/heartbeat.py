@@ -6,6 +6,10 @@ own heartbeat. Its reply says whether the reaper declared the worker dead meanwh
 paused: a sleeping Mac): then the worker drops its jobs and registers again. The beat also
 stops the jobs whose API process is gone, and notices ``rq suspend`` and ``rq resume``.
 
+The same round trip publishes what the worker holds (its models, their memory and
+keep-alive) and, when it changed, its catalogue; then the model keeper (worker/model_keeper.py)
+unloads idle models and applies the placement rule, once a second.
+
 It owns the suspension flag (written here, on the main thread; read by the reporter thread
 under the state lock) and the token-rate samples.
 """
@@ -23,6 +27,7 @@ from shared import history, protocol
 from shared.rq_bridge import ConcurrentWorkerBase
 from worker.config import WorkerConfig
 from worker.engine_api import Engine
+from worker.model_keeper import ModelKeeper
 from worker.reporter import Reporter
 
 log = logging.getLogger(__name__)
@@ -43,11 +48,14 @@ class Heartbeat:
         reporter: Reporter,
         state_lock: threading.Lock,
         config: WorkerConfig,
+        keeper: ModelKeeper,
     ) -> None:
         """``state_lock``: held while the running set and RQ's worker state change together
-        (the worker's, shared with the job starter and the reporter)."""
+        (the worker's, shared with the job starter and the reporter). ``keeper``: the
+        worker's models (what it holds, its catalogue, placement)."""
         self._worker = worker
         self._engine = engine
+        self._keeper = keeper
         self._reporter = reporter
         self._state_lock = state_lock
         self._slots = config.concurrency
@@ -72,13 +80,18 @@ class Heartbeat:
                 protocol.add_heartbeat(pipeline, worker.name, stats, worker.worker_ttl, running)
                 history.add_worker_sample(pipeline, worker.name, stats, time.time())
                 worker.heartbeat(pipeline=pipeline)
+                catalogue = self._keeper.catalogue_entries()
+                ttl = worker.worker_ttl + protocol.STATS_GRACE_S
+                protocol.add_catalogue(pipeline, worker.name, catalogue, ttl)
                 reaped = pipeline.execute()[0]
+            self._keeper.catalogue_sent(catalogue)
             if reaped:
                 self._rejoin()
             self._stop_orphans()
             self._note_suspension(worker.is_suspended())
             if worker.should_run_maintenance_tasks:
                 worker.run_maintenance_tasks()
+            self._keeper.tick()
         except redis.RedisError as exc:  # unreachable, or full (maxmemory): beat again later
             log.warning("worker %s: heartbeat failed (%s)", worker.name, exc)
 
@@ -142,23 +155,16 @@ class Heartbeat:
     def _stats(self) -> protocol.WorkerStats:
         engine = self._engine
         cache, kv = engine.prefix_cache_report(), engine.kv_cache_report()
-        facts = engine.facts
         return protocol.WorkerStats(
             prefix_cache_budget_bytes=cache.budget_bytes,
             kv_cache_bytes=kv.bytes,
             kv_cache_budget_bytes=kv.budget_bytes,
-            capabilities=list(facts.capabilities),
-            context_length=engine.context_length,
-            parameter_count=facts.parameter_count,
-            family=facts.family,
-            quantization=facts.quantization,
-            weights_bytes=facts.size_bytes,
             names_connections=True,
             prefix_cache_bytes=cache.bytes,
             prefix_cache_queried_tokens=cache.queried_tokens,
             prefix_cache_hit_tokens=cache.hit_tokens,
             model=engine.model_id,
-            queues=self._worker.queue_names(),
+            queues=self._keeper.queues.names(),
             host=socket.gethostname(),
             pid=os.getpid(),
             slots=self._slots,
@@ -168,6 +174,10 @@ class Heartbeat:
             tokens_per_s=round(self._tokens_per_s(), 2),
             suspended=self.suspended,
             suggested_temperature=engine.suggested_temperature,
+            held=self._keeper.host.report(),
+            loading=self._keeper.host.loading(),
+            memory_budget=self._keeper.host.budget,
+            memory_used=self._keeper.host.used_bytes(),
         )
 
     def _tokens_per_s(self) -> float:

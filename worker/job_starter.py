@@ -60,8 +60,12 @@ class JobStarter:
         state_lock: threading.Lock,
         config: WorkerConfig,
         free_slot: Callable[[str], None],
+        load_wait: Callable[[str, float | None], float] = lambda model, enqueued_at: 0.0,
     ) -> None:
+        """``load_wait``: seconds a job of a model, enqueued at a time, waited for the model to
+        load (its started event says so: worker/model_host.py)."""
         self._worker = worker
+        self._load_wait = load_wait
         self._engine = engine
         self._reporter = reporter
         self._starting = starting
@@ -191,7 +195,10 @@ class JobStarter:
                 # event is its error. It counts the prompt's tokens (Anthropic's message_start).
                 tokens = prepared.prompt_tokens or None  # an engine that does not tokenize: 0
                 started = StartedEvent(
-                    seq=running.take_seq(), worker=worker.name, prompt_tokens=tokens
+                    seq=running.take_seq(),
+                    worker=worker.name,
+                    prompt_tokens=tokens,
+                    load_s=self._waited(running),
                 )
                 protocol.add_event(pipeline, job.id, started, self._config.event_ttl_s)
             # RQ's BUSY and the reporter's IDLE (when the last job ends) must not cross: the
@@ -200,6 +207,12 @@ class JobStarter:
                 results = pipeline.execute()
                 self._reporter.track(running)
         return bool(results[cancelled_at])
+
+    def _waited(self, running: RunningJob) -> float:
+        if running.request is None:
+            return 0.0
+        enqueued = running.job.enqueued_at
+        return self._load_wait(running.request.model, enqueued.timestamp() if enqueued else None)
 
     def _refuse_foreign(self, job: Job, job_queue: Queue) -> None:
         """Only mlxq's own job function runs here: RQ would import any dotted path it is given.

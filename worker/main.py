@@ -1,4 +1,5 @@
-"""``mlxq worker``: load the model once, then serve jobs from the model's queue until stopped."""
+"""``mlxq worker``: load the default model, then serve jobs from the queues of the models it
+holds, loading others on demand (worker/model_keeper.py), until stopped."""
 
 import importlib
 import logging
@@ -14,10 +15,13 @@ from rq.serializers import JSONSerializer
 from shared import protocol
 from shared.redis_clients import worker_client
 from shared.settings import DEMO_EMBEDDING_MODEL_ID, Settings, get_settings, without_password
+from shared.units import human_bytes
 from worker.config import WorkerConfig
 from worker.cpu_backend import load_fast_blas
 from worker.engine_api import Emit, Engine, EngineFactory
 from worker.model import is_bert_folder
+from worker.model_host import ModelHost
+from worker.model_loader import LoadFailed
 from worker.reporter import Outbox
 from worker.rq_worker import BatchingWorker
 from worker.startup_error import StartupError
@@ -83,19 +87,50 @@ def connect(settings: Settings, name: str) -> redis.Redis:
     return connection
 
 
+def build_host(settings: Settings, emit: Emit) -> ModelHost:
+    """The worker's models: its catalogue read, its budget set, the default model loaded."""
+    from worker.catalogue import Catalogue
+    from worker.memory import memory_budget
+
+    on_mlx = settings.engine in ("mlx", "embedding")
+    cpu = on_mlx and _on_cpu()
+    budget = memory_budget(settings.memory_budget)
+    catalogue = Catalogue(settings, budget, expand_quantized=cpu and settings.cpu_dequantize)
+    catalogue.scan()
+    host = ModelHost(settings, emit, catalogue, budget, device="cpu" if cpu else "gpu")
+    result = host.load_default()
+    if isinstance(result, LoadFailed):
+        raise StartupError(result.why)
+    size = host.model_bytes(settings.model)
+    if budget and size > budget:
+        raise StartupError(
+            f"MLXQ_MODEL={settings.model!r} takes {human_bytes(size)} loaded, more than "
+            f"MLXQ_MEMORY_BUDGET ({human_bytes(budget)}): raise the budget or serve a smaller "
+            "model."
+        )
+    return host
+
+
+def _on_cpu() -> bool:
+    from worker.cpu_backend import on_cpu
+
+    return on_cpu()
+
+
 def build_worker(settings: Settings) -> BatchingWorker:
-    """Redis first (cheap to check), then the engine (loads the model once), then RQ's side.
-    The engine answers into the reporter's outbox, so the outbox is made first."""
+    """Redis first (cheap to check), then the models (the default one loaded), then RQ's
+    side. The engines answer into the reporter's outbox, so the outbox is made first."""
     name = uuid.uuid4().hex  # RQ's own way to name a worker, chosen here for the connections
     connection = connect(settings, name)
     outbox = Outbox()
-    engine = build_engine(settings, outbox.post)
+    host = build_host(settings, outbox.post)
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
     return BatchingWorker(
         [queue],
-        engine=engine,
+        engine=host,
         outbox=outbox,
         config=WorkerConfig.from_settings(settings),
+        settings=settings,
         connection=connection,
         serializer=JSONSerializer,
         name=name,
@@ -117,7 +152,13 @@ def run(burst: bool = False) -> int:
         log.debug("start-up failed", exc_info=True)
         print(f"mlxq worker: could not start: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    log.info("worker %s serving %s on queue %s", worker.name, settings.model, settings.queue_name)
+    log.info(
+        "worker %s serving %s on queue %s; it may load %d model(s) on demand",
+        worker.name,
+        settings.model,
+        settings.queue_name,
+        len(worker.engine.catalogue.models()),
+    )
     worker.work(burst=burst, logging_level=settings.log_level)
     exit_now(0)
     return 0

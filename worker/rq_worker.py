@@ -11,8 +11,11 @@ has the table; the second preparer starts when two jobs are prepared at once):
 - two **preparer threads** (worker/job_starter.py) claim, read, tokenize and record the start
   of one job each, then hand it to the engine (``engine.submit``) or refuse it
   (``reporter.outbox.refuse``);
-- the **engine thread** (worker/mlx_engine.py, worker/embedding_engine.py) generates and
-  posts its outputs to the reporter's outbox;
+- an **engine thread** per model held (worker/mlx_engine.py, worker/embedding_engine.py),
+  which generates and posts its outputs to the reporter's outbox; the engines are the model
+  host's (worker/model_host.py), which the rest of the worker sees as one engine;
+- the **loader thread** (worker/model_loader.py) loads models on demand while the others
+  generate;
 - the **reporter thread** (worker/reporter.py) publishes events and ends jobs in RQ, then
   frees the job's slot (``_job_done``);
 - the **cancel listener** (worker/cancel_listener.py), a redis-py pub/sub thread, forwards
@@ -22,6 +25,8 @@ has the table; the second preparer starts when two jobs are prepared at once):
   ``rq``'s ``send_shutdown_command`` (a SIGINT to this process: a graceful stop).
 
 Everything a worker is configured with comes in one ``WorkerConfig`` (worker/config.py).
+It serves the queues of the models it holds (worker/model_queues.py); which models it loads
+and unloads is its model keeper's work (worker/model_keeper.py, worker/placement.py).
 """
 
 import logging
@@ -34,16 +39,18 @@ from rq.job import Job
 from rq.queue import Queue
 
 from shared.backoff import Backoff
-from shared.keys import is_batch_lane, worker_queue_name
-from shared.protocol import deregister_worker
+from shared.keys import is_batch_lane
+from shared.protocol import deregister_worker, forget_catalogue
 from shared.rq_bridge import ConcurrentWorkerBase, release_queue
+from shared.settings import Settings
 from worker.cancel_listener import CancelListener
 from worker.config import WorkerConfig
-from worker.engine_api import Engine
-from worker.fair_share import KeyQueues
 from worker.heartbeat import Heartbeat
 from worker.job_starter import JobStarter
-from worker.lanes import BatchLanes, LaneSlots
+from worker.lanes import LaneSlots
+from worker.model_host import ModelHost
+from worker.model_keeper import ModelKeeper
+from worker.model_queues import ModelQueues
 from worker.reporter import Outbox, Reporter
 from worker.starting import StartingJobs
 
@@ -55,6 +62,12 @@ DRAIN_POLL_S = 0.05
 """While draining, how often the worker looks whether its last jobs have ended."""
 IDLE_POLL_S = 1.0
 """While suspended (``rq suspend``), how often the worker looks again."""
+LOADING_POLL_S = 0.1
+"""While a model loads (or none is held), how long one dequeue waits: a finished load is
+served within this, not a second later."""
+PLACEMENT_POLL_S = 0.25
+"""While the worker may load models it does not hold, how long one dequeue waits: the
+placement (worker/model_keeper.py) looks for demand this often."""
 
 
 class BatchingWorker(ConcurrentWorkerBase):
@@ -62,26 +75,23 @@ class BatchingWorker(ConcurrentWorkerBase):
         self,
         queues: list[Queue],
         *,
-        engine: Engine,
+        engine: ModelHost,
         outbox: Outbox,
         config: WorkerConfig,
+        settings: Settings,
         **rq_options: Any,
     ) -> None:
-        """``queues``: the model's shared queue. The worker also serves its own queue (first),
-        the API keys' queues in turn with the shared one (worker/fair_share.py), and the
-        batches' lanes (last, into at most ``config.batch_slots`` slots). The engine answers
-        into ``outbox``, the reporter's. ``rq_options`` are RQ's own (``connection``,
-        ``serializer``, ``name``)."""
-        shared_queue = queues[0]
+        """``queues``: the default model's shared queue (RQ registers the worker with it).
+        The worker serves the queues of every model its ``engine`` (the model host) holds:
+        for each, its own queue (first), the API keys' queues in turn with the shared one
+        (worker/fair_share.py), and the batches' lanes (last, into at most
+        ``config.batch_slots`` slots). The engines answer into ``outbox``, the reporter's.
+        ``rq_options`` are RQ's own (``connection``, ``serializer``, ``name``)."""
         super().__init__(queues, **rq_options)
-        self.key_queues = KeyQueues(shared_queue)
-        self.batch_lanes = BatchLanes(shared_queue)
-        self.own_queue = Queue(
-            worker_queue_name(shared_queue.name, self.name),
-            connection=self.connection,
-            serializer=shared_queue.serializer,
+        self.model_queues = ModelQueues(
+            self.connection, queues[0].serializer, self.name, settings.queue_of
         )
-        self.serve_first(self.own_queue)  # requests routed here reuse this worker's cache
+        self.keeper = ModelKeeper(self.connection, self.name, engine, self.model_queues, settings)
         self.config = config
         self.engine = engine
         self.lanes = LaneSlots(config.batch_slots)
@@ -100,9 +110,18 @@ class BatchingWorker(ConcurrentWorkerBase):
             claims_prefixes=engine.reuses_prefixes,
         )
         starting = StartingJobs()
-        self.beat = Heartbeat(self, engine, self.reporter, self._state_lock, config)
+        self.beat = Heartbeat(
+            self, engine, self.reporter, self._state_lock, config, keeper=self.keeper
+        )
         self.starter = JobStarter(
-            self, engine, self.reporter, starting, self._state_lock, config, self._free_slot
+            self,
+            engine,
+            self.reporter,
+            starting,
+            self._state_lock,
+            config,
+            self._free_slot,
+            engine.load_wait,
         )
         self.cancels = CancelListener(self.connection, self.name, engine, self.reporter, starting)
 
@@ -114,10 +133,12 @@ class BatchingWorker(ConcurrentWorkerBase):
         self.engine.start()
         self.reporter.start()
         self.cancels.start()
+        self.keeper.start()
         worked = False
         try:
             while not self.stop_requested:
                 self.beat.tick()
+                self.keeper.turn()
                 if self.beat.suspended:
                     if burst:
                         break
@@ -149,23 +170,33 @@ class BatchingWorker(ConcurrentWorkerBase):
         log.info("worker %s: stopping; finishing %d job(s)", self.name, self.reporter.running_count)
 
     def _dequeue(self) -> tuple[Job, Queue] | None:
-        """The next job: interactive queues first, at every dequeue (this worker's own, then
-        the keys' and the shared one in turn); the batches' lanes, in turn, only while batch
-        lines hold fewer than their share of the slots."""
+        """The next job of a model this worker holds: interactive queues first, at every
+        dequeue (this worker's own, then each model's keys' and shared queues, model by model
+        in turn); the batches' lanes, in turn, only while batch lines hold fewer than their
+        share of the slots. While a model loads, or none is held, it waits briefly."""
+        if self.model_queues.empty:
+            time.sleep(LOADING_POLL_S)
+            return None
+        timeout: float = DEQUEUE_TIMEOUT_S
+        if self.engine.loading():
+            timeout = LOADING_POLL_S
+        elif self.keeper.may_load_more:
+            timeout = PLACEMENT_POLL_S
         try:
-            queues = [self.own_queue, *self.key_queues.in_turn()]
+            queues = self.model_queues.interactive()
             if self.lanes.batch_has_room():
-                queues += self.batch_lanes.in_turn()
-            result = self.dequeue(DEQUEUE_TIMEOUT_S, queues)
+                queues += self.model_queues.lanes()
+            result = self.dequeue(timeout, queues)
         except redis.RedisError as exc:  # unreachable, or full (a dequeue writes: BLMOVE)
             log.warning("worker %s: cannot take a job from Redis (%s); retrying", self.name, exc)
             self._backoff.sleep()
             return None
         self._backoff.reset()
         if result is not None:
-            self.lanes.taken(result[0].id, is_batch_lane(result[1].name))
-            self.key_queues.served(result[1].name)
-            self.batch_lanes.served(result[1].name)
+            job, job_queue = result
+            self.lanes.taken(job.id, is_batch_lane(job_queue.name))
+            self.engine.taken(job.id, self.model_queues.model_of(job_queue.name) or "")
+            self.model_queues.served(job_queue.name)
         return result
 
     def _give_back(self, job: Job, job_queue: Queue) -> None:
@@ -180,6 +211,7 @@ class BatchingWorker(ConcurrentWorkerBase):
         """A preparer (a job that never reached the reporter) or the reporter (a job that
         ended): the job's slot is free again."""
         self.lanes.freed(job_id)
+        self.engine.released(job_id)
         self._slots.release()
 
     def _job_done(self, job_id: str) -> None:
@@ -210,7 +242,8 @@ class BatchingWorker(ConcurrentWorkerBase):
         """Leave the live set, and hand requests still routed to this worker to the others."""
         try:
             deregister_worker(self.connection, self.name)
-            moved = release_queue(self.connection, self.own_queue.name)
+            forget_catalogue(self.connection, self.name)
+            moved = sum(release_queue(self.connection, q) for q in self.model_queues.own_queues())
             if moved:
                 log.info("worker %s: %d routed request(s) go to the shared queue", self.name, moved)
         except redis.RedisError as exc:

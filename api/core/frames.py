@@ -104,6 +104,8 @@ class JobStream:
         on_end: Callable[[], Awaitable[None]] | None = None,
     ):
         self._first: JobEvent | Keepalive | None = first
+        self.first = first
+        """The job's first event (or a keep-alive), which the response waited for."""
         self._rest = rest
         self._on_end = on_end
 

@@ -10,9 +10,10 @@ request that names it is told why. Either name may carry Ollama's tag ``:latest`
 Anthropic endpoints too). Every dialect resolves names here, and answers with the name the
 client sent.
 
-What a model can do, how long its context is and how big it is (``ModelFacts``) come from
-the heartbeats of the workers that loaded it: the API never reads model files. Each dialect's
-listing writes them in its own words (``/v1/models``, ``/api/tags``, ``/api/show``).
+The models a request may name are those the fleet can serve (shared/fleet_view.py): every
+model in a live worker's catalogue, loaded or not; a request for one that no worker holds
+waits while a worker loads it. A model that every worker listing it refuses (its load
+failed, it never fits a budget) is refused at once, with the reason.
 """
 
 import asyncio
@@ -21,9 +22,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from shared.errors import ModelNotFound
-from shared.fleet_view import loaded_model_stats, loaded_models
-from shared.protocol import WorkerStats
+from shared.errors import ErrorCode, MlxqError, ModelLoadFailed, ModelNotFound, ModelTooLarge
+from shared.fleet_view import FleetModel, fleet_models
 from shared.settings import Settings
 
 LATEST_TAG = ":latest"
@@ -90,67 +90,40 @@ class ModelNames:
         return ModelNotFound(f"The model {name!r} is not served here. Served models: {available}.")
 
 
-async def served_models(connection: redis.Redis) -> dict[str, int]:
-    """Model id -> live workers holding it (suspended ones too: shared/fleet_view.py)."""
-    return await asyncio.to_thread(loaded_models, connection)
-
-
-@dataclass(frozen=True)
-class ModelFacts:
-    """What the live workers holding a model say of it (all unknown while none does)."""
-
-    workers: int = 0
-    capabilities: tuple[str, ...] = ()
-    """Ollama's words: completion, tools, insert, thinking; or embedding. Empty: unknown."""
-    context_length: int | None = None
-    """The shortest any of its workers reads (they may be configured apart)."""
-    parameter_count: int | None = None
-    family: str | None = None
-    quantization: str | None = None
-    weights_bytes: int | None = None
-
-    @classmethod
-    def of(cls, stats: list[WorkerStats]) -> "ModelFacts":
-        told = [s for s in stats if s.capabilities]
-        first = told[0] if told else None
-        lengths = [s.context_length for s in stats if s.context_length]
-        if first is None:
-            return cls(workers=len(stats), context_length=min(lengths, default=None))
-        return cls(
-            workers=len(stats),
-            capabilities=tuple(first.capabilities),
-            context_length=min(lengths, default=None),
-            parameter_count=first.parameter_count,
-            family=first.family,
-            quantization=first.quantization,
-            weights_bytes=first.weights_bytes,
-        )
-
-    @property
-    def generates(self) -> bool:
-        """Answers chat and completions (unknown counts as yes, as before workers said)."""
-        return not self.capabilities or "completion" in self.capabilities
-
-
-async def model_facts(connection: redis.Redis) -> dict[str, ModelFacts]:
-    """Model id -> what its live workers (suspended ones too) say of it."""
-    stats = await asyncio.to_thread(loaded_model_stats, connection)
-    return {model: ModelFacts.of(told) for model, told in stats.items()}
+async def served_models(connection: redis.Redis) -> dict[str, FleetModel]:
+    """Model id -> the fleet's view of it, for every model a live worker holds or lists."""
+    return await asyncio.to_thread(fleet_models, connection)
 
 
 async def model_names(connection: redis.Redis, settings: Settings) -> ModelNames:
-    """The names requests may use now: the served models' and the default model's."""
+    """The names requests may use now: the fleet's models' and the default model's."""
     return ModelNames.of({settings.model, *await served_models(connection)})
 
 
 async def resolve_model(connection: redis.Redis, settings: Settings, name: str) -> str:
     """The model id ``name`` stands for, when a request may use it: the default model is
-    always accepted (its worker may be starting); another model needs a live worker now,
-    or the request is refused at once (404) instead of waiting."""
+    always accepted (its worker may be starting); another model needs a live worker that
+    holds it or may load it, or the request is refused at once (404) instead of waiting;
+    and one every such worker refuses is refused with the reason (``refusal``)."""
     if model_id(name) == settings.model:
         return settings.model
-    names = await model_names(connection, settings)
+    models = await served_models(connection)
+    names = ModelNames.of({settings.model, *models})
     model = names.resolve(name)
     if model is None:
         raise names.not_found(name)
+    seen = models.get(model)
+    nowhere = seen is not None and not (seen.servable_by or seen.held_by or seen.loading_on)
+    if seen is not None and nowhere and seen.refusals:
+        raise refusal(seen)
     return model
+
+
+def refusal(seen: FleetModel) -> MlxqError:
+    """Why no worker may serve a model it lists: too large for every budget, or its load
+    failed (each worker's reason)."""
+    codes = {code for _, code, _ in seen.refusals}
+    reasons = "; ".join(dict.fromkeys(why for _, _, why in seen.refusals))
+    if codes == {ErrorCode.MODEL_TOO_LARGE}:
+        return ModelTooLarge(f"No worker can hold the model {seen.model!r}: {reasons}")
+    return ModelLoadFailed(f"The model {seen.model!r} cannot be loaded: {reasons}")

@@ -68,6 +68,7 @@ def embedding_request(
     inputs: list[str | list[int]],
     truncate: bool,
     dimensions: int | None = None,
+    keep_alive: float | None = None,
 ) -> EmbeddingRequest:
     """An embedding job's request: a vector per input, none of them empty."""
     if not inputs:
@@ -84,6 +85,7 @@ def embedding_request(
         truncate=truncate,
         dimensions=dimensions,
         deadline=time.time() + settings.request_timeout,
+        keep_alive=keep_alive,
     )
 
 

@@ -27,13 +27,17 @@ from api.core.frames import JobStream, StreamRenderer, StreamResponse, frames
 from api.core.models import resolve_model
 from api.core.runner import JobRunner
 from shared.errors import ModelNotFound, RateLimited
-from shared.schemas import DoneEvent, JobEvent, JobRequest
+from shared.schemas import DoneEvent, JobEvent, JobRequest, StartedEvent
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WORKER_HEADER = "x-mlxq-worker"
 """Names the worker that answered (non-streamed answers): which Mac, for operators."""
+LOAD_HEADER = "x-mlxq-load-seconds"
+"""Seconds the request waited for its model to load (0.000 when it was loaded): Ollama's
+``load_duration`` for the dialects that have no field for it. Streams carry it when their
+job started before the response began."""
 
 Answer = Callable[[DoneEvent], Any]
 """The whole answer of a non-streaming request, from the job's DoneEvent (a dict or model)."""
@@ -43,6 +47,10 @@ Watch = Callable[[JobEvent], None]
 
 def worker_headers(done: DoneEvent) -> dict[str, str] | None:
     return {WORKER_HEADER: done.worker} if done.worker else None
+
+
+def load_headers(started: StartedEvent | None) -> dict[str, str]:
+    return {LOAD_HEADER: f"{started.load_s:.3f}"} if started is not None else {}
 
 
 async def respond(
@@ -62,14 +70,23 @@ async def respond(
     first event. ``on_end`` is called once the job is over, ``headers`` go on the answer."""
     streaming = renderer is not None and getattr(request, "stream", False)
     if not streaming:
-        work = runner.run(request, watch=watch, on_end=on_end)
+        started: list[StartedEvent] = []
+
+        def watching(event: JobEvent) -> None:
+            if isinstance(event, StartedEvent):
+                started.append(event)
+            if watch is not None:
+                watch(event)
+
+        work = runner.run(request, watch=watching, on_end=on_end)
         done = await unless_disconnected(http_request, work)
         if isinstance(done, Response):
             return done
         body = answer(done)
         if isinstance(body, BaseModel):
             body = body.model_dump(mode="json")
-        return JSONResponse(body, headers={**(headers or {}), **(worker_headers(done) or {})})
+        extra = {**(worker_headers(done) or {}), **load_headers(started[0] if started else None)}
+        return JSONResponse(body, headers={**(headers or {}), **extra})
     assert renderer is not None
     # Until its first event the response has not started, and no one else would notice a
     # client that leaves: watch for it here, so its job is dropped within a moment.
@@ -78,8 +95,12 @@ async def respond(
     )
     if isinstance(stream, Response):
         return stream
+    first = stream.first if isinstance(stream.first, StartedEvent) else None
     return StreamResponse(
-        frames(stream, renderer), settings.stream_write_timeout, renderer.media_type, headers
+        frames(stream, renderer),
+        settings.stream_write_timeout,
+        renderer.media_type,
+        {**(headers or {}), **load_headers(first)},
     )
 
 

@@ -21,10 +21,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from api.access.accounting import Accounting
 from api.core.event_hub import EventHub, JobEvents
 from api.core.metrics import Metrics, RequestWatch
+from api.core.models import refusal
 from api.core.submitter import JobSubmitter
 from shared import protocol
 from shared.errors import ErrorCode, JobTimedOut, MlxqError, NoWorkerAvailable, RedisUnavailable
-from shared.fleet_view import serves_model
+from shared.fleet_view import availability
 from shared.keys import shared_queue_of
 from shared.rq_bridge import recover_taken_job
 from shared.schemas import (
@@ -287,12 +288,17 @@ class JobRunner:
                         raise JobTimedOut(
                             "The request's deadline passed before the answer was ready."
                         )
-                    if until < deadline and await self._fleet_serves(request.model):
-                        queue_deadline = min(now + self._settings.queue_timeout, deadline)
-                        outage.over()
-                        continue  # a busy fleet, not a missing one: keep waiting
+                    refused: MlxqError | None = None
+                    if until < deadline:
+                        serves, refused = await self._fleet_can_serve(request.model)
+                        if serves:
+                            queue_deadline = min(now + self._settings.queue_timeout, deadline)
+                            outage.over()
+                            continue  # a busy fleet, or a model loading: keep waiting
                     if await self._submitter.withdraw(placed.queue, job_id):
-                        raise self._queue_timeout_error(request, deadline_passed=until >= deadline)
+                        raise refused or self._queue_timeout_error(
+                            request, deadline_passed=until >= deadline
+                        )
                 except (RedisConnectionError, RedisTimeoutError) as exc:
                     outage.failed(now, exc)
                     continue
@@ -334,8 +340,14 @@ class JobRunner:
                 "persistence?); send it again."
             )
 
-    async def _fleet_serves(self, model: str) -> bool:
-        return await serves_model(self._connection, model)
+    async def _fleet_can_serve(self, model: str) -> tuple[bool, MlxqError | None]:
+        """Whether a live worker holds the model or may load it (the placement has one load
+        it: worker/placement.py); when every worker that lists it refuses it (its load
+        failed meanwhile), the refusal to answer with."""
+        state, seen = await availability(self._connection, model)
+        if state == "refused" and seen is not None:
+            return False, refusal(seen)
+        return state in ("served", "loadable"), None
 
     async def _reroute(self, placed: "_Placement", job_id: str) -> None:
         """The worker this job was routed to has not taken it within MLXQ_ROUTE_WAIT: any

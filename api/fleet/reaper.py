@@ -22,7 +22,7 @@ from rq.queue import Queue
 
 from shared import protocol, rq_bridge
 from shared.errors import ErrorCode
-from shared.fleet_view import serving_models
+from shared.fleet_view import servable_models
 from shared.job_functions import UnreadableJob, read_job_request
 from shared.keys import worker_queue_name
 from shared.schemas import ErrorEvent, JobEvent, TokenEvent
@@ -78,6 +78,7 @@ def _reap_worker(connection: redis.Redis, name: str, event_ttl_s: int) -> None:
             _tell_lost(connection, job_id, name, "it could not be recovered", event_ttl_s)
     _clean_up(name, "its running set", protocol.forget_running_jobs, connection)
     _clean_up(name, "its own queues", _release_own_queues, connection)
+    _clean_up(name, "its catalogue", protocol.forget_catalogue, connection)
     _clean_up(name, "its RQ records", rq_bridge.forget_worker, connection)
 
 
@@ -113,7 +114,7 @@ def _recover(connection: redis.Redis, job_id: str, worker: str, event_ttl_s: int
         _fail(connection, job, queue, _lost(worker, reason), protocol.next_seq(events), event_ttl_s)
         return
     attempts = rq_bridge.runs_so_far(connection, job)
-    decision = decide(attempts, events, request.model in serving_models(connection))
+    decision = decide(attempts, events, request.model in servable_models(connection))
     if decision.action == "retry":
         _retry(connection, job, queue, attempts + 1)
     else:

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.access.identity import Identity
 from api.deps import IdentityDep, RedisDep, SettingsDep
 from shared.errors import ErrorCode, MlxqError
-from shared.fleet_view import serving_models, snapshot
+from shared.fleet_view import fleet_models, snapshot
 from shared.history import read_history
 from shared.keys import queue_owner
 
@@ -33,14 +33,19 @@ NOT_READY_RETRY_AFTER_S = 5
 
 @router.get("/ready", responses={503: {"description": "Not ready, with the reason"}})
 async def ready(connection: RedisDep, settings: SettingsDep) -> JSONResponse:
+    """Ready: a live worker that takes jobs holds the default model, or may load it (it was
+    unloaded to make room for another: the next request loads it again)."""
     try:
-        served = await asyncio.to_thread(serving_models, connection)
+        models = await asyncio.to_thread(fleet_models, connection)
     except redis.RedisError as exc:
         return _not_ready(f"Redis is unreachable: {exc}")
-    workers = served.get(settings.model, 0)
+    seen = models.get(settings.model)
+    workers = len(seen.servable_by) if seen else 0
     if workers == 0:
         return _not_ready(f"No live worker serves the default model {settings.model!r}.")
-    return JSONResponse({"status": "ready", "model": settings.model, "workers": workers})
+    loaded = any(name in seen.servable_by for name, _ in seen.held_by) if seen else False
+    body = {"status": "ready", "model": settings.model, "workers": workers, "loaded": loaded}
+    return JSONResponse(body)
 
 
 def _not_ready(reason: str) -> JSONResponse:

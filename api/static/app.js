@@ -42,26 +42,30 @@ async function loadModels() {
   clearTimeout(modelsRetry);
   const select = $("model");
   const previous = select.value;
-  let ids = [];
+  let models = [];
   try {
     const response = await fetch("/v1/models", { headers: headers() });
     if (!response.ok) throw new Error(await errorMessage(response));
-    // Chat needs a model that generates: an embedding model (its workers say so in
-    // `capabilities`) is not offered. A model whose workers say nothing is.
-    ids = (await response.json()).data
-      .filter((model) => (model.capabilities ?? ["completion"]).includes("completion"))
-      .map((model) => model.id);
+    // Chat needs a model that generates: an embedding model (its `capabilities` say so) is
+    // not offered. A model whose capabilities are not told is.
+    models = (await response.json()).data.filter((model) =>
+      (model.capabilities ?? ["completion"]).includes("completion"),
+    );
   } catch (error) {
     select.replaceChildren(new Option(`(${error.message})`, ""));
     modelsRetry = setTimeout(loadModels, FLEET_EVERY_MS);
     return;
   }
+  const ids = models.map((model) => model.id);
   if (ids.length === 0) {
     select.replaceChildren(new Option("(no worker is serving a chat model)", ""));
     modelsRetry = setTimeout(loadModels, FLEET_EVERY_MS); // a worker may start later
     return;
   }
-  select.replaceChildren(...ids.map((id) => new Option(id, id)));
+  // Every model a worker may serve; one not loaded is loaded by its first request.
+  select.replaceChildren(
+    ...models.map((model) => new Option(model.state === "loaded" ? model.id : `${model.id} (not loaded)`, model.id)),
+  );
   if (ids.includes(previous)) select.value = previous;
 }
 
@@ -262,16 +266,36 @@ function emptyRow(text, columns) {
   return tr;
 }
 
+function megabytes(bytes) {
+  return bytes >= 1e9 ? `${(bytes / 1e9).toFixed(1)} GB` : `${Math.round(bytes / 1e6)} MB`;
+}
+
+// The models a worker holds (and loads now), with what each takes in memory.
+function heldText(w) {
+  const held = (w.held ?? []).map((h) => `${h.model} (${megabytes(h.bytes)})`);
+  const loading = (w.loading ?? []).map((model) => `${model} (loading)`);
+  return [...held, ...loading].join(", ") || "none";
+}
+
 function showFleet(fleet) {
   const workers = fleet.workers.map((w) =>
     row([
       [w.host ?? "?", null, w.name],
-      [w.model ?? "?"],
+      [heldText(w)],
+      [`${megabytes(w.memory_used ?? 0)} / ${megabytes(w.memory_budget ?? 0)}`, "num"],
       [`${w.running}/${w.slots}`, "num"],
       [w.tokens_per_s.toFixed(1), "num"],
     ]),
   );
-  $("workers").tBodies[0].replaceChildren(...(workers.length ? workers : [emptyRow("no live workers", 4)]));
+  $("workers").tBodies[0].replaceChildren(...(workers.length ? workers : [emptyRow("no live workers", 5)]));
+  const decisions = (fleet.placement ?? []).slice(0, 6).map((d) =>
+    row([
+      [new Date(d.at * 1000).toLocaleTimeString(), null, d.worker],
+      [`${d.action} ${d.model}`],
+      [d.reason],
+    ]),
+  );
+  $("placement").tBodies[0].replaceChildren(...(decisions.length ? decisions : [emptyRow("no decisions yet", 3)]));
   // A model has several queues: its shared one, each worker's own (requests routed to the
   // worker holding their conversation) and each batch's lane; the lane tells them apart.
   const queues = fleet.queues.map((q) =>

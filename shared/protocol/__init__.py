@@ -6,7 +6,9 @@ One module per kind of record; each is importable from here (``protocol.add_even
 - ``worker_records``: heartbeats, worker stats, the jobs each worker runs, the reaper's mark;
 - ``ownership``: which worker runs a job (set once; events only while it still does), and
   which worker holds a conversation's prefix;
-- ``api_processes``: the API processes' own beats, by which workers stop orphaned jobs.
+- ``api_processes``: the API processes' own beats, by which workers stop orphaned jobs;
+- ``model_records``: what each worker may serve (its catalogue) and holds loaded, and the
+  placement of models over the fleet (claims, decisions, load and unload requests).
 
 RQ's own keys (queues, registries, workers) are RQ's: see shared/rq_bridge/. The fleet's
 recent past, for charts, is shared/history.py's.
@@ -41,6 +43,23 @@ from shared.protocol.job_events import (
     read_events_async,
     tell_waiter,
 )
+from shared.protocol.model_records import (
+    CatalogueEntry,
+    Decision,
+    HeldModel,
+    add_catalogue,
+    add_load_wish,
+    add_unload_request,
+    claim_load,
+    forget_catalogue,
+    log_decision,
+    read_catalogues,
+    read_catalogues_async,
+    read_unload_marks,
+    read_wishes,
+    recent_decisions,
+    worker_catalogue_key,
+)
 from shared.protocol.ownership import (
     PUBLISH_IF_RUNNING,
     add_prefix_claims,
@@ -66,6 +85,7 @@ from shared.protocol.worker_records import (
     forget_running_jobs,
     live_worker_beats,
     read_live_stats_async,
+    read_live_workers_async,
     read_stats,
     remove_running_job,
     running_jobs,
@@ -78,6 +98,21 @@ from shared.protocol.worker_records import (
 )
 
 __all__ = [
+    "CatalogueEntry",
+    "Decision",
+    "HeldModel",
+    "add_catalogue",
+    "add_load_wish",
+    "add_unload_request",
+    "claim_load",
+    "forget_catalogue",
+    "log_decision",
+    "read_catalogues",
+    "read_catalogues_async",
+    "read_unload_marks",
+    "read_wishes",
+    "recent_decisions",
+    "worker_catalogue_key",
     "API_ALIVE_TTL_S",
     "CANCEL_CHANNEL",
     "HEARTBEAT_INTERVAL_S",
@@ -122,6 +157,7 @@ __all__ = [
     "read_events",
     "read_events_async",
     "read_live_stats_async",
+    "read_live_workers_async",
     "read_stats",
     "remove_running_job",
     "running_jobs",

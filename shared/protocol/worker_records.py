@@ -7,6 +7,7 @@ Which live workers count as serving a model is shared/fleet_view.py's rule, on t
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -15,6 +16,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict
 
 from shared.protocol.common import PREFIX, text
+from shared.protocol.model_records import HeldModel
 
 WORKER_LIVENESS_S = 5.0
 """A worker whose last heartbeat is older than this is not counted as live."""
@@ -78,17 +80,29 @@ class WorkerStats(BaseModel):
     names_connections: bool = False
     """The worker's Redis connections carry its name (``worker_connection_name``): when it
     has none left, it is gone (a killed process's sockets close at once)."""
-    # What the worker knows of its model because it loaded it (the API never reads model
-    # files): its model listings (/v1/models, /api/tags, /api/show) read these.
-    capabilities: list[str] = []
-    """In Ollama's words: completion, tools, insert, thinking; or embedding. Empty: a worker
-    that does not say."""
-    context_length: int | None = None
-    parameter_count: int | None = None
-    family: str | None = None
-    quantization: str | None = None
-    weights_bytes: int | None = None
-    """The weights' size on disk."""
+    # Models on demand: what the worker holds loaded and loads now (its catalogue, what it
+    # may load, is a record of its own: shared/protocol/model_records.py).
+    held: list[HeldModel] | None = None
+    """None: a worker that does not say (older ones, test fakes) holds its ``model``."""
+    loading: list[str] = []
+    memory_budget: int = 0
+    """Bytes of weights it may hold (MLXQ_MEMORY_BUDGET)."""
+    memory_used: int = 0
+    """Bytes of weights it holds (each shared base counted once)."""
+
+    @property
+    def holdings(self) -> list[HeldModel]:
+        """The models it holds loaded (its ``model`` when it does not say)."""
+        if self.held is not None:
+            return self.held
+        return [HeldModel(model=self.model, bytes=0, own_bytes=0)] if self.model else []
+
+    def holds(self, model: str) -> bool:
+        return any(h.model == model for h in self.holdings)
+
+    @property
+    def held_models(self) -> list[str]:
+        return [h.model for h in self.holdings]
 
     @property
     def takes_jobs(self) -> bool:
@@ -99,19 +113,21 @@ class WorkerStats(BaseModel):
     def to_hash(self) -> dict[str, str | int | float]:
         fields = self.model_dump(exclude_none=True)
         fields["queues"] = ",".join(self.queues)
-        fields["capabilities"] = ",".join(self.capabilities)
         fields["suspended"] = int(self.suspended)
         fields["names_connections"] = int(self.names_connections)
+        if self.held is not None:
+            fields["held"] = json.dumps([h.model_dump() for h in self.held])
+        fields["loading"] = json.dumps(self.loading)
         return fields
 
     @classmethod
     def from_hash(cls, fields: dict[bytes, bytes]) -> WorkerStats:
         decoded = {k.decode(): v.decode() for k, v in fields.items()}
+        queues = [q for q in decoded.pop("queues", "").split(",") if q]
         lists = {
-            name: [item for item in decoded.pop(name, "").split(",") if item]
-            for name in ("queues", "capabilities")
+            name: json.loads(decoded.pop(name)) for name in ("held", "loading") if name in decoded
         }
-        return cls.model_validate({**decoded, **lists})
+        return cls.model_validate({**decoded, "queues": queues, **lists})
 
 
 _CHECK_IN = """
@@ -186,13 +202,22 @@ def read_stats(connection: redis.Redis, names: list[str]) -> list[WorkerStats]:
 
 async def read_live_stats_async(connection: aioredis.Redis) -> list[WorkerStats]:
     """The stats of every worker that heartbeated within WORKER_LIVENESS_S."""
+    return [stats for _, stats in await read_live_workers_async(connection)]
+
+
+async def read_live_workers_async(connection: aioredis.Redis) -> list[tuple[str, WorkerStats]]:
+    """(name, stats) of every worker that heartbeated within WORKER_LIVENESS_S."""
     names = await connection.zrangebyscore(LIVE_WORKERS, time.time() - WORKER_LIVENESS_S, "+inf")
     if not names:
         return []
     async with connection.pipeline(transaction=False) as pipeline:
         for name in names:
             pipeline.hgetall(worker_stats_key(text(name)))
-        return [WorkerStats.from_hash(fields) for fields in await pipeline.execute()]
+        replies = await pipeline.execute()
+    return [
+        (text(name), WorkerStats.from_hash(fields))
+        for name, fields in zip(names, replies, strict=True)
+    ]
 
 
 def add_running_job(pipeline: Any, worker: str, job_id: str) -> None:
@@ -212,9 +237,12 @@ def forget_running_jobs(connection: redis.Redis, worker: str) -> None:
     connection.delete(worker_jobs_key(worker))
 
 
-async def worker_has_room(connection: aioredis.Redis, worker: str) -> bool:
+async def worker_has_room(
+    connection: aioredis.Redis, worker: str, model: str | None = None
+) -> bool:
     """The worker heartbeated within ROUTE_LIVENESS_S (its liveness is not in doubt), takes
-    jobs and reported a free slot."""
+    jobs, reported a free slot and holds ``model`` loaded (when given: a worker that unloaded
+    it no longer serves its own queue of it)."""
     async with connection.pipeline(transaction=False) as pipeline:
         pipeline.zscore(LIVE_WORKERS, worker)
         pipeline.hgetall(worker_stats_key(worker))
@@ -222,7 +250,8 @@ async def worker_has_room(connection: aioredis.Redis, worker: str) -> bool:
     if beat is None or time.time() - float(beat) > ROUTE_LIVENESS_S:
         return False
     stats = WorkerStats.from_hash(fields)
-    return stats.takes_jobs and stats.running < stats.slots
+    holds = model is None or stats.holds(model)
+    return stats.takes_jobs and stats.running < stats.slots and holds
 
 
 def add_reaped_mark(pipeline: Any, worker: str, ttl_s: int) -> None:

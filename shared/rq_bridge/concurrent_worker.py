@@ -73,13 +73,14 @@ class ConcurrentWorkerBase(SimpleWorker):
         """The queues this worker takes jobs from, in the order it serves them."""
         return list(self._ordered_queues)
 
-    def dequeue(self, timeout_s: int, queues: list[Queue]) -> tuple[Job, Queue] | None:
+    def dequeue(self, timeout_s: float, queues: list[Queue]) -> tuple[Job, Queue] | None:
         """The next job from ``queues`` (the first that has one), through RQ's intermediate
-        queue."""
+        queue. ``timeout_s`` may be a fraction: RQ hands it to BLPOP / BLMOVE, which take one."""
+        timeout: Any = timeout_s
         try:
             return self.queue_class.dequeue_any(
                 queues,
-                timeout_s,
+                timeout,
                 connection=self.connection,
                 job_class=self.job_class,
                 serializer=self.serializer,

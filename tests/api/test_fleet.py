@@ -81,7 +81,7 @@ def test_ready_needs_a_live_worker_for_the_default_model(
     processes.worker(echo_env(mlxq_env, "model-a"))
     ready = httpx.get(f"{api}/ready")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": "model-a", "workers": 1}
+    assert ready.json() == {"status": "ready", "model": "model-a", "workers": 1, "loaded": True}
 
 
 def test_fleet_and_metrics_show_workers_queues_and_traffic(

@@ -1,4 +1,4 @@
-"""What the model listings say of each model, from its workers' heartbeats (the API never
+"""What the model listings say of each model, from its workers' catalogues (the API never
 reads model files): in-process, with stand-in heartbeats, read through the official ``ollama``
 and ``openai`` clients; and, once, from the real worker of the demo model."""
 
@@ -18,12 +18,14 @@ CHAT = "org/Coder-7B-Instruct"
 EMBEDDER = "org/minilm-embedder"
 
 
-def _beat(redis_url: str, worker: str, **stats: object) -> None:
+def _beat(redis_url: str, worker: str, model: str, **facts: object) -> None:
+    """A stand-in worker holding ``model``, whose catalogue describes it with ``facts``."""
     client = redis.Redis.from_url(redis_url)
-    model = str(stats["model"])
     with client.pipeline() as pipeline:
-        record = protocol.WorkerStats(queues=[queue_name_for_model(model)], slots=2, **stats)  # type: ignore[arg-type]
+        record = protocol.WorkerStats(model=model, queues=[queue_name_for_model(model)], slots=2)
         protocol.add_heartbeat(pipeline, worker, record, ttl_s=60, running=[])
+        entry = protocol.CatalogueEntry(model=model, **facts)  # type: ignore[arg-type]
+        protocol.add_catalogue(pipeline, worker, [entry], ttl_s=60)
         pipeline.execute()
 
 
@@ -38,14 +40,14 @@ async def api(make_api, redis_url: str):
         parameter_count=7_615_616_512,
         family="qwen2",
         quantization="Q4",
-        weights_bytes=4_280_000_000,
+        disk_bytes=4_280_000_000,
     )
     _beat(redis_url, "chat-2", model=CHAT, capabilities=["completion"], context_length=16384)
     _beat(
         redis_url,
         "embed-1",
         model=EMBEDDER,
-        capabilities=["embedding"],
+        kind="embedding",
         context_length=512,
         parameter_count=22_713_216,
         family="bert",

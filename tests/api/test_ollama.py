@@ -232,17 +232,28 @@ async def test_what_cannot_be_honoured_is_a_400_naming_it(api_client, path, fiel
 
 
 @pytest.mark.anyio
-async def test_requests_with_nothing_to_answer_load_the_model(api_client) -> None:
+async def test_requests_with_nothing_to_answer_and_keep_alive_0_unload_the_model(
+    api_client,
+) -> None:
+    """``ollama stop``'s request: the answer says the model unloads (the workers holding it
+    unload it once idle: tests/e2e/test_models_on_demand.py)."""
     for path in ("/api/chat", "/api/generate"):
         response = await api_client.post(path, json={"model": DEMO_MODEL_ID, "keep_alive": 0})
         assert response.status_code == 200
-        assert response.json()["done"] is True and response.json()["done_reason"] == "load"
+        assert response.json()["done"] is True and response.json()["done_reason"] == "unload"
 
 
 @pytest.mark.anyio
-async def test_model_management_is_not_served(api_client) -> None:
-    response = await api_client.post("/api/pull", json={"model": DEMO_MODEL_ID})
-    assert ollama_error(response, 501)
+async def test_a_keep_alive_that_is_no_duration_is_a_400_naming_it(api_client) -> None:
+    body = {"model": DEMO_MODEL_ID, "messages": QUESTION, "keep_alive": "five minutes"}
+    assert "keep_alive" in ollama_error(await api_client.post("/api/chat", json=body), 400)
+
+
+@pytest.mark.anyio
+async def test_pushing_creating_and_copying_models_are_not_served(api_client) -> None:
+    for path in ("/api/push", "/api/create", "/api/copy"):
+        response = await api_client.post(path, json={"model": DEMO_MODEL_ID})
+        assert "pull" in ollama_error(response, 501)
 
 
 # -- the official client, against the real demo model ---------------------------------------

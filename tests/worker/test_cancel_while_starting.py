@@ -14,6 +14,7 @@ from shared.schemas import ChatMessage, GenerationRequest, JobRequest
 from shared.settings import Settings
 from worker.config import WorkerConfig
 from worker.engine_api import Engine, EngineRequest
+from worker.model_host import ModelHost
 from worker.reporter import Outbox
 from worker.rq_worker import BatchingWorker
 
@@ -40,15 +41,21 @@ class RecordingEngine(Engine):
 
 
 @pytest.fixture
-def worker(redis_url: str):
+def engine() -> RecordingEngine:
+    return RecordingEngine()
+
+
+@pytest.fixture
+def worker(redis_url: str, engine: RecordingEngine):
     connection = worker_client(redis_url)
     queue = Queue("mlxq-test", connection=connection, serializer=JSONSerializer)
     settings = Settings(worker_concurrency=1, event_ttl=60, job_timeout=60, drain_timeout=1)
     worker = BatchingWorker(
         [queue],
-        engine=RecordingEngine(),
+        engine=ModelHost.serving(engine, settings),
         outbox=Outbox(),
         config=WorkerConfig.from_settings(settings),
+        settings=settings,
         connection=connection,
         serializer=JSONSerializer,
     )
@@ -71,9 +78,11 @@ def _queued_job(worker: BatchingWorker):
     return queue.enqueue_job(job), queue
 
 
-def test_a_cancel_that_arrives_while_the_job_starts_stops_it(worker: BatchingWorker) -> None:
+def test_a_cancel_that_arrives_while_the_job_starts_stops_it(
+    worker: BatchingWorker, engine: RecordingEngine
+) -> None:
     job, queue = _queued_job(worker)
-    engine: RecordingEngine = worker.engine  # type: ignore[assignment]
+    worker.engine.taken(job.id, "m")  # as the worker's dequeue counts it
     track = worker.reporter.track
 
     def cancel_then_track(running):
@@ -88,9 +97,11 @@ def test_a_cancel_that_arrives_while_the_job_starts_stops_it(worker: BatchingWor
     assert engine.cancelled == [job.id]  # once the engine has it: it stops within a step
 
 
-def test_cancels_for_running_and_unknown_jobs(worker: BatchingWorker) -> None:
+def test_cancels_for_running_and_unknown_jobs(
+    worker: BatchingWorker, engine: RecordingEngine
+) -> None:
     job, queue = _queued_job(worker)
-    engine: RecordingEngine = worker.engine  # type: ignore[assignment]
+    worker.engine.taken(job.id, "m")  # as the worker's dequeue counts it
     worker.cancels.on_cancel(uuid.uuid4().hex)  # another worker's job
     worker.starter.prepare_and_start(job, queue)
     assert engine.cancelled == []

@@ -38,10 +38,11 @@ class OllamaTags(BaseModel):
 
 
 class OllamaRunningModel(OllamaModel):
-    expires_at: str
+    expires_at: str = Field(description="When it unloads if left idle (its keep-alive).")
     size_vram: int
-    workers: int = Field(description="mlxq: live workers serving the model.")
-    context_length: int | None = Field(None, description="Tokens the model reads at most.")
+    context_length: int | None = None
+    workers: int = Field(description="mlxq: live workers holding the model loaded.")
+    loaded_on: list[str] = Field(description="mlxq: the hosts of the workers holding it.")
 
 
 class OllamaPs(BaseModel):
@@ -56,6 +57,14 @@ class OllamaShow(BaseModel):
     model_info: dict[str, Any]
     capabilities: list[str]
     modified_at: str
+    loaded_on: list[str] = Field(description="mlxq: the hosts of the workers holding it.")
+
+
+class OllamaPullProgress(BaseModel):
+    status: str
+    digest: str | None = None
+    total: int | None = None
+    completed: int | None = None
 
 
 class OllamaFunctionCallOut(BaseModel):
@@ -78,7 +87,7 @@ class _Answer(BaseModel):
     model: str
     created_at: str
     done: bool
-    done_reason: Literal["stop", "length", "load"] | None = None
+    done_reason: Literal["stop", "length", "load", "unload"] | None = None
     total_duration: int | None = None
     load_duration: int | None = None
     prompt_eval_count: int | None = None

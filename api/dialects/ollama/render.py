@@ -69,11 +69,14 @@ class Clock:
     received: int
     started: int | None = None
     first_token: int | None = None
+    load_duration: int = 0
+    """What the job waited for its model to load, as its worker measured it."""
 
     def see(self, event: JobEvent) -> None:
         now = time.perf_counter_ns()
         if isinstance(event, StartedEvent) and self.started is None:
             self.started = now
+            self.load_duration = int(event.load_s * 1e9)
         elif isinstance(event, TokenEvent) and self.first_token is None:
             self.first_token = now
 
@@ -86,7 +89,7 @@ class Clock:
         decoding_from = self.first_token or started
         return {
             "total_duration": now - self.received,
-            "load_duration": 0,  # workers load their model once, at start-up
+            "load_duration": self.load_duration,
             "prompt_eval_count": done.prompt_tokens,
             "prompt_eval_duration": decoding_from - started,
             "eval_count": done.completion_tokens,
@@ -140,10 +143,10 @@ class Shape(ABC):
             answer["logprobs"] = [lp.model_dump(mode="json") for lp in choice.logprobs]
         return answer
 
-    def loaded(self) -> dict[str, Any]:
-        """The answer to a request with nothing to answer (Ollama's way to load a model):
-        the worker has it loaded already."""
-        return {**self.head(True), **self.body("", None, None), "done_reason": "load"}
+    def loaded(self, reason: str = "load") -> dict[str, Any]:
+        """The answer to a request with nothing to answer (Ollama's way to load a model, or
+        with keep_alive 0 to unload it)."""
+        return {**self.head(True), **self.body("", None, None), "done_reason": reason}
 
 
 class ChatShape(Shape):

@@ -21,9 +21,38 @@ from api.core.validators import (
 )
 from api.dialects.ollama.options import OllamaOptions
 from shared.schemas import MAX_TOP_LOGPROBS
+from shared.units import FOREVER, parse_duration
+
+KEEP_ALIVE_DOC = (
+    "How long the model stays loaded once idle after this request: seconds, or a duration "
+    '("5m", "1h"); 0 unloads it as soon as it is idle, negative keeps it loaded. Default: '
+    "MLXQ_KEEP_ALIVE."
+)
+
+
+class KeepAlive(StrictBody):
+    """Ollama's ``keep_alive``, honoured: the model's keep-alive on the worker that answers."""
+
+    keep_alive: int | float | str | None = Field(None, description=KEEP_ALIVE_DOC)
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _a_duration(cls, value: int | float | str | None) -> int | float | str | None:
+        if value is not None:
+            parse_duration(value)  # ValueError (a 400 naming the field) when it is none
+        return value
+
+    @property
+    def keep_alive_s(self) -> float | None:
+        """Seconds, as the job carries it (negative: forever); None: the worker's default."""
+        if self.keep_alive is None:
+            return None
+        seconds = parse_duration(self.keep_alive)
+        return -1.0 if seconds == FOREVER else seconds
+
 
 NO_OP_FIELDS: dict[str, str] = {
-    "keep_alive": "workers keep their model loaded for as long as they run",
+    "pull.insecure": "the Hugging Face hub is always reached over HTTPS",
     "messages[].thinking": "an earlier answer's thinking is not rendered (chat templates drop "
     "it too)",
     "show.verbose": "model_info is always the short form",
@@ -95,16 +124,13 @@ _refuse = refuser(REFUSED_WHY, neutral=lambda name, value: value in (None, "", [
 """A refused field set to anything but its neutral value is a 400 that names it."""
 
 
-class OllamaGeneration(StrictBody):
+class OllamaGeneration(KeepAlive):
     model: str = Field(min_length=1, description='A served model id; ":latest" is accepted.')
     stream: bool | None = Field(None, description="Newline-delimited JSON unless false.")
     format: Literal["", "json"] | dict[str, Any] | None = Field(
         None, description='"json": any JSON object; a JSON Schema: an answer that follows it.'
     )
     options: OllamaOptions | None = None
-    keep_alive: int | float | str | None = Field(
-        None, description="No-op: " + NO_OP_FIELDS["keep_alive"]
-    )
     think: bool | Literal["low", "medium", "high"] | None = Field(
         None, description="Refused unless false: " + REFUSED_WHY["think"]
     )
@@ -193,22 +219,46 @@ class OllamaShowRequest(StrictBody):
         return self.model or self.name or ""
 
 
-class OllamaEmbedBody(StrictBody):
-    """``POST /api/embed``; ``options`` and ``keep_alive`` are accepted no-ops (a worker keeps
-    its model loaded; an embedding has nothing to sample)."""
+class OllamaEmbedBody(KeepAlive):
+    """``POST /api/embed``; ``options`` is an accepted no-op (an embedding has nothing to
+    sample); ``keep_alive`` is honoured."""
 
     model: str = Field(min_length=1)
     input: str | list[str]
     truncate: bool = True
     dimensions: int | None = Field(None, ge=1)
     options: dict | None = None
-    keep_alive: str | int | float | None = None
 
 
-class OllamaEmbeddingsBody(StrictBody):
+class OllamaEmbeddingsBody(KeepAlive):
     """Ollama's older ``POST /api/embeddings``: one prompt, one vector."""
 
     model: str = Field(min_length=1)
     prompt: str
     options: dict | None = None
-    keep_alive: str | int | float | None = None
+
+
+class _NamedModel(StrictBody):
+    model: str | None = Field(None, min_length=1)
+    name: str | None = Field(None, min_length=1, description="Deprecated spelling of model.")
+
+    @model_validator(mode="after")
+    def _named(self) -> "_NamedModel":
+        if not (self.model or self.name):
+            raise ValueError("model is required")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return (self.model or self.name or "").removesuffix(":latest")
+
+
+class OllamaPullRequest(_NamedModel):
+    """``POST /api/pull``: a Hugging Face repo id (``org/name``), into the local cache."""
+
+    stream: bool | None = Field(None, description="Progress lines unless false.")
+    insecure: bool | None = Field(None, description="No-op: " + NO_OP_FIELDS["pull.insecure"])
+
+
+class OllamaDeleteRequest(_NamedModel):
+    """``DELETE /api/delete``: a model pulled into the local Hugging Face cache."""

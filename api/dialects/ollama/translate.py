@@ -65,6 +65,7 @@ def _request(
         logprobs=body.logprob_count,
         response_format=response_format(body.format),
         stream=body.streaming,
+        keep_alive=body.keep_alive_s,
         **fields,
     )
 

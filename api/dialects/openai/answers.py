@@ -115,18 +115,31 @@ class ModelCard(BaseModel):
     object: Literal["model"]
     created: int
     owned_by: str
-    workers: int = Field(description="mlxq: live workers serving the model.")
+    workers: int = Field(description="mlxq: live workers holding the model loaded.")
     root: str = Field(
         description="The model's id (as vLLM names it): itself, or the model an alias stands for."
     )
-    max_model_len: int | None = Field(
-        None, description="Tokens the model reads at most (vLLM's name), when its workers say."
+    state: Literal["loaded", "loading", "not-loaded"] = Field(
+        "not-loaded",
+        description="mlxq (LM Studio's word): a request for a model not loaded waits while a "
+        "worker loads it.",
     )
+    loaded_on: list[str] = Field(
+        default_factory=list, description="mlxq: the hosts of the workers holding it loaded."
+    )
+    max_model_len: int | None = Field(None, description="Tokens the model reads at most (vLLM).")
     context_length: int | None = Field(None, description="The same, under LiteLLM's name.")
+    family: str | None = Field(None, description="mlxq: its architecture (config's model_type).")
+    parameter_count: int | None = None
+    quantization: str | None = Field(None, description='mlxq: "Q4", "BF16", ...')
+    size: int | None = Field(None, description="mlxq: bytes of its weights on disk.")
+    memory_bytes: int | None = Field(
+        None, description="mlxq: bytes it takes loaded (measured once loaded, else estimated)."
+    )
     capabilities: list[str] | None = Field(
         None,
         description="mlxq: what the model does, in Ollama's words (completion, tools, insert, "
-        "thinking; or embedding), when its workers say.",
+        "thinking; or embedding): as its loaded tokenizer told, else as its kind does.",
     )
 
 

@@ -4,7 +4,7 @@
 from fastapi import APIRouter
 from fastapi.responses import Response
 
-from api.core.models import ModelFacts, ModelNames, model_facts
+from api.core.models import ModelNames, served_models
 from api.deps import IdentityDep, JobExchangeDep, RedisDep, SettingsDep
 from api.dialects.openai.answers import (
     ERROR_RESPONSES,
@@ -30,6 +30,7 @@ from api.dialects.openai.translate import (
     embeddings_answer,
     embeddings_request,
 )
+from shared.fleet_view import FleetModel
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 
@@ -82,13 +83,13 @@ _ONE_RESPONSES: dict[int | str, dict] = {
 
 @router.get("/models", responses=_LIST_RESPONSES)
 async def list_models(redis: RedisDep, settings: SettingsDep, identity: IdentityDep) -> dict:
-    """The models that have at least one live worker, each by its id, then by its short
-    alias (api/core/models.py); only those the caller's key may use."""
-    facts = await model_facts(redis)
-    names = ModelNames.of({settings.model, *facts})
+    """Every model a live worker holds or may load (loaded or not), each by its id, then by
+    its short alias (api/core/models.py); only those the caller's key may use."""
+    served = await served_models(redis)
+    names = ModelNames.of({settings.model, *served})
     data = [
-        _card(name, model, told)
-        for model, told in sorted(facts.items())
+        _card(name, model, seen)
+        for model, seen in sorted(served.items())
         if identity.may_use(model)
         for name in (model, *names.aliases_of(model))
     ]
@@ -97,30 +98,44 @@ async def list_models(redis: RedisDep, settings: SettingsDep, identity: Identity
 
 @router.get("/models/{name:path}", responses=_ONE_RESPONSES)
 async def retrieve_model(name: str, redis: RedisDep, settings: SettingsDep) -> dict:
-    """A served model, or the default model (its worker may be starting), by any name it
-    answers to (its id or alias, with or without ``:latest``), under that name."""
-    facts = await model_facts(redis)
-    names = ModelNames.of({settings.model, *facts})
+    """A model the fleet can serve, or the default model (its worker may be starting), by
+    any name it answers to (its id or alias, with or without ``:latest``), under that name."""
+    served = await served_models(redis)
+    names = ModelNames.of({settings.model, *served})
     model = names.resolve(name)
     if model is None:
         raise names.not_found(name)
-    return _card(name, model, facts.get(model, ModelFacts()))
+    return _card(name, model, served.get(model))
 
 
-def _card(name: str, model: str, facts: ModelFacts) -> dict:
-    """OpenAI's model object, with what its workers say of it where clients look for it:
-    the context as vLLM's ``max_model_len`` (and ``context_length``, which LiteLLM and Open
-    WebUI also read), and mlxq's ``capabilities`` (an embedding model has no "completion")."""
+def _card(name: str, model: str, seen: FleetModel | None) -> dict:
+    """OpenAI's model object, with what the fleet knows of the model where clients look for
+    it: the context as vLLM's ``max_model_len`` (and ``context_length``, which LiteLLM and Open
+    WebUI also read), LM Studio's ``state``, and mlxq's own facts, ``capabilities`` among
+    them (an embedding model has no "completion")."""
     card: dict = {
         "id": name,
         "object": "model",
         "created": 0,
         "owned_by": "mlxq",
-        "workers": facts.workers,
+        "workers": len(seen.held_by) if seen else 0,
         "root": model,
+        "state": "not-loaded",
+        "loaded_on": [],
     }
-    if facts.context_length:
-        card["max_model_len"] = card["context_length"] = facts.context_length
-    if facts.capabilities:
-        card["capabilities"] = list(facts.capabilities)
-    return card
+    if seen is None:
+        return card
+    entry = seen.entry
+    card["state"] = "loaded" if seen.held_by else "loading" if seen.loading_on else "not-loaded"
+    card["loaded_on"] = sorted({held.host or worker for worker, held in seen.held_by})
+    facts = {
+        "max_model_len": entry.context_length,
+        "context_length": entry.context_length,
+        "family": entry.family,
+        "parameter_count": entry.parameter_count,
+        "quantization": entry.quantization,
+        "size": entry.disk_bytes,
+        "memory_bytes": entry.memory_bytes,
+        "capabilities": entry.told_capabilities,
+    }
+    return {**card, **{key: value for key, value in facts.items() if value is not None}}

@@ -1,0 +1,57 @@
+"""What a loaded model takes is measured, and LoRA adapters share their base's weights
+(worker/model_loader.py, worker/adapters.py): checked against MLX's own allocator."""
+
+import gc
+from pathlib import Path
+
+import pytest
+
+from shared.protocol import CatalogueEntry
+from shared.settings import DEMO_MODEL_ID, Settings
+from tests.support.model_folders import random_adapter
+from worker.catalogue import Item
+from worker.model_loader import Bases, Loaded, load_item
+
+MB = 10**6
+
+
+@pytest.fixture(scope="module")
+def demo_folder(cache_dir: Path) -> Path:
+    from worker.demo_model import prepare_demo_model
+
+    return prepare_demo_model(cache_dir)
+
+
+def test_a_model_takes_what_it_measures_and_an_adapter_only_its_own_weights(
+    demo_folder: Path, tmp_path: Path
+) -> None:
+    import mlx.core as mx
+
+    settings = Settings(cpu_dequantize=True)  # the CPU backend's float32 expansion
+    bases = Bases()
+    base_item = Item(CatalogueEntry(model=DEMO_MODEL_ID), demo_folder)
+    adapter_folder = random_adapter(demo_folder, tmp_path / "lora", seed=3)
+    adapter_item = Item(
+        CatalogueEntry(model="lora", kind="adapter"), adapter_folder, base_folder=demo_folder
+    )
+    gc.collect()
+    mx.clear_cache()
+    before = mx.get_active_memory()
+    base = load_item(base_item, settings, lambda output: None, bases)
+    assert isinstance(base, Loaded)
+    base_bytes = bases.total_bytes()
+    grown = mx.get_active_memory() - before
+    assert 530 * MB < base_bytes < 545 * MB  # 134.5M parameters as float32
+    assert grown == pytest.approx(base_bytes, rel=0.05)
+
+    before = mx.get_active_memory()
+    adapter = load_item(adapter_item, settings, lambda output: None, bases)
+    assert isinstance(adapter, Loaded) and adapter.base == base.base
+    grown = mx.get_active_memory() - before
+    assert adapter.own_bytes < 2 * MB and grown < 5 * MB  # the base is not loaded again
+    assert bases.shared_with(str(demo_folder)) == 2
+
+    adapter.engine.stop()
+    assert bases.release(str(demo_folder), "lora") == 0  # the base stays for the model
+    base.engine.stop()
+    assert bases.release(str(demo_folder), DEMO_MODEL_ID) == base_bytes
