@@ -227,6 +227,7 @@ def _mlx_engine(
         tokenizer=base.loaded.tokenizer,
         context_length=base.loaded.context_length,
         temperature=suggested_temperature(base_folder),
+        facts=base.loaded.facts,
     )
     engine = MLXEngine(settings, emit, loaded=loaded)
     engine.weights_bytes = own_bytes
@@ -259,12 +260,15 @@ def _load_base(folder: Path, cpu_dequantize: bool) -> Base:
 
     from worker.cpu_backend import dequantize_to_float32, on_cpu
     from worker.model import LoadedModel, context_length
+    from worker.model_facts import chat_model_facts, parameter_count
 
     model, config = load_model(folder, lazy=True)
     leaves: Any = tree_flatten(model.leaf_modules(), is_leaf=lambda m: isinstance(m, nn.Module))
     for _, leaf in leaves:
         mx.eval(leaf.parameters())
     tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
+    # Counted before the CPU backend expands quantized weights (mlx-lm counts packed ones).
+    facts = chat_model_facts(folder, tokenizer, parameter_count(model))
     if cpu_dequantize and on_cpu():
         expanded = dequantize_to_float32(model)
         log.info("CPU backend: expanded %d quantized layers of %s to float32", expanded, folder)
@@ -275,5 +279,6 @@ def _load_base(folder: Path, cpu_dequantize: bool) -> Base:
         model=model,
         tokenizer=tokenizer,
         context_length=context_length(folder),
+        facts=facts,
     )
     return Base(loaded, array_bytes(arrays), frozenset(id(a) for a in arrays))
