@@ -1,5 +1,6 @@
-"""Fixtures: a real redis-server per test session, real mlxq processes on demand, and the API
-app in this process. The helpers they use live in tests/support/."""
+"""Fixtures: a real redis-server per test session, real mlxq processes on demand, and mlxq in
+this process (the API app alone, or the app served on a thread with workers on threads). The
+helpers they use live in tests/support/."""
 
 import os
 import shutil
@@ -12,6 +13,7 @@ import pytest
 import redis
 
 from tests.support.app import in_process_api
+from tests.support.fleet import Fleet, in_process_fleet
 from tests.support.processes import Processes, Service
 from tests.support.redis_server import RedisServer
 from worker.cpu_backend import load_fast_blas
@@ -116,3 +118,23 @@ def make_api(anyio_backend: str, redis_url: str):
         return in_process_api(redis_url, **settings)
 
     return make
+
+
+@pytest.fixture
+def make_fleet(redis_url: str):
+    """``with make_fleet(workers=1, **settings) as fleet``: the API served on a thread
+    (``fleet.api`` is its URL) and ``workers`` real RQ workers on threads, on this test's
+    Redis, all with these Settings fields (engine="echo" unless given). No process starts:
+    for what needs one (a kill, a pause, a log file, a start-up), use ``processes``."""
+
+    def make(workers: int = 1, **settings: object):
+        return in_process_fleet(redis_url, workers, **settings)
+
+    return make
+
+
+@pytest.fixture
+def fleet(make_fleet) -> Iterator[Fleet]:
+    """The API and one echo worker in this process, default settings (tests/support/fleet.py)."""
+    with make_fleet() as started:
+        yield started
