@@ -50,6 +50,16 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MLXQ_CACHE_DIR", Path.home() / ".cache" / "mlxq"))
 
 
+@pytest.fixture(scope="session")
+def demo_model(cache_dir: Path):
+    """The demo model loaded in this process once per session, as a worker loads it
+    (worker.model.load_model: float32 on the CPU), for tests that drive MLX directly."""
+    from shared.settings import DEMO_MODEL_ID
+    from worker.model import load_model
+
+    return load_model(DEMO_MODEL_ID, cache_dir)
+
+
 @pytest.fixture
 def processes(tmp_path: Path) -> Iterator[Processes]:
     started = Processes(tmp_path)

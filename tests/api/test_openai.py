@@ -27,14 +27,12 @@ def tokenizer(model_service: Service):
 
 
 @pytest.fixture(scope="module")
-def reference_tokens(model_service: Service):
+def reference_tokens(demo_model):
     """Greedy token ids from plain mlx-lm in this process, loaded as the worker loads it."""
     import mlx.core as mx
     from mlx_lm.generate import generate_step
 
-    from worker.model import load_model
-
-    loaded = load_model(str(model_service.model_path), model_service.model_path.parent)
+    loaded = demo_model
     tokenizer = loaded.tokenizer
 
     def generate(messages: list[dict], max_tokens: int) -> list[int]:
