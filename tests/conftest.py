@@ -14,12 +14,15 @@ import redis
 
 from tests.support.app import in_process_api
 from tests.support.fleet import Fleet, in_process_fleet
+from tests.support.http_clients import share_ssl_contexts
 from tests.support.processes import Processes, Service
 from tests.support.redis_server import RedisServer
 from worker.cpu_backend import load_fast_blas
 
 # Tests that run MLX in this process use the same BLAS as the workers they compare with.
 load_fast_blas("auto")
+# Every httpx.get/post of a test would otherwise parse the CA bundle first (~20 ms).
+share_ssl_contexts()
 
 
 @pytest.fixture(scope="session")
