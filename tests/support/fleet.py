@@ -122,10 +122,11 @@ class Fleet:
     """An API and workers in this process, on one Redis; ``fleet.api`` is its base URL.
     Start more workers (of other models or engines) with ``worker(**fields)``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.redis_url = settings.redis_url
+    def __init__(self, redis_url: str, **fields: Any) -> None:
+        self.redis_url = redis_url
+        self.settings = settings_for(redis_url, **fields)
         self.workers: list[WorkerThread] = []
+        self._fields = fields
         self._api: ApiThread | None = None
 
     @property
@@ -136,7 +137,7 @@ class Fleet:
 
     def worker(self, **fields: Any) -> WorkerThread:
         """A worker with this fleet's settings, ``fields`` changed (model="model-b", ...)."""
-        started = WorkerThread(self.settings.model_copy(update=fields)).start()
+        started = WorkerThread(settings_for(self.redis_url, **{**self._fields, **fields})).start()
         self.workers.append(started)
         return started
 
@@ -154,7 +155,7 @@ def in_process_fleet(redis_url: str, workers: int = 1, **fields: Any) -> Iterato
     """``workers`` workers (the echo engine unless ``engine=`` says otherwise) and, when a
     test first asks for ``fleet.api``, the API; all stopped at the end."""
     fields.setdefault("engine", "echo")
-    fleet = Fleet(settings_for(redis_url, **fields))
+    fleet = Fleet(redis_url, **fields)
     try:
         for _ in range(workers):
             fleet.worker()
