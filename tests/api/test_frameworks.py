@@ -6,7 +6,7 @@ Agents SDK (an agent with a tool, over chat completions and Responses) and langc
 
 import asyncio
 import json
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from pydantic import BaseModel, Field
@@ -172,8 +172,14 @@ def test_openai_agents_runs_an_agent_by_the_short_alias(
         tool_use_behavior="stop_on_first_tool",
         model_settings=ModelSettings(temperature=0, max_tokens=60, tool_choice="required"),
     )
-    run = Runner.run(agent, "What is the weather in Paris?", run_config=config)
-    result = asyncio.run(run)  # run_sync keeps one loop across tests; its client does not
+
+    async def run() -> Any:
+        # The client is closed in the loop that opened its connections: left to the garbage
+        # collector, it closes them in a later test's loop ("Event loop is closed").
+        async with client:
+            return await Runner.run(agent, "What is the weather in Paris?", run_config=config)
+
+    result = asyncio.run(run())  # run_sync keeps one loop across tests; its client does not
     assert len(cities) == 1 and result.final_output == f"It is sunny in {cities[0]}."
 
 
