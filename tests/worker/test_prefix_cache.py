@@ -19,6 +19,8 @@ SYSTEM = "You are a terse assistant. " + " ".join(f"Fact {i}: the sky is blue." 
 prefilled, and followed by requests that share it), and short to prefill on a CPU."""
 SHARED = 120
 """A request whose cached tokens pass this had the shared system prompt from the cache."""
+ANSWER_TOKENS = 8
+"""Greedy tokens compared with and without the cache: a KV cache reused wrongly shows at once."""
 QUESTIONS = ["What is 2 + 2?", "Name a colour.", "What is the capital of Italy?"]
 
 
@@ -44,7 +46,7 @@ class Engine:
                 ChatMessage(role="system", content=SYSTEM),
                 ChatMessage(role="user", content=question),
             ],
-            max_tokens=12,
+            max_tokens=ANSWER_TOKENS,
             deadline=time.time() + 300,
         )
         self.engine.submit(self.engine.prepare(job_id, request, 300))
