@@ -64,6 +64,8 @@ def test_anthropic_streams_input_json_deltas_in_one_block() -> None:
     )
     kinds = [(e["type"], e.get("index")) for e in sse(frames)]
     assert kinds == [
+        ("message_start", None),  # with the first piece: no started event came before it
+        ("ping", None),
         ("content_block_start", 0),
         *[("content_block_delta", 0)] * 3,
         ("content_block_stop", 0),
