@@ -1,12 +1,14 @@
 """``mlxq api``: serve the app with uvicorn, behind the edge's own HTTP limits, after refusing
 an unsafe configuration."""
 
+import contextlib
 import ipaddress
 import logging
 import sys
 
 import redis
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 
 from api.edge.connections import (
     PER_CLIENT_SHARE,
@@ -59,6 +61,25 @@ def connection_budget(settings: Settings, open_file_limit: int) -> ConnectionBud
     return ConnectionBudget(total, per_client)
 
 
+def build_server(settings: Settings) -> uvicorn.Server:
+    """``create_app(settings)`` in uvicorn, behind the edge's own HTTP limits, as ``mlxq api``
+    serves it (the in-process tests serve it the same way, on a thread)."""
+    budget = connection_budget(settings, raise_open_file_limit())
+    app = create_app(settings)
+    app.state.metrics.registry.register(ConnectionMetrics(budget))
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout, budget),
+        timeout_keep_alive=int(max(1, settings.keepalive_timeout)),
+        limit_concurrency=None,  # the budget decides, in mlxq's error shape (connections.py)
+        log_level=settings.log_level.lower(),
+        access_log=False,  # RequestLog logs each request with its id and timing
+    )
+    return uvicorn.Server(config)
+
+
 def run() -> int:
     settings = get_settings()
     logging.basicConfig(
@@ -70,17 +91,7 @@ def run() -> int:
     if problem is not None:
         print(f"mlxq api: {problem}", file=sys.stderr)
         return 2
-    budget = connection_budget(settings, raise_open_file_limit())
-    app = create_app(settings)
-    app.state.metrics.registry.register(ConnectionMetrics(budget))
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        http=guarded_protocol(settings.max_header_bytes, settings.header_timeout, budget),
-        timeout_keep_alive=int(max(1, settings.keepalive_timeout)),
-        limit_concurrency=None,  # the budget decides, in mlxq's error shape (connections.py)
-        log_level=settings.log_level.lower(),
-        access_log=False,  # RequestLog logs each request with its id and timing
-    )
-    return 0
+    server = build_server(settings)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: uvicorn has already shut down
+        server.run()
+    return 0 if server.started else STARTUP_FAILURE

@@ -52,7 +52,7 @@ def async_command_client(url: str) -> aioredis.Redis:
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         retry=_fail_fast_retry(),
     )
-    return aioredis.Redis(connection_pool=pool)
+    return aioredis.Redis.from_pool(pool)  # its own pool: closed with the client
 
 
 def async_subscriber(url: str) -> aioredis.Redis:

@@ -1,5 +1,6 @@
-"""Fixtures: a real redis-server per test session, real mlxq processes on demand, and the API
-app in this process. The helpers they use live in tests/support/."""
+"""Fixtures: a real redis-server per test session, real mlxq processes on demand, and mlxq in
+this process (the API app alone, or the app served on a thread with workers on threads). The
+helpers they use live in tests/support/."""
 
 import os
 import resource
@@ -13,12 +14,16 @@ import pytest
 import redis
 
 from tests.support.app import in_process_api
+from tests.support.fleet import Fleet, in_process_fleet
+from tests.support.http_clients import share_ssl_contexts
 from tests.support.processes import Processes, Service
 from tests.support.redis_server import RedisServer
 from worker.cpu_backend import load_fast_blas
 
 # Tests that run MLX in this process use the same BLAS as the workers they compare with.
 load_fast_blas("auto")
+# Every httpx.get/post of a test would otherwise parse the CA bundle first (~20 ms).
+share_ssl_contexts()
 
 
 def _import_mlx_lm_keeping_the_file_limit() -> None:
@@ -64,6 +69,16 @@ def redis_url(redis_server: str) -> Iterator[str]:
 def cache_dir() -> Path:
     """Where the demo model is prepared; reused across runs (MLXQ_CACHE_DIR or ~/.cache/mlxq)."""
     return Path(os.environ.get("MLXQ_CACHE_DIR", Path.home() / ".cache" / "mlxq"))
+
+
+@pytest.fixture(scope="session")
+def demo_model(cache_dir: Path):
+    """The demo model loaded in this process once per session, as a worker loads it
+    (worker.model.load_model: float32 on the CPU), for tests that drive MLX directly."""
+    from shared.settings import DEMO_MODEL_ID
+    from worker.model import load_model
+
+    return load_model(DEMO_MODEL_ID, cache_dir)
 
 
 @pytest.fixture
@@ -134,3 +149,23 @@ def make_api(anyio_backend: str, redis_url: str):
         return in_process_api(redis_url, **settings)
 
     return make
+
+
+@pytest.fixture
+def make_fleet(redis_url: str):
+    """``with make_fleet(workers=1, **settings) as fleet``: the API served on a thread
+    (``fleet.api`` is its URL) and ``workers`` real RQ workers on threads, on this test's
+    Redis, all with these Settings fields (engine="echo" unless given). No process starts:
+    for what needs one (a kill, a pause, a log file, a start-up), use ``processes``."""
+
+    def make(workers: int = 1, **settings: object):
+        return in_process_fleet(redis_url, workers, **settings)
+
+    return make
+
+
+@pytest.fixture
+def fleet(make_fleet) -> Iterator[Fleet]:
+    """The API and one echo worker in this process, default settings (tests/support/fleet.py)."""
+    with make_fleet() as started:
+        yield started

@@ -1,4 +1,6 @@
-"""The ``mlxq`` command line: up, status, ask — as a user runs them."""
+"""The ``mlxq`` command line: up, status, ask — as a user runs them (``mlxq`` is a real
+process; what status and ask talk to runs on threads of this process where no process is
+what is tested)."""
 
 import os
 import signal
@@ -9,8 +11,8 @@ from pathlib import Path
 
 import httpx
 
-from tests.faults.helpers import slow_env
-from tests.support.processes import ROOT, Processes, free_port, wait_until
+from tests.faults.helpers import SLOW_ENGINE
+from tests.support.processes import ROOT, free_port, wait_until
 
 
 def mlxq(
@@ -64,24 +66,19 @@ def test_up_starts_redis_api_and_worker_and_stops_them(tmp_path: Path) -> None:
     assert (tmp_path / "redis" / "appendonlydir").is_dir()  # Redis ran with append-only files
 
 
-def test_status_lists_workers_and_queues(processes: Processes, mlxq_env: dict[str, str]) -> None:
-    env = {**mlxq_env, "MLXQ_ENGINE": "echo", "MLXQ_MODEL": "model-s"}
-    processes.worker(env)
-    result = mlxq("status", env=env)
+def test_status_lists_workers_and_queues(make_fleet, mlxq_env: dict[str, str]) -> None:
+    with make_fleet(model="model-s"):  # a worker on a thread of this process
+        result = mlxq("status", env=mlxq_env)
     assert result.returncode == 0, result.stderr
     assert "workers (1 live)" in result.stdout
     assert "model-s" in result.stdout and "0/8" in result.stdout
     assert "queues" in result.stdout
 
 
-def test_ask_streams_the_answer_to_the_terminal(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    env = slow_env(mlxq_env)
-    processes.worker(env)
-    api = processes.api(env)
-    port = api.rsplit(":", 1)[1]
-    result = mlxq("ask", "anything", "--max-tokens", "5", env={**env, "MLXQ_PORT": port})
+def test_ask_streams_the_answer_to_the_terminal(make_fleet, mlxq_env: dict[str, str]) -> None:
+    with make_fleet(engine=SLOW_ENGINE) as fleet:  # the API and a worker on threads
+        port = fleet.api.rsplit(":", 1)[1]
+        result = mlxq("ask", "anything", "--max-tokens", "5", env={**mlxq_env, "MLXQ_PORT": port})
     assert result.returncode == 0, result.stderr
     assert result.stdout == "w0 w1 w2 w3 w4\n"
 

@@ -6,6 +6,7 @@ or holds it for a job still starting (worker/starting.py), so that none is lost 
 job's cancel check and the engine having it.
 """
 
+import contextlib
 import logging
 import time
 from typing import Any
@@ -39,9 +40,12 @@ class CancelListener:
         self._reporter = reporter
         self._starting = starting
         self._thread: Any = None
+        self._listener: Any = None
 
     def start(self) -> None:
-        listener = redis.Redis(connection_pool=self._connection.connection_pool).pubsub()
+        self._listener = listener = redis.Redis(
+            connection_pool=self._connection.connection_pool
+        ).pubsub()
 
         def on_message(message: dict) -> None:
             self.on_cancel(protocol.cancelled_job_id(message))
@@ -57,8 +61,16 @@ class CancelListener:
         self._thread.name = "mlxq-cancel-listener"
 
     def stop(self) -> None:
-        if self._thread is not None:
-            self._thread.stop()
+        """Stop the thread and wait for it: leaving the channel wakes it at once (the reply
+        is a message), so it does not wait out its second."""
+        if self._thread is None:
+            return
+        self._thread.stop()
+        with contextlib.suppress(redis.RedisError, OSError):
+            self._listener.unsubscribe()
+        self._thread.join(timeout=RETRY_AFTER_S)
+        with contextlib.suppress(redis.RedisError, OSError):
+            self._listener.close()
 
     def on_cancel(self, job_id: str) -> None:
         """The listener's thread: the API says this job's client went away."""

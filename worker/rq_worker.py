@@ -127,9 +127,21 @@ class BatchingWorker(ConcurrentWorkerBase):
 
     # -- the loop --------------------------------------------------------------------------
 
-    def work(self, burst: bool = False, logging_level: str | None = None, **_: Any) -> bool:  # type: ignore[override]  # RQ's other options do not apply
+    def work(  # type: ignore[override]  # RQ's other options do not apply
+        self,
+        burst: bool = False,
+        logging_level: str | None = None,
+        *,
+        handle_signals: bool = True,
+        **_: Any,
+    ) -> bool:
+        """Serve jobs until stopped (SIGINT, SIGTERM, ``stop_after_running_jobs``), or in
+        ``burst`` mode until the queues are empty. ``handle_signals=False`` runs the loop in
+        a thread other than the main one (Python lets only the main thread install signal
+        handlers; the in-process tests do it): stop it with ``stop_after_running_jobs``."""
         self.bootstrap(logging_level or "INFO")
-        self.install_signal_handlers()
+        if handle_signals:
+            self.install_signal_handlers()
         self.engine.start()
         self.reporter.start()
         self.cancels.start()

@@ -45,6 +45,16 @@ class ConcurrentWorkerBase(SimpleWorker):
         self.set_shutdown_requested_date()
         self.on_stop_signal()
 
+    def unsubscribe(self) -> None:
+        """RQ's, with its listener thread told to stop before the channel is left: the
+        unsubscribe's reply then wakes it to see that. In RQ's order the thread may take the
+        reply first and wait for a new subscription, and the stop waits out the join's second."""
+        if self.pubsub_thread:
+            self.pubsub_thread.stop()
+            self.pubsub.unsubscribe()
+            self.pubsub_thread.join(timeout=1)
+            self.pubsub.close()
+
     def on_stop_signal(self) -> None:
         """Called in the signal handler after a stop was requested (SIGINT, SIGTERM)."""
 

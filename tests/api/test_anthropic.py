@@ -133,7 +133,9 @@ BODY = {"model": DEMO_MODEL_ID, "max_tokens": 5, "messages": QUESTION}
 
 
 def sdk(api, key: str = "unused") -> anthropic.AsyncAnthropic:
-    """The client on the app in this process (anthropic 2.x speaks httpx2, not httpx)."""
+    """The client on the app in this process (anthropic 2.x speaks httpx2, not httpx). Use it
+    in ``async with``: a client left to the garbage collector closes its connections in
+    whichever test's event loop runs then ("Event loop is closed")."""
     transport = httpx2.ASGITransport(app=api.app)
     return anthropic.AsyncAnthropic(
         base_url="http://127.0.0.1",
@@ -191,8 +193,7 @@ async def test_refusals_are_anthropic_400s_that_name_the_field(
 
 @pytest.mark.anyio
 async def test_the_client_raises_anthropics_errors(make_api) -> None:
-    async with make_api() as api:
-        client = sdk(api)
+    async with make_api() as api, sdk(api) as client:
         with pytest.raises(anthropic.BadRequestError) as bad:
             await client.messages.create(**BODY, extra_body={"temperature": 2})
         assert bad.value.body["error"]["type"] == "invalid_request_error"
@@ -213,10 +214,11 @@ async def test_the_api_key_comes_in_x_api_key(make_api) -> None:
             assert refused.status_code == 401
             assert refused.json()["error"]["type"] == "authentication_error"
         assert right.status_code == 400, right.text
-        with pytest.raises(anthropic.AuthenticationError):
-            await sdk(api, key="x").messages.create(**BODY)
-        with pytest.raises(anthropic.BadRequestError):
-            await sdk(api, key="k").messages.create(**BODY, extra_body={"top_k": -1})
+        async with sdk(api, key="x") as wrong_key, sdk(api, key="k") as right_key:
+            with pytest.raises(anthropic.AuthenticationError):
+                await wrong_key.messages.create(**BODY)
+            with pytest.raises(anthropic.BadRequestError):
+                await right_key.messages.create(**BODY, extra_body={"top_k": -1})
 
 
 # -- the stream's events, from made-up job events -------------------------------------------

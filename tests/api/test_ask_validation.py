@@ -1,5 +1,5 @@
-"""Every validation rule of POST /ask, against the real API process (no worker needed:
-invalid requests are refused before anything is enqueued)."""
+"""Every validation rule of POST /ask, against the API served over HTTP on a thread of this
+process (no worker needed: invalid requests are refused before anything is enqueued)."""
 
 from collections.abc import Iterator
 
@@ -7,21 +7,16 @@ import httpx
 import pytest
 import redis
 
-from tests.support.processes import Processes
+from tests.support.fleet import ApiThread, settings_for
 
 CAP = 500
 
 
 @pytest.fixture(scope="module")
-def api(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    processes = Processes(tmp_path_factory.mktemp("api"))
-    env = {
-        "MLXQ_REDIS_URL": redis_server,
-        "MLXQ_MAX_TOKENS_CAP": str(CAP),
-        "MLXQ_QUEUE_TIMEOUT": "1",
-    }
-    yield processes.api(env)
-    processes.stop_all()
+def api(redis_server: str) -> Iterator[str]:
+    served = ApiThread(settings_for(redis_server, max_tokens_cap=CAP, queue_timeout=1)).start()
+    yield served.base_url
+    served.stop()
 
 
 def post(api: str, body: object) -> httpx.Response:

@@ -2,6 +2,7 @@
 official ``openai`` and ``ollama`` clients, plus the refusals a user would meet."""
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -9,6 +10,7 @@ import numpy as np
 import ollama
 import openai
 import pytest
+import redis
 
 from shared.settings import DEMO_EMBEDDING_MODEL_ID
 from tests.support.processes import Processes
@@ -20,11 +22,24 @@ REFERENCE = json.loads(
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def base_url(processes: Processes, mlxq_env: dict[str, str]) -> str:
-    """An embedding worker beside an API whose default model is the chat demo model."""
-    processes.worker({**mlxq_env, "MLXQ_MODEL": DEMO_EMBEDDING_MODEL_ID}, timeout=300)
-    return processes.api(mlxq_env)
+DB = 8
+"""The Redis database of this module's processes (other tests flush database 0)."""
+
+
+@pytest.fixture(scope="module")
+def base_url(
+    redis_server: str, cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """An embedding worker beside an API whose default model is the chat demo model, started
+    once for the module (the worker loads the embedding model)."""
+    redis_url = f"{redis_server.rsplit('/', 1)[0]}/{DB}"
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {"MLXQ_REDIS_URL": redis_url, "MLXQ_CACHE_DIR": str(cache_dir)}
+    processes = Processes(tmp_path_factory.mktemp("embeddings"))
+    processes.worker({**env, "MLXQ_MODEL": DEMO_EMBEDDING_MODEL_ID}, timeout=300)
+    yield processes.api(env)
+    processes.stop_all()
+    redis.Redis.from_url(redis_url).flushdb()
 
 
 def _close_to_reference(vectors: list[list[float]], count: int) -> None:

@@ -1,4 +1,5 @@
-"""Several models, readiness, the fleet view and Prometheus metrics, with real processes."""
+"""Several models, readiness, the fleet view and Prometheus metrics: the API and echo workers
+in this process (tests/support/fleet.py), on a real Redis."""
 
 import httpx
 import redis
@@ -7,11 +8,7 @@ from rq.queue import Queue
 from rq.serializers import JSONSerializer
 
 from shared.keys import queue_name_for_model
-from tests.support.processes import Processes, wait_until
-
-
-def echo_env(base: dict[str, str], model: str) -> dict[str, str]:
-    return {**base, "MLXQ_ENGINE": "echo", "MLXQ_MODEL": model}
+from tests.support.processes import wait_until
 
 
 def served_by(redis_url: str, model: str) -> set[str]:
@@ -33,63 +30,59 @@ def worker_name(redis_url: str, model: str) -> str:
     raise AssertionError(f"no worker for {model}")
 
 
-def test_each_model_is_served_by_its_own_workers(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    redis_url = mlxq_env["MLXQ_REDIS_URL"]
-    processes.worker(echo_env(mlxq_env, "model-a"))
-    processes.worker(echo_env(mlxq_env, "model-b"))
-    api = processes.api({**mlxq_env, "MLXQ_MODEL": "model-a"})
+def test_each_model_is_served_by_its_own_workers(make_fleet, redis_url: str) -> None:
+    with make_fleet(workers=0, model="model-a") as fleet:
+        fleet.worker()
+        fleet.worker(model="model-b")
+        api = fleet.api
 
-    default = httpx.post(f"{api}/ask", json={"question": "to a"}, timeout=10)
-    other = httpx.post(f"{api}/ask", json={"question": "to b", "model": "model-b"}, timeout=10)
-    chat = httpx.post(
-        f"{api}/v1/chat/completions",
-        json={"model": "model-b", "messages": [{"role": "user", "content": "hi b"}]},
-        timeout=10,
-    )
-    models = httpx.get(f"{api}/v1/models").json()["data"]
+        default = httpx.post(f"{api}/ask", json={"question": "to a"}, timeout=10)
+        other = httpx.post(f"{api}/ask", json={"question": "to b", "model": "model-b"}, timeout=10)
+        chat = httpx.post(
+            f"{api}/v1/chat/completions",
+            json={"model": "model-b", "messages": [{"role": "user", "content": "hi b"}]},
+            timeout=10,
+        )
+        models = httpx.get(f"{api}/v1/models").json()["data"]
 
-    assert default.json() == {"answer": "to a"} and other.json() == {"answer": "to b"}
-    assert chat.json()["model"] == "model-b"
-    assert chat.json()["choices"][0]["message"]["content"] == "hi b"
-    assert sorted(m["id"] for m in models) == ["model-a", "model-b"]
-    assert served_by(redis_url, "model-a") == {worker_name(redis_url, "model-a")}
-    assert served_by(redis_url, "model-b") == {worker_name(redis_url, "model-b")}
+        assert default.json() == {"answer": "to a"} and other.json() == {"answer": "to b"}
+        assert chat.json()["model"] == "model-b"
+        assert chat.json()["choices"][0]["message"]["content"] == "hi b"
+        assert sorted(m["id"] for m in models) == ["model-a", "model-b"]
+        assert served_by(redis_url, "model-a") == {worker_name(redis_url, "model-a")}
+        assert served_by(redis_url, "model-b") == {worker_name(redis_url, "model-b")}
 
 
-def test_a_model_no_worker_serves_is_refused_at_once(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    processes.worker(echo_env(mlxq_env, "model-a"))
-    api = processes.api({**mlxq_env, "MLXQ_MODEL": "model-a", "MLXQ_QUEUE_TIMEOUT": "30"})
-    response = httpx.post(f"{api}/ask", json={"question": "hi", "model": "model-z"}, timeout=5)
+def test_a_model_no_worker_serves_is_refused_at_once(make_fleet) -> None:
+    with make_fleet(model="model-a", queue_timeout=30) as fleet:
+        response = httpx.post(
+            f"{fleet.api}/ask", json={"question": "hi", "model": "model-z"}, timeout=5
+        )
     assert response.status_code == 404
     assert response.json()["code"] == "model_not_found"
     assert "'model-a'" in response.json()["detail"]  # it names what is served
 
 
-def test_ready_needs_a_live_worker_for_the_default_model(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    api = processes.api({**mlxq_env, "MLXQ_MODEL": "model-a"})
-    not_ready = httpx.get(f"{api}/ready")
-    assert not_ready.status_code == 503
-    assert "No live worker serves the default model 'model-a'" in not_ready.json()["reason"]
-    assert httpx.get(f"{api}/health").status_code == 200
+def test_ready_needs_a_live_worker_for_the_default_model(make_fleet) -> None:
+    with make_fleet(workers=0, model="model-a") as fleet:
+        api = fleet.api
+        not_ready = httpx.get(f"{api}/ready")
+        assert not_ready.status_code == 503
+        assert "No live worker serves the default model 'model-a'" in not_ready.json()["reason"]
+        assert httpx.get(f"{api}/health").status_code == 200
 
-    processes.worker(echo_env(mlxq_env, "model-a"))
-    ready = httpx.get(f"{api}/ready")
-    assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "model": "model-a", "workers": 1, "loaded": True}
+        fleet.worker()
+        ready = httpx.get(f"{api}/ready")
+        assert ready.status_code == 200
+        assert ready.json() == {"status": "ready", "model": "model-a", "workers": 1, "loaded": True}
 
 
-def test_fleet_and_metrics_show_workers_queues_and_traffic(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    env = {**echo_env(mlxq_env, "model-a"), "MLXQ_WORKER_CONCURRENCY": "4"}
-    processes.worker(env)
-    api = processes.api(env)
+def test_fleet_and_metrics_show_workers_queues_and_traffic(make_fleet) -> None:
+    with make_fleet(model="model-a", worker_concurrency=4) as fleet:
+        check_fleet_and_metrics(fleet.api)
+
+
+def check_fleet_and_metrics(api: str) -> None:
     for _ in range(3):
         assert (
             httpx.post(f"{api}/ask", json={"question": "one two three"}, timeout=10).status_code

@@ -27,14 +27,12 @@ def tokenizer(model_service: Service):
 
 
 @pytest.fixture(scope="module")
-def reference_tokens(model_service: Service):
+def reference_tokens(demo_model):
     """Greedy token ids from plain mlx-lm in this process, loaded as the worker loads it."""
     import mlx.core as mx
     from mlx_lm.generate import generate_step
 
-    from worker.model import load_model
-
-    loaded = load_model(str(model_service.model_path), model_service.model_path.parent)
+    loaded = demo_model
     tokenizer = loaded.tokenizer
 
     def generate(messages: list[dict], max_tokens: int) -> list[int]:
@@ -50,10 +48,15 @@ def reference_tokens(model_service: Service):
     return generate
 
 
+MAX_TOKENS = 20
+"""Enough for a greedy answer of several words (the stop test cuts at the fourth); every
+token costs about a tenth of a second on a 2-core CPU."""
+
+
 def chat(client: openai.OpenAI, **options):
     options.setdefault("messages", QUESTION)
     options.setdefault("temperature", 0)
-    options.setdefault("max_tokens", 40)
+    options.setdefault("max_tokens", MAX_TOKENS)
     return client.chat.completions.create(model=DEMO_MODEL_ID, **options)
 
 
@@ -66,7 +69,7 @@ def test_chat_completion_with_usage_counted_by_the_tokenizer(
     client, tokenizer, reference_tokens
 ) -> None:
     response = chat(client)
-    reference = reference_tokens(QUESTION, 40)
+    reference = reference_tokens(QUESTION, MAX_TOKENS)
 
     answer = response.choices[0].message.content
     assert response.object == "chat.completion" and response.model == DEMO_MODEL_ID
@@ -136,14 +139,14 @@ def test_length_limit_is_reported(client: openai.OpenAI) -> None:
 
 
 def test_sampling_is_per_request_even_in_a_shared_batch(client: openai.OpenAI) -> None:
-    seeded = {"temperature": 1.0, "top_p": 0.9, "seed": 1234, "max_tokens": 24}
+    seeded = {"temperature": 1.0, "top_p": 0.9, "seed": 1234, "max_tokens": 16}
     alone_seeded = chat(client, **seeded).choices[0].message.content
-    alone_greedy = chat(client, max_tokens=24).choices[0].message.content
+    alone_greedy = chat(client, max_tokens=16).choices[0].message.content
     with concurrent.futures.ThreadPoolExecutor(3) as pool:
         futures = [
             pool.submit(chat, client, **seeded),
-            pool.submit(chat, client, max_tokens=24),
-            pool.submit(chat, client, temperature=1.0, seed=99, max_tokens=24),
+            pool.submit(chat, client, max_tokens=16),
+            pool.submit(chat, client, temperature=1.0, seed=99, max_tokens=16),
         ]
         together = [f.result().choices[0].message.content for f in futures]
     assert together[0] == alone_seeded

@@ -1,5 +1,6 @@
 """The queue path with the zero-cost echo engine: HTTP -> Redis/RQ -> worker -> HTTP, and
-what RQ records about it."""
+what RQ records about it. The API and a real RQ worker run on threads of this process
+(tests/support/fleet.py)."""
 
 import json
 import zlib
@@ -13,23 +14,17 @@ from rq.serializers import JSONSerializer
 
 from shared.keys import queue_name_for_model
 from shared.settings import DEMO_MODEL_ID
-from tests.support.processes import Processes, wait_until
+from tests.support.processes import wait_until
 
 
-def test_answer_goes_through_rq_and_is_recorded(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    env = {**mlxq_env, "MLXQ_ENGINE": "echo"}
-    processes.worker(env)
-    api = processes.api(env)
-
+def test_answer_goes_through_rq_and_is_recorded(fleet, redis_url: str) -> None:
     response = httpx.post(
-        f"{api}/ask", json={"question": "one two three", "max_tokens": 2}, timeout=30
+        f"{fleet.api}/ask", json={"question": "one two three", "max_tokens": 2}, timeout=30
     )
 
     assert response.status_code == 200
     assert response.json() == {"answer": "one two"}
-    client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+    client = redis.Redis.from_url(redis_url)
     queue = Queue(queue_name_for_model(DEMO_MODEL_ID), connection=client, serializer=JSONSerializer)
     wait_until(lambda: queue.finished_job_registry.count == 1, 5, "RQ to record the job")
     (job_id,) = FinishedJobRegistry(queue=queue).get_job_ids()
@@ -40,34 +35,25 @@ def test_answer_goes_through_rq_and_is_recorded(
     assert json.loads(zlib.decompress(client.hget(job.key, "data")))  # JSON serializer, not pickle
 
 
-def test_failing_generation_is_a_500_with_the_message(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    env = {**mlxq_env, "MLXQ_ENGINE": "tests.support.engines:FailingEngine"}
-    processes.worker(env)
-    api = processes.api(env)
-
-    response = httpx.post(f"{api}/ask", json={"question": "hello"}, timeout=30)
+def test_failing_generation_is_a_500_with_the_message(make_fleet, redis_url: str) -> None:
+    with make_fleet(engine="tests.support.engines:FailingEngine") as fleet:
+        response = httpx.post(f"{fleet.api}/ask", json={"question": "hello"}, timeout=30)
 
     assert response.status_code == 500
     assert response.json() == {
         "detail": "Generation failed: out of unicorns",
         "code": "generation_failed",
     }
-    client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+    client = redis.Redis.from_url(redis_url)
     queue = Queue(queue_name_for_model(DEMO_MODEL_ID), connection=client, serializer=JSONSerializer)
     wait_until(lambda: FailedJobRegistry(queue=queue).count == 1, 5, "RQ to record the failure")
     assert queue.started_job_registry.count == 0
 
 
-def test_worker_refuses_jobs_naming_other_functions(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    env = {**mlxq_env, "MLXQ_ENGINE": "echo"}
-    client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+def test_worker_refuses_jobs_naming_other_functions(make_fleet, redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
     queue = Queue(queue_name_for_model(DEMO_MODEL_ID), connection=client, serializer=JSONSerializer)
     planted = queue.enqueue("os.remove", "/tmp/mlxq-must-not-be-removed")
-    processes.worker(env)
-
-    wait_until(lambda: planted.get_status(refresh=True) == "failed", 10, "the planted job to fail")
+    with make_fleet():
+        wait_until(lambda: planted.get_status(refresh=True) == "failed", 10, "the planted job")
     assert "Refused" in planted.latest_result().exc_string

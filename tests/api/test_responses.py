@@ -23,7 +23,7 @@ from api.dialects.responses.stream import ResponseEvents
 from shared.errors import JobTimedOut
 from shared.schemas import Choice, DoneEvent, FunctionCall, TokenEvent, ToolCall
 from shared.settings import DEMO_MODEL_ID
-from tests.support.processes import Processes, Service
+from tests.support.processes import Service
 
 RESPONSES = "/v1/responses"
 SLOW_ENGINE = "tests.support.engines:SlowEngine"
@@ -203,11 +203,14 @@ def test_text_decided_only_at_the_end_is_streamed_before_the_response_ends() -> 
 
 
 def test_stream_events_in_order_and_an_error_after_the_stream_began(
-    processes: Processes, mlxq_env: dict[str, str]
+    make_fleet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    env = {**mlxq_env, "MLXQ_ENGINE": SLOW_ENGINE, "MLXQ_TEST_STEP_S": "0.05"}
-    processes.worker(env)
-    client = openai.OpenAI(base_url=f"{processes.api(env)}/v1", api_key="-", max_retries=0)
+    monkeypatch.setenv("MLXQ_TEST_STEP_S", "0.05")  # read by the slow engine
+    with make_fleet(engine=SLOW_ENGINE) as fleet:  # the API and a worker on threads
+        check_stream_events(openai.OpenAI(base_url=f"{fleet.api}/v1", api_key="-", max_retries=0))
+
+
+def check_stream_events(client: openai.OpenAI) -> None:
 
     events = list(
         client.responses.create(model=DEMO_MODEL_ID, input="hi", max_output_tokens=3, stream=True)

@@ -1,9 +1,11 @@
-"""The OpenAI Batch API through the official ``openai`` client, on real processes: an API,
-Redis, and workers whose engine makes one word per 0.1 s (the answers are "w0 w1 ...")."""
+"""The OpenAI Batch API through the official ``openai`` client: the API served on a thread of
+this process, Redis, and a real RQ worker on a thread whose engine makes one word per 0.1 s
+(the answers are "w0 w1 ..."; tests/support/fleet.py)."""
 
 import io
 import json
 import time
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -12,8 +14,8 @@ import redis
 
 from shared.keys import batch_lane_name, queue_name_for_model
 from shared.settings import DEMO_MODEL_ID
-from tests.faults.helpers import slow_env
-from tests.support.processes import Processes, wait_until
+from tests.faults.helpers import SLOW_ENGINE
+from tests.support.processes import wait_until
 
 
 def lines_file(n: int, max_tokens: int = 3, endpoint: str = "/v1/chat/completions") -> bytes:
@@ -49,11 +51,10 @@ def jsonl(client: openai.OpenAI, file_id: str | None) -> list[dict]:
 
 
 @pytest.fixture
-def service(processes: Processes, mlxq_env: dict[str, str]) -> tuple[openai.OpenAI, str]:
-    env = slow_env(mlxq_env, MLXQ_WORKER_CONCURRENCY="4")
-    processes.worker(env)
-    api = processes.api(env)
-    return openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0), api
+def service(make_fleet) -> Iterator[tuple[openai.OpenAI, str]]:
+    with make_fleet(engine=SLOW_ENGINE, worker_concurrency=4) as fleet:
+        api = fleet.api
+        yield openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0), api
 
 
 def test_a_batch_runs_to_completion(service: tuple[openai.OpenAI, str]) -> None:
@@ -170,10 +171,12 @@ def test_what_fails_a_whole_batch_is_refused(service: tuple[openai.OpenAI, str])
         client.batches.retrieve("batch_missing")
 
 
-def test_files_are_listed_bounded_and_deleted(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    api = processes.api({**mlxq_env, "MLXQ_MAX_FILE_BYTES": "2048"})
+def test_files_are_listed_bounded_and_deleted(make_fleet) -> None:
+    with make_fleet(workers=0, max_file_bytes=2048) as fleet:
+        check_files_are_listed_bounded_and_deleted(fleet.api)
+
+
+def check_files_are_listed_bounded_and_deleted(api: str) -> None:
     client = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
     with pytest.raises(openai.APIStatusError) as too_large:
         client.files.create(file=("big.jsonl", b"x" * 3000), purpose="batch")

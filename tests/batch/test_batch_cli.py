@@ -1,4 +1,5 @@
-"""``mlxq batch``: submit a file, follow it, write the output; interrupted, re-attach."""
+"""``mlxq batch``: submit a file, follow it, write the output; interrupted, re-attach. The
+command runs as a real process, against the API and a worker on threads of this process."""
 
 import json
 import os
@@ -10,8 +11,8 @@ import time
 from pathlib import Path
 
 from tests.batch.test_batch_api import lines_file
-from tests.faults.helpers import slow_env
-from tests.support.processes import ROOT, Processes
+from tests.faults.helpers import SLOW_ENGINE
+from tests.support.processes import ROOT
 
 
 def mlxq_batch(args: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -25,13 +26,13 @@ def mlxq_batch(args: list[str], env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def test_batch_command_writes_the_output_and_can_reattach(
-    processes: Processes, mlxq_env: dict[str, str], tmp_path: Path
-) -> None:
-    env = slow_env(mlxq_env, MLXQ_WORKER_CONCURRENCY="4")
-    processes.worker(env)
-    api = processes.api(env)
-    env["MLXQ_PORT"] = api.rsplit(":", 1)[1]
+def test_batch_command_writes_the_output_and_can_reattach(make_fleet, tmp_path: Path) -> None:
+    with make_fleet(engine=SLOW_ENGINE, worker_concurrency=4) as fleet:
+        check_batch_command(fleet.api, tmp_path)
+
+
+def check_batch_command(api: str, tmp_path: Path) -> None:
+    env = {"MLXQ_PORT": api.rsplit(":", 1)[1]}
     requests = tmp_path / "in.jsonl"
     requests.write_bytes(lines_file(6))
     output = tmp_path / "out.jsonl"

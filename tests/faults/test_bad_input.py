@@ -2,8 +2,9 @@
 is wrong (FastAPI's ``{"detail": ...}`` on /ask, OpenAI's ``{"error": {...}}`` on /v1), nothing
 refused is enqueued, and a good request still answers 200 afterwards.
 
-Real API processes and echo workers on a Redis database of their own; the context window is
-tested with TinyContextEngine (64 words) serving a second model.
+Two APIs (one with a small body limit) served by uvicorn on threads of this process, and
+echo workers on threads (tests/support/fleet.py), on a Redis database of their own; the
+context window is tested with TinyContextEngine (64 words) serving a second model.
 """
 
 import json
@@ -15,7 +16,7 @@ import redis
 
 from api.core.validators import MAX_MESSAGES
 from shared.settings import DEMO_MODEL_ID
-from tests.support.processes import Processes, wait_until
+from tests.support.fleet import ApiThread, in_process_fleet
 
 CAP = 100
 """MLXQ_MAX_TOKENS_CAP of the APIs here."""
@@ -42,29 +43,18 @@ class Service:
 
 
 @pytest.fixture(scope="module")
-def service(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+def service(redis_server: str) -> Iterator[Service]:
     redis_url = f"{redis_server.rsplit('/', 1)[0]}/{DB}"
     redis.Redis.from_url(redis_url).flushdb()
-    processes = Processes(tmp_path_factory.mktemp("bad-input"))
-    env = {
-        "MLXQ_REDIS_URL": redis_url,
-        "MLXQ_MAX_TOKENS_CAP": str(CAP),
-        "MLXQ_QUEUE_TIMEOUT": "5",
-        "MLXQ_ENGINE": "echo",
-    }
-    processes.worker(env)
     tiny = "tests.support.engines:TinyContextEngine"
-    processes.worker({**env, "MLXQ_ENGINE": tiny, "MLXQ_MODEL": TINY_MODEL})
-    api = processes.api(env)
-    small_api = processes.api({**env, "MLXQ_MAX_BODY_BYTES": str(BODY_LIMIT)})
-
-    def tiny_is_live() -> bool:
-        models = httpx.get(f"{api}/v1/models", timeout=5).json()["data"]
-        return TINY_MODEL in {m["id"] for m in models}
-
-    wait_until(tiny_is_live, 20, "the tiny-context worker to be live")
-    yield Service(api, small_api, redis_url)
-    processes.stop_all()
+    with in_process_fleet(redis_url, max_tokens_cap=CAP, queue_timeout=5) as fleet:
+        fleet.worker(engine=tiny, model=TINY_MODEL)
+        small_api = ApiThread(fleet.settings.model_copy(update={"max_body_bytes": BODY_LIMIT}))
+        small_api.start()
+        try:
+            yield Service(fleet.api, small_api.base_url, redis_url)
+        finally:
+            small_api.stop()
     redis.Redis.from_url(redis_url).flushdb()
 
 

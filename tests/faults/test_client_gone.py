@@ -1,8 +1,11 @@
 """A client that disconnects: a queued job is dropped before it starts; a running one stops
-within one decode step and its batch slot is freed."""
+within one decode step and its batch slot is freed. The API and the worker (a real RQ worker
+whose engine makes one word per 0.1 s) run on threads of this process: what is tested is
+what they do when a connection closes, not how a process stops (tests/support/fleet.py)."""
 
 import concurrent.futures
 import time
+from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -10,8 +13,14 @@ import redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tests.faults.helpers import STEP_S, ask_in_background, live_worker_names, rq_queue, slow_env
-from tests.support.processes import Processes, wait_until
+from tests.faults.helpers import (
+    SLOW_ENGINE,
+    STEP_S,
+    ask_in_background,
+    live_worker_names,
+    rq_queue,
+)
+from tests.support.processes import wait_until
 
 
 def cancelled_jobs(redis_url: str) -> list[str]:
@@ -33,11 +42,10 @@ def give_up_after(api: str, body: dict, seconds: float) -> None:
 
 
 @pytest.fixture
-def one_slot(processes: Processes, mlxq_env: dict[str, str]) -> tuple[str, dict[str, str]]:
+def one_slot(make_fleet, redis_url: str) -> Iterator[tuple[str, dict[str, str]]]:
     """An API and a worker with a single batch slot, so a stuck job would block the next."""
-    env = slow_env(mlxq_env, MLXQ_WORKER_CONCURRENCY="1")
-    processes.worker(env)
-    return processes.api(env), env
+    with make_fleet(engine=SLOW_ENGINE, worker_concurrency=1) as fleet:
+        yield fleet.api, {"MLXQ_REDIS_URL": redis_url}
 
 
 def test_running_job_stops_when_its_client_disconnects(one_slot) -> None:

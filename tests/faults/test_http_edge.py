@@ -7,11 +7,13 @@ import json
 import socket
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import redis
 
 from tests.support.processes import Processes
 
@@ -24,11 +26,22 @@ LIMITS = {
 }
 
 
-@pytest.fixture
-def api(processes: Processes, mlxq_env: dict[str, str]) -> str:
-    env = {**mlxq_env, **LIMITS}
+DB = 7
+"""The Redis database of this module's shared API and worker (other tests flush database 0)."""
+
+
+@pytest.fixture(scope="module")
+def api(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One API process with these limits and an echo worker, for the tests that attack it one
+    after another (each closes what it opened)."""
+    redis_url = f"{redis_server.rsplit('/', 1)[0]}/{DB}"
+    redis.Redis.from_url(redis_url).flushdb()
+    processes = Processes(tmp_path_factory.mktemp("http-edge"))
+    env = {"MLXQ_REDIS_URL": redis_url, **LIMITS}
     processes.worker(env)
-    return processes.api(env)
+    yield processes.api(env)
+    processes.stop_all()
+    redis.Redis.from_url(redis_url).flushdb()
 
 
 def _connect(api: str) -> socket.socket:

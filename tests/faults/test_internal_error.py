@@ -1,21 +1,22 @@
 """An unhandled exception in the API is a JSON 500 in the dialect's shape, and the kept-alive
 connection it came on still serves the next request (uvicorn closes a connection whose
 request raised; api/edge/crash_guard.py answers first). The fault is real: a worker whose
-engine answers with no choice at all, which no dialect can render."""
+engine answers with no choice at all, which no dialect can render. The API is served by
+uvicorn as ``mlxq api`` serves it, on a thread of this process, and the worker runs on
+another (tests/support/fleet.py)."""
+
+from collections.abc import Iterator
 
 import httpx
 import pytest
-
-from tests.support.processes import Processes
 
 ENGINE = "tests.support.engines:ChoicelessEngine"
 
 
 @pytest.fixture
-def api(processes: Processes, mlxq_env: dict[str, str]) -> str:
-    env = {**mlxq_env, "MLXQ_ENGINE": ENGINE, "MLXQ_MODEL": "test/choiceless"}
-    processes.worker(env)
-    return processes.api(env)
+def api(make_fleet) -> Iterator[str]:
+    with make_fleet(engine=ENGINE, model="test/choiceless") as fleet:
+        yield fleet.api
 
 
 def _local_port(response: httpx.Response) -> int:

@@ -1,5 +1,6 @@
 """Overload: admission is bounded fleet-wide; beyond the bound the API answers 429 with
-Retry-After, promptly, and nothing piles up in Redis."""
+Retry-After, promptly, and nothing piles up in Redis. The API and the worker that comes later
+run on threads of this process (tests/support/fleet.py)."""
 
 import asyncio
 import time
@@ -8,7 +9,7 @@ import httpx
 import redis
 
 from tests.faults.helpers import rq_queue
-from tests.support.processes import Processes, wait_until
+from tests.support.processes import wait_until
 
 MAX_QUEUED = 5
 CLIENTS = 60
@@ -30,29 +31,23 @@ async def flood(api: str, body: dict) -> list[tuple[int, float, str | None]]:
         return await asyncio.gather(*(one() for _ in range(CLIENTS)))
 
 
-def test_requests_beyond_the_queue_bound_get_429_promptly(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    env = {
-        **mlxq_env,
-        "MLXQ_ENGINE": "echo",
-        "MLXQ_MAX_QUEUED": str(MAX_QUEUED),
-        "MLXQ_QUEUE_TIMEOUT": "60",
-    }
-    api = processes.api(env)
-    queue = rq_queue(env["MLXQ_REDIS_URL"])
+def test_requests_beyond_the_queue_bound_get_429_promptly(make_fleet, redis_url: str) -> None:
+    queue = rq_queue(redis_url)
+    with make_fleet(workers=0, max_queued=MAX_QUEUED, queue_timeout=60) as fleet:
+        api = fleet.api
 
-    async def scenario() -> list[tuple[int, float, str | None]]:
-        requests = asyncio.create_task(flood(api, {"question": "hello there"}))
-        # No worker yet: the bound fills, everything beyond it is refused.
-        await asyncio.to_thread(wait_until, lambda: queue.count == MAX_QUEUED, 20, "a full queue")
-        await asyncio.sleep(1)
-        assert queue.count == MAX_QUEUED
-        assert len(redis.Redis.from_url(env["MLXQ_REDIS_URL"]).keys("rq:job:*")) == MAX_QUEUED
-        await asyncio.to_thread(processes.worker, env)
-        return await requests
+        async def scenario() -> list[tuple[int, float, str | None]]:
+            requests = asyncio.create_task(flood(api, {"question": "hello there"}))
+            # No worker yet: the bound fills, everything beyond it is refused.
+            full = (wait_until, lambda: queue.count == MAX_QUEUED, 20, "a full queue")
+            await asyncio.to_thread(*full)
+            await asyncio.sleep(1)
+            assert queue.count == MAX_QUEUED
+            assert len(redis.Redis.from_url(redis_url).keys("rq:job:*")) == MAX_QUEUED
+            await asyncio.to_thread(fleet.worker)  # an echo worker on a thread
+            return await requests
 
-    results = asyncio.run(scenario())
+        results = asyncio.run(scenario())
 
     accepted = [r for r in results if r[0] == 200]
     refused = [r for r in results if r[0] == 429]

@@ -3,6 +3,7 @@ its retry settings never loop."""
 
 import http.server
 import threading
+import time
 
 import redis
 from rq import Retry
@@ -12,12 +13,10 @@ from rq.webhook import Webhook
 
 from shared.keys import queue_name_for_model
 from shared.settings import DEMO_MODEL_ID
-from tests.support.processes import Processes, free_port, wait_until
+from tests.support.processes import free_port, wait_until
 
 
-def test_a_planted_job_fires_no_webhook_and_is_not_retried(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
+def test_a_planted_job_fires_no_webhook_and_is_not_retried(make_fleet, redis_url: str) -> None:
     calls: list[str] = []
 
     class Hook(http.server.BaseHTTPRequestHandler):
@@ -35,8 +34,7 @@ def test_a_planted_job_fires_no_webhook_and_is_not_retried(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        env = {**mlxq_env, "MLXQ_ENGINE": "echo"}
-        client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+        client = redis.Redis.from_url(redis_url)
         queue = Queue(
             queue_name_for_model(DEMO_MODEL_ID), connection=client, serializer=JSONSerializer
         )
@@ -48,13 +46,11 @@ def test_a_planted_job_fires_no_webhook_and_is_not_retried(
                 Webhook(f"http://127.0.0.1:{port}/finished", "finished"),
             ],
         )
-        processes.worker(env)
-        wait_until(lambda: job.get_status(refresh=True) == "failed", 10, "the refusal")
-        assert "Refused" in job.latest_result().exc_string
-        import time
-
-        time.sleep(3)  # a retry or a webhook would have happened by now
-        assert job.get_status(refresh=True) == "failed" and queue.count == 0
+        with make_fleet():  # an echo worker on a thread of this process
+            wait_until(lambda: job.get_status(refresh=True) == "failed", 10, "the refusal")
+            assert "Refused" in job.latest_result().exc_string
+            time.sleep(3)  # a retry or a webhook would have happened by now
+            assert job.get_status(refresh=True) == "failed" and queue.count == 0
         assert calls == []
     finally:
         server.shutdown()

@@ -1,5 +1,7 @@
 """Security: where the API listens, the API key, CORS, Redis with a password and with TLS,
-jobs planted in Redis, and what the logs leave out. Real processes, echo workers."""
+jobs planted in Redis, and what the logs leave out. Real processes and echo workers where a
+process is what is tested (its bind, its logs, its Redis connection); the API key and CORS
+run against the API served on a thread of this process (tests/support/fleet.py)."""
 
 import os
 import pickle
@@ -20,6 +22,7 @@ from rq.serializers import JSONSerializer
 from api.server import check_exposure
 from shared.keys import queue_name_for_model
 from shared.settings import DEMO_MODEL_ID, Settings
+from tests.support.fleet import in_process_fleet
 from tests.support.processes import ROOT, Processes, free_port, wait_until
 from tests.support.redis_server import RedisServer, RedisServerError, Tls
 
@@ -96,19 +99,12 @@ def keyed_redis(redis_server: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture(scope="module")
-def keyed_api(
-    redis_server: str, keyed_redis: redis.Redis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """An API with MLXQ_API_KEY and an echo worker, shared by the API-key tests."""
-    processes = Processes(tmp_path_factory.mktemp("keyed"))
-    env = {
-        "MLXQ_REDIS_URL": f"{redis_server.rsplit('/', 1)[0]}/{KEYED_DB}",
-        "MLXQ_ENGINE": "echo",
-        "MLXQ_API_KEY": KEY,
-    }
-    processes.worker(env)
-    yield processes.api(env)
-    processes.stop_all()
+def keyed_api(redis_server: str, keyed_redis: redis.Redis) -> Iterator[str]:
+    """An API with MLXQ_API_KEY and an echo worker, shared by the API-key tests: served on
+    threads of this process (tests/support/fleet.py)."""
+    redis_url = f"{redis_server.rsplit('/', 1)[0]}/{KEYED_DB}"
+    with in_process_fleet(redis_url, api_key=KEY) as fleet:
+        yield fleet.api
 
 
 PROTECTED = [
@@ -192,8 +188,12 @@ def _preflight(api: str, origin: str) -> httpx.Response:
     return httpx.options(f"{api}/ask", headers=headers, timeout=5)
 
 
-def test_cors_is_off_by_default(processes: Processes, mlxq_env: dict[str, str]) -> None:
-    api = processes.api(mlxq_env)
+def test_cors_is_off_by_default(make_fleet) -> None:
+    with make_fleet(workers=0) as fleet:
+        check_cors_is_off(fleet.api)
+
+
+def check_cors_is_off(api: str) -> None:
     # Without an API key, another site's page is refused outright (DNS-rebinding guard).
     response = httpx.get(f"{api}/health", headers={"origin": "http://example.test"}, timeout=5)
     assert response.status_code == 403
@@ -203,11 +203,12 @@ def test_cors_is_off_by_default(processes: Processes, mlxq_env: dict[str, str]) 
     assert "access-control-allow-origin" not in preflight.headers
 
 
-def test_cors_allows_only_the_configured_origins(
-    processes: Processes, mlxq_env: dict[str, str]
-) -> None:
-    api = processes.api({**mlxq_env, "MLXQ_CORS_ORIGINS": '["http://example.test"]'})
+def test_cors_allows_only_the_configured_origins(make_fleet) -> None:
+    with make_fleet(workers=0, cors_origins=["http://example.test"]) as fleet:
+        check_cors_allows_only(fleet.api)
 
+
+def check_cors_allows_only(api: str) -> None:
     allowed = httpx.get(f"{api}/health", headers={"origin": "http://example.test"}, timeout=5)
     assert allowed.headers["access-control-allow-origin"] == "http://example.test"
     preflight = _preflight(api, "http://example.test")
@@ -362,28 +363,25 @@ def test_redis_over_tls_with_a_password(
 
 
 def test_a_planted_job_naming_another_function_is_refused_and_never_run(
-    processes: Processes, mlxq_env: dict[str, str], tmp_path: Path
+    make_fleet, redis_url: str, tmp_path: Path
 ) -> None:
     victim = tmp_path / "must-survive.txt"
     victim.write_text("still here")
-    env = echo_env(mlxq_env)
-    client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+    client = redis.Redis.from_url(redis_url)
     queue = Queue(queue_name_for_model(DEMO_MODEL_ID), connection=client, serializer=JSONSerializer)
     planted = [
         queue.enqueue("os.remove", str(victim)),
         queue.enqueue("shutil.rmtree", str(tmp_path)),
         queue.enqueue("subprocess.run", ["rm", "-f", str(victim)]),
     ]
-    processes.worker(env)
-
-    for job in planted:
-        wait_until(lambda job=job: job.get_status(refresh=True) == "failed", 10, "a refusal")
-        assert "Refused" in job.latest_result().exc_string
-    assert victim.read_text() == "still here"
-    assert queue.finished_job_registry.count == 0
-    # The worker goes on serving.
-    api = processes.api(env)
-    assert ask(api).json() == {"answer": "hello there"}
+    with make_fleet() as fleet:  # an echo worker on a thread of this process
+        for job in planted:
+            wait_until(lambda job=job: job.get_status(refresh=True) == "failed", 10, "a refusal")
+            assert "Refused" in job.latest_result().exc_string
+        assert victim.read_text() == "still here"
+        assert queue.finished_job_registry.count == 0
+        # The worker goes on serving.
+        assert ask(fleet.api).json() == {"answer": "hello there"}
 
 
 def test_a_planted_pickled_job_is_never_unpickled(

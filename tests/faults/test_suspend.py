@@ -8,7 +8,7 @@ import redis
 from rq.suspension import resume, suspend
 from rq.worker import Worker, WorkerStatus
 
-from tests.faults.helpers import ask_in_background, slow_env
+from tests.faults.helpers import SLOW_ENGINE, ask_in_background
 
 
 def _worker_state(redis_url: str) -> str:
@@ -16,11 +16,15 @@ def _worker_state(redis_url: str) -> str:
     return worker.get_state()
 
 
-def test_suspended_workers_take_no_job_until_resumed(processes, mlxq_env) -> None:
-    env = {**slow_env(mlxq_env), "MLXQ_QUEUE_TIMEOUT": "3"}
-    processes.worker(env)
-    api = processes.api(env)
-    connection = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+def test_suspended_workers_take_no_job_until_resumed(make_fleet, redis_url: str) -> None:
+    """The API and a real RQ worker run on threads of this process (tests/support/fleet.py)."""
+    with make_fleet(engine=SLOW_ENGINE, queue_timeout=3) as fleet:
+        check_suspend_and_resume(fleet.api, redis_url)
+
+
+def check_suspend_and_resume(api: str, redis_url: str) -> None:
+    env = {"MLXQ_REDIS_URL": redis_url}
+    connection = redis.Redis.from_url(redis_url)
     body = {"question": "hello", "max_tokens": 2}
     assert httpx.post(f"{api}/ask", json=body, timeout=30).status_code == 200
 

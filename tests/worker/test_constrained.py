@@ -8,12 +8,9 @@ tests/conftest.py: ``cache_dir``).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
-
-from worker.demo_model import prepare_demo_model
 
 SCHEMA: dict[str, Any] = {
     "type": "object",
@@ -74,15 +71,9 @@ def check(value: Any, schema: dict[str, Any], path: str = "$") -> None:
 
 
 @pytest.fixture(scope="module")
-def loaded(cache_dir: Path) -> tuple[Any, Any]:
-    from mlx_lm import load
-
-    from worker.cpu_backend import dequantize_to_float32, on_cpu
-
-    model, tokenizer = load(str(prepare_demo_model(cache_dir)))
-    if on_cpu():
-        dequantize_to_float32(model)  # as the workers do: ~2.5x faster on the CPU
-    return model, tokenizer
+def loaded(demo_model: Any) -> tuple[Any, Any]:
+    """The session's demo model, loaded as the workers load it (float32 on the CPU)."""
+    return demo_model.model, demo_model.tokenizer
 
 
 @pytest.fixture(scope="module")
