@@ -71,10 +71,6 @@ class BertEncoder:
         mx.eval(weights)  # read now, on the loading thread, not lazily in the first pass
         return cls(weights, BertConfig.from_folder(folder))
 
-    @property
-    def parameter_count(self) -> int:
-        return sum(weight.size for weight in self._w.values())
-
     def _norm(self, x: mx.array, name: str) -> mx.array:
         return mx.fast.layer_norm(
             x, self._w[f"{name}.weight"], self._w[f"{name}.bias"], self.config.layer_norm_eps

@@ -28,7 +28,7 @@ from worker.bert import BertEncoder, BertTokenizer, pad_batch
 from worker.engine_api import Emit, EngineRequest, Failed, Finished
 from worker.engine_thread import ThreadedEngine
 from worker.model import resolve_model_path
-from worker.model_facts import embedding_model_facts
+from worker.model_facts import EMBEDDING_FACTS
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ class EmbeddingEngine(ThreadedEngine):
         self.context_length = self._encoder.config.max_length
         self.weights_bytes = self._encoder.nbytes
         self.dimensions = self._encoder.config.hidden_size
-        self.facts = embedding_model_facts(folder, self._encoder.parameter_count)
+        self.facts = EMBEDDING_FACTS
         self._stream = mx.new_thread_local_stream(mx.default_device())
         self.peak_batch_size = 0
         self.generated_tokens = 0

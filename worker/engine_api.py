@@ -117,19 +117,13 @@ Emit = Callable[[EngineOutput], None]
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """What a worker knows of its model because it loaded it; published with its heartbeat
-    (``WorkerStats``) for the API's model listings, since the API never reads model files."""
+    """What a worker knows of its model only once it loaded it (its tokenizer): told in the
+    worker's catalogue (shared/protocol/model_records.py) for the API's model listings. What
+    the files say (size, family, parameters, context) the catalogue reads without loading."""
 
     capabilities: tuple[str, ...] = ("completion",)
     """In Ollama's words: "completion", "tools", "insert" (fill-in-the-middle), "thinking"
     (the tokenizer declares thinking markers); or "embedding"."""
-    parameter_count: int | None = None
-    family: str | None = None
-    """The architecture, as its config names it ("llama", "qwen3", "bert")."""
-    quantization: str | None = None
-    """"Q4", "Q8" (quantized weights, by bits), or the weights' type ("BF16", "F32")."""
-    size_bytes: int | None = None
-    """The weights' size on disk."""
 
 
 @dataclass(frozen=True)

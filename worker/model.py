@@ -123,14 +123,13 @@ def load_model(model_id: str, cache_dir: Path, *, cpu_dequantize: bool = True) -
     from mlx_lm import load
 
     from worker.cpu_backend import dequantize_to_float32, on_cpu
-    from worker.model_facts import chat_model_facts, parameter_count
+    from worker.model_facts import chat_model_facts
 
     try:
         model, tokenizer = load(str(path))[:2]
     except Exception as exc:
         raise StartupError(f"Could not load the model in {path}: {exc}") from exc
-    # Counted before the CPU backend expands quantized weights (mlx-lm counts packed ones).
-    facts = chat_model_facts(path, tokenizer, parameter_count(model))
+    facts = chat_model_facts(tokenizer)
     if cpu_dequantize and on_cpu():
         expanded = dequantize_to_float32(model)
         if expanded:

@@ -260,15 +260,13 @@ def _load_base(folder: Path, cpu_dequantize: bool) -> Base:
 
     from worker.cpu_backend import dequantize_to_float32, on_cpu
     from worker.model import LoadedModel, context_length
-    from worker.model_facts import chat_model_facts, parameter_count
+    from worker.model_facts import chat_model_facts
 
     model, config = load_model(folder, lazy=True)
     leaves: Any = tree_flatten(model.leaf_modules(), is_leaf=lambda m: isinstance(m, nn.Module))
     for _, leaf in leaves:
         mx.eval(leaf.parameters())
     tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
-    # Counted before the CPU backend expands quantized weights (mlx-lm counts packed ones).
-    facts = chat_model_facts(folder, tokenizer, parameter_count(model))
     if cpu_dequantize and on_cpu():
         expanded = dequantize_to_float32(model)
         log.info("CPU backend: expanded %d quantized layers of %s to float32", expanded, folder)
@@ -279,6 +277,6 @@ def _load_base(folder: Path, cpu_dequantize: bool) -> Base:
         model=model,
         tokenizer=tokenizer,
         context_length=context_length(folder),
-        facts=facts,
+        facts=chat_model_facts(tokenizer),
     )
     return Base(loaded, array_bytes(arrays), frozenset(id(a) for a in arrays))
