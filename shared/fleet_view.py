@@ -3,24 +3,18 @@ the queues are.
 
 Read by the API (/ready, /fleet, /metrics, the reaper, model names) and by ``mlxq status``.
 
-Three questions about models, asked apart:
-
-- **Which models are served** (``serving_models``, ``serves_model``): a live worker serves
-  the models it holds loaded when it takes jobs, that is, when it is not suspended (``rq
-  suspend``; ``WorkerStats.takes_jobs`` is the rule). ``/ready`` asks this.
-- **Which models are loaded** (``loaded_models``): every model a live worker holds,
-  suspended or not (``/api/ps``).
-- **Which models can be served** (``fleet_models``, ``availability``): every model in a
-  live worker's catalogue, loaded or not, with what its files say (size, family,
-  parameters, quantization, context) and where it is loaded. What the fleet lists and
-  accepts by name asks this (``/v1/models``, ``/api/tags``, ``/api/show``): a request for a
-  model no worker holds waits while one loads it. So do the API's queue timeout and the
-  reaper's retry (a job whose model another worker may load is not lost). A model every
-  worker that lists it refuses (its load failed, it never fits) is refused at once.
+Which models the fleet can serve (``fleet_models``, ``availability``): every model in a live
+worker's catalogue, loaded or not, with what its files say (size, family, parameters,
+quantization, context), where it is loaded (``held_by``, suspended workers included: what
+``/api/ps`` lists) and which workers take its jobs (``servable_by``: they hold it or may load
+it, and are not suspended; ``WorkerStats.takes_jobs`` is the rule). ``/ready``, the model
+listings (``/v1/models``, ``/api/tags``, ``/api/show``), the API's queue timeout and the
+reaper's retry (``servable_models``: a job whose model another worker may load is not lost)
+all ask this. A model every worker that lists it refuses (its load failed, it never fits) is
+refused at once.
 """
 
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -31,29 +25,6 @@ from shared import protocol, rq_bridge
 from shared.errors import ErrorCode
 from shared.keys import lane_of, model_queue_of, queue_name_for_model
 from shared.protocol import CatalogueEntry, HeldModel, WorkerStats
-
-
-def _live_stats(connection: redis.Redis) -> list[protocol.WorkerStats]:
-    names = [name for name, _ in protocol.live_worker_beats(connection)]
-    return protocol.read_stats(connection, names) if names else []
-
-
-def serving_models(connection: redis.Redis) -> dict[str, int]:
-    """Model id -> live workers that take its jobs now: they hold it loaded and are not
-    suspended."""
-    live = _live_stats(connection)
-    return dict(Counter(model for s in live if s.takes_jobs for model in s.held_models))
-
-
-async def serves_model(connection: aioredis.Redis, model: str) -> bool:
-    """A live worker takes ``model``'s jobs now (``serving_models``' rule, on redis.asyncio)."""
-    live = await protocol.read_live_stats_async(connection)
-    return any(stats.takes_jobs and stats.holds(model) for stats in live)
-
-
-def loaded_models(connection: redis.Redis) -> dict[str, int]:
-    """Model id -> live workers that hold it loaded, suspended ones included."""
-    return dict(Counter(model for s in _live_stats(connection) for model in s.held_models))
 
 
 @dataclass

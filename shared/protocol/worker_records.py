@@ -200,11 +200,6 @@ def read_stats(connection: redis.Redis, names: list[str]) -> list[WorkerStats]:
         return [WorkerStats.from_hash(fields) for fields in pipeline.execute()]
 
 
-async def read_live_stats_async(connection: aioredis.Redis) -> list[WorkerStats]:
-    """The stats of every worker that heartbeated within WORKER_LIVENESS_S."""
-    return [stats for _, stats in await read_live_workers_async(connection)]
-
-
 async def read_live_workers_async(connection: aioredis.Redis) -> list[tuple[str, WorkerStats]]:
     """(name, stats) of every worker that heartbeated within WORKER_LIVENESS_S."""
     names = await connection.zrangebyscore(LIVE_WORKERS, time.time() - WORKER_LIVENESS_S, "+inf")

@@ -172,8 +172,9 @@ def test_a_suspended_worker_does_not_serve_its_model(connection: redis.Redis, qu
     start(connection, queue, job, DEAD)
     protocol.publish_event(connection, job.id, STARTED, EVENT_TTL_S)
 
-    assert fleet_view.serving_models(connection) == {}
-    assert fleet_view.loaded_models(connection) == {DEMO_MODEL_ID: 1}
+    model = fleet_view.fleet_models(connection)[DEMO_MODEL_ID]
+    assert model.servable_by == [] and fleet_view.servable_models(connection) == set()
+    assert [name for name, _ in model.held_by] == [LIVE]  # still listed as loaded
     assert reap(connection, EVENT_TTL_S) == [DEAD]
 
     assert queue.get_job_ids() == []
@@ -183,16 +184,19 @@ def test_a_suspended_worker_does_not_serve_its_model(connection: redis.Redis, qu
 
 
 @pytest.mark.anyio
-async def test_serves_model_asks_the_same_question_on_redis_asyncio(
+async def test_availability_asks_the_same_question_on_redis_asyncio(
     connection: redis.Redis, redis_url: str, anyio_backend: str
 ) -> None:
     async_connection = aioredis.Redis.from_url(redis_url)
     heartbeat(connection, LIVE, suspended=True)
-    assert not await fleet_view.serves_model(async_connection, DEMO_MODEL_ID)
+    state, _ = await fleet_view.availability(async_connection, DEMO_MODEL_ID)
+    assert state != "served"
     heartbeat(connection, LIVE)
-    assert await fleet_view.serves_model(async_connection, DEMO_MODEL_ID)
-    assert fleet_view.serving_models(connection) == {DEMO_MODEL_ID: 1}
-    assert not await fleet_view.serves_model(async_connection, "another-model")
+    state, _ = await fleet_view.availability(async_connection, DEMO_MODEL_ID)
+    assert state == "served"
+    assert fleet_view.servable_models(connection) == {DEMO_MODEL_ID}
+    state, _ = await fleet_view.availability(async_connection, "another-model")
+    assert state == "none"
     await async_connection.aclose()
 
 
