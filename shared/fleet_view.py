@@ -168,6 +168,8 @@ def _worker_row(name: str, last_beat: float, stats: protocol.WorkerStats) -> dic
         "kv_cache_budget_bytes": stats.kv_cache_budget_bytes,
         "prefix_cache_queried_tokens": stats.prefix_cache_queried_tokens,
         "prefix_cache_hit_tokens": stats.prefix_cache_hit_tokens,
+        "draft_tokens_proposed": stats.draft_tokens_proposed,
+        "draft_tokens_accepted": stats.draft_tokens_accepted,
         "suggested_temperature": stats.suggested_temperature,
         "seconds_since_heartbeat": round(max(0.0, time.time() - last_beat), 1),
         "held": [held.model_dump() for held in stats.holdings],

@@ -137,6 +137,9 @@ class GenerationRequest(_Strict):
     owner: str | None = None
     """The name of the API key the request came with (None on an open service): its usage
     is counted to that key, and it waits in that key's queue (shared/keys.py)."""
+    speculative: bool = True
+    """False: plain decoding, no guessed tokens checked (speculation never changes greedy
+    text or the sampled distribution; this is for measuring, or a model it does not suit)."""
     keep_alive: float | None = None
     """Seconds the model stays loaded once idle after this job (Ollama's keep_alive): 0
     unloads it as soon as it is idle, negative keeps it; None: the worker's MLXQ_KEEP_ALIVE."""
@@ -171,6 +174,9 @@ class EmbeddingRequest(_Strict):
     owner: str | None = None
     """The name of the API key the request came with (None on an open service): its usage
     is counted to that key, and it waits in that key's queue (shared/keys.py)."""
+    speculative: bool = True
+    """False: plain decoding, no guessed tokens checked (speculation never changes greedy
+    text or the sampled distribution; this is for measuring, or a model it does not suit)."""
     keep_alive: float | None = None
     """Seconds the model stays loaded once idle after this job (Ollama's keep_alive): 0
     unloads it as soon as it is idle, negative keeps it; None: the worker's MLXQ_KEEP_ALIVE."""
@@ -285,6 +291,20 @@ class Choice(_Strict):
     """``echo`` with ``logprobs``: the prompt's tokens' log-probabilities, before ``logprobs``."""
 
 
+class SpeculationStats(_Strict):
+    """How a job's speculative decoding went: draft tokens proposed, and accepted."""
+
+    proposed: int
+    accepted: int
+    acceptance_rate: float | None
+    """accepted / proposed (None when nothing was proposed)."""
+
+    @classmethod
+    def of(cls, proposed: int, accepted: int) -> "SpeculationStats":
+        rate = round(accepted / proposed, 4) if proposed else None
+        return cls(proposed=proposed, accepted=accepted, acceptance_rate=rate)
+
+
 class DoneEvent(_Strict):
     type: Literal["done"] = "done"
     seq: int
@@ -304,6 +324,8 @@ class DoneEvent(_Strict):
     ``first_token_s``, the time between tokens)."""
     tokenized: Tokenized | None = None
     """A tokenizer job's answer (``choices`` empty)."""
+    speculation: SpeculationStats | None = None
+    """Draft tokens proposed and accepted (None: the job was decoded without speculation)."""
 
     @property
     def text(self) -> str:

@@ -200,6 +200,12 @@ class Settings(BaseSettings):
         description="Bytes of KV cache a worker keeps for reuse across requests (prefix "
         "cache); unset: 8 full contexts of the model, at most a quarter of memory; 0: off.",
     )
+    speculation: bool = Field(
+        True,
+        description="Speculative decoding by prompt lookup: a lone request's guessed next "
+        "tokens (copied from its own prompt and answer) are checked in one forward pass; same "
+        "text, faster when the answer copies its context. Requests can turn it off.",
+    )
     cache_dir: Path = Field(
         Path.home() / ".cache" / "mlxq", description="Where the demo model is prepared and cached."
     )

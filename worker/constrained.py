@@ -226,7 +226,7 @@ class JsonConstraint:
         llg_numpy.fill_next_token_bitmask(self._matcher, self._bitmask, 0)
         return _apply_mask(self._bitmask, logits)
 
-    def _sync(self, tokens: mx.array) -> None:
+    def _sync(self, tokens: mx.array | np.ndarray) -> None:
         """Bring the matcher to the end of ``tokens`` (one new token in the usual case)."""
         ids = np.asarray(tokens).reshape(-1)  # numpy view: no new MLX op to wait for
         n = int(ids.size)
@@ -244,6 +244,19 @@ class JsonConstraint:
         elif n < self._seen:
             self._matcher.rollback(self._seen - n)
             self._seen = n
+
+    def allowed_prefix(self, context: list[int], draft: list[int]) -> int:
+        """How many of ``draft``'s first tokens the grammar allows after ``context`` (a
+        speculative step never lets the matcher consume a token it forbids)."""
+        self._sync(np.asarray(context))
+        return int(self._matcher.validate_tokens(draft))
+
+    def rewind_to(self, length: int) -> None:
+        """Forget the tokens consumed beyond the first ``length`` of the context (a
+        speculative step's rejected draft tokens)."""
+        if self._prompt_len is not None and length < self._seen:
+            self._matcher.rollback(self._seen - max(length, self._prompt_len))
+            self._seen = max(length, self._prompt_len)
 
     @property
     def generated(self) -> int:

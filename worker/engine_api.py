@@ -19,6 +19,7 @@ from shared.schemas import (
     GenerationRequest,
     JobRequest,
     PromptLogprob,
+    SpeculationStats,
     Tokenized,
     TokenizeRequest,
     TokenLogprob,
@@ -88,6 +89,8 @@ class Finished:
     """From ``received_at`` to its last generated token."""
     tokenized: Tokenized | None = None
     """A tokenizer job's answer (``choices`` is then empty)."""
+    speculation: SpeculationStats | None = None
+    """Its draft tokens proposed and accepted (None: decoded without speculation)."""
 
     @classmethod
     def single(
@@ -135,6 +138,15 @@ class PrefixCacheReport:
     bytes: int
     budget_bytes: int = 0
     """The most it may hold (0: no prefix cache)."""
+
+
+@dataclass
+class SpeculationCounts:
+    """Draft tokens an engine has proposed and accepted since it started
+    (``Engine.speculation_report``)."""
+
+    proposed: int = 0
+    accepted: int = 0
 
 
 @dataclass(frozen=True)
@@ -202,6 +214,10 @@ class Engine(Protocol):
     def kv_cache_report(self) -> KvCacheReport:
         """The running sequences' KV cache (zero for an engine that keeps none)."""
         return KvCacheReport(0, 0)
+
+    def speculation_report(self) -> SpeculationCounts:
+        """Draft tokens proposed and accepted so far (zero for an engine that never drafts)."""
+        return SpeculationCounts()
 
 
 def refuse_other_kind(request: JobRequest, model_id: str) -> GenerationRequest:

@@ -155,6 +155,7 @@ class Heartbeat:
     def _stats(self) -> protocol.WorkerStats:
         engine = self._engine
         cache, kv = engine.prefix_cache_report(), engine.kv_cache_report()
+        drafts = engine.speculation_report()
         return protocol.WorkerStats(
             prefix_cache_budget_bytes=cache.budget_bytes,
             kv_cache_bytes=kv.bytes,
@@ -163,6 +164,8 @@ class Heartbeat:
             prefix_cache_bytes=cache.bytes,
             prefix_cache_queried_tokens=cache.queried_tokens,
             prefix_cache_hit_tokens=cache.hit_tokens,
+            draft_tokens_proposed=drafts.proposed,
+            draft_tokens_accepted=drafts.accepted,
             model=engine.model_id,
             queues=self._keeper.queues.names(),
             host=socket.gethostname(),

@@ -13,7 +13,14 @@ import time
 from typing import Any, Literal
 
 from shared.errors import Cancelled, GenerationFailed, JobTimedOut, MlxqError
-from shared.schemas import Choice, JobRequest, PromptLogprob, SamplingParams, TokenizeRequest
+from shared.schemas import (
+    Choice,
+    JobRequest,
+    PromptLogprob,
+    SamplingParams,
+    SpeculationStats,
+    TokenizeRequest,
+)
 from shared.settings import Settings
 from worker.engine_api import (
     Emit,
@@ -22,6 +29,7 @@ from worker.engine_api import (
     Finished,
     KvCacheReport,
     PrefixCacheReport,
+    SpeculationCounts,
     TokenOutput,
     refuse_other_kind,
 )
@@ -63,10 +71,12 @@ class MLXEngine(ThreadedEngine):
         self.facts = loaded.facts
         self.peak_batch_size = 0
         self.generated_tokens = 0
+        self.draft_tokens = SpeculationCounts()
         self._tokenizer = loaded.tokenizer
         self._model = loaded.model
         self._eos = set(loaded.tokenizer.eos_token_ids)
         self._preparer = RequestPreparer(loaded, settings.max_tokens_cap)
+        self._speculation = settings.speculation
         self._jobs: dict[str, ScheduledJob] = {}
         self._kv_per_token = kv_bytes_per_token(loaded.model)
         self._kv_budget = (
@@ -117,6 +127,10 @@ class MLXEngine(ThreadedEngine):
             for sequence in job.sequences
         )
         return KvCacheReport(tokens * self._kv_per_token, self._kv_budget)
+
+    def speculation_report(self) -> SpeculationCounts:
+        counts = self.draft_tokens  # two counters: a slightly stale read is fine
+        return SpeculationCounts(counts.proposed, counts.accepted)
 
     # -- the engine thread ---------------------------------------------------------------
 
@@ -197,6 +211,7 @@ class MLXEngine(ThreadedEngine):
                         sampler=make_request_sampler(_choice_sampling(request, j)),
                         processors=processors,
                         spec=spec,
+                        speculative=self._speculation and request.request.speculative,
                     )
                 )
         return sequences
@@ -298,6 +313,7 @@ class MLXEngine(ThreadedEngine):
         if len(job.choices) == len(job.sequences):
             del self._jobs[job.job_id]
             choices = [job.choices[i] for i in sorted(job.choices)]
+            speculation = self._count_drafts(job)
             self._emit(
                 Finished(
                     job.job_id,
@@ -306,14 +322,27 @@ class MLXEngine(ThreadedEngine):
                     job.cached_tokens,
                     first_token_s=_since(job.request.received_at, job.first_token_at),
                     last_token_s=_since(job.request.received_at, job.last_token_at),
+                    speculation=speculation,
                 )
             )
 
     def _drop(self, job: ScheduledJob, error: MlxqError) -> None:
         """End a job early: take its sequences out of wherever they are."""
         del self._jobs[job.job_id]
+        self._count_drafts(job)
         self.scheduler.remove(job)
         self._emit(Failed(job.job_id, error))
+
+    def _count_drafts(self, job: ScheduledJob) -> SpeculationStats | None:
+        """Add an ended job's draft tokens to the worker's counts; its own (None when it was
+        decoded without speculation)."""
+        proposed = sum(s.drafted for s in job.sequences)
+        accepted = sum(s.accepted for s in job.sequences)
+        self.draft_tokens.proposed += proposed
+        self.draft_tokens.accepted += accepted
+        if not any(s.speculative for s in job.sequences):
+            return None
+        return SpeculationStats.of(proposed, accepted)
 
     def _fail_all(self, error: MlxqError) -> None:
         for job in list(self._jobs.values()):

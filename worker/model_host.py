@@ -27,7 +27,14 @@ from shared.schemas import JobRequest
 from shared.settings import Settings
 from shared.units import FOREVER
 from worker.catalogue import Catalogue, Item
-from worker.engine_api import Emit, Engine, EngineRequest, KvCacheReport, PrefixCacheReport
+from worker.engine_api import (
+    Emit,
+    Engine,
+    EngineRequest,
+    KvCacheReport,
+    PrefixCacheReport,
+    SpeculationCounts,
+)
 from worker.memory import release_freed_memory
 from worker.model_loader import Bases, Loaded, LoadOrder, LoadResult, ModelLoader
 
@@ -81,6 +88,7 @@ class ModelHost(Engine):
         self._lock = threading.Lock()
         self._retired_tokens = 0
         self._retired_peak = 0
+        self._retired_drafts = SpeculationCounts()
         self._host_name = socket.gethostname()
 
     @classmethod
@@ -162,6 +170,13 @@ class ModelHost(Engine):
     def kv_cache_report(self) -> KvCacheReport:
         reports = [h.engine.kv_cache_report() for h in list(self._held.values())]
         return KvCacheReport(sum(r.bytes for r in reports), sum(r.budget_bytes for r in reports))
+
+    def speculation_report(self) -> SpeculationCounts:
+        reports = [h.engine.speculation_report() for h in list(self._held.values())]
+        return SpeculationCounts(
+            self._retired_drafts.proposed + sum(r.proposed for r in reports),
+            self._retired_drafts.accepted + sum(r.accepted for r in reports),
+        )
 
     def _engine_of(self, model: str) -> Engine:
         holding = self._held.get(model)
@@ -347,6 +362,9 @@ class ModelHost(Engine):
         holding.engine.stop()
         self._retired_tokens += holding.engine.generated_tokens
         self._retired_peak = max(self._retired_peak, holding.engine.peak_batch_size)
+        retired = holding.engine.speculation_report()
+        self._retired_drafts.proposed += retired.proposed
+        self._retired_drafts.accepted += retired.accepted
         if holding.base is not None:
             self._bases.release(holding.base, model)
         del holding

@@ -330,6 +330,11 @@ def _result(output: Finished) -> dict:
         "cached_tokens": output.cached_tokens,
         **({"embeddings": output.embeddings} if output.embeddings is not None else {}),
         **({"tokenized": output.tokenized.model_dump()} if output.tokenized is not None else {}),
+        **(
+            {"speculation": output.speculation.model_dump()}
+            if output.speculation is not None
+            else {}
+        ),
         **{
             name: value
             for name, value in (

@@ -48,6 +48,22 @@ class RequestSampler:
         self._key, step_key = mx.random.split(self._key)
         return mx.random.categorical(logprobs * self._scale, key=step_key)
 
+    @property
+    def key(self) -> Any:
+        """The random key the next draw splits (None: unseeded)."""
+        return self._key
+
+    def replay(self, key: Any, draws: int) -> None:
+        """Set the key to where ``draws`` draws from ``key`` leave it: a speculative step
+        draws at every draft position, but only the emitted tokens spend a split."""
+        import mlx.core as mx
+
+        if key is None:
+            return
+        for _ in range(draws):
+            key, _ = mx.random.split(key)
+        self._key = self._previous_key = key
+
     def rewind(self) -> None:
         """Forget the last draw (generate_step samples one token ahead; moving a stream into
         the batch discards that token and samples it again)."""

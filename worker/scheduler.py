@@ -26,9 +26,11 @@ from mlx_lm.generate import BatchGenerator, generate_step
 from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
 
 from shared.schemas import Choice, PromptLogprob
+from worker.batch_speculation import plan_drafts, speculative_next
 from worker.engine_api import EngineRequest
 from worker.prefix_cache import PrefixCache
 from worker.sequence import Sequence
+from worker.speculative_stream import SpeculativeStream
 
 PREFILL_BATCH_SIZE = 8
 """Prompts prefilled together by BatchGenerator (mlx-lm's default)."""
@@ -94,7 +96,7 @@ class Scheduler:
         self._eos = eos
         self._max_batch = max_batch
         self._job_of = job_of
-        self._single: _SingleStream | None = None
+        self._single: _SingleStream | SpeculativeStream | None = None
         self._batch: BatchGenerator | None = None
         self._in_batch: dict[int, Sequence] = {}
         self._followers: dict[int, list[_Follower]] = {}
@@ -158,6 +160,9 @@ class Scheduler:
         cache, cached = self.prefix_cache.fetch(sequence.prompt)
         job.cached_tokens = cached
         cache = cache or make_prompt_cache(self._model)
+        if sequence.speculative:
+            self._single = SpeculativeStream(self._model, sequence, cache, cached)
+            return
         steps = generate_step(
             mx.array(sequence.prompt[cached:]),
             self._model,
@@ -171,6 +176,14 @@ class Scheduler:
     def _step_single(self, accept: Accept) -> None:
         assert self._single is not None
         single = self._single
+        if isinstance(single, SpeculativeStream):
+            for token, logprobs in single.step():
+                if accept(single.sequence, token, logprobs, None):
+                    self._single = None
+                    tokens = single.sequence.prompt + single.sequence.tokens
+                    self.prefix_cache.store(tokens, single.cache_for(tokens))
+                    return
+            return
         token, logprobs = next(single.steps)
         if accept(single.sequence, token, logprobs, None):
             self._single = None
@@ -183,9 +196,10 @@ class Scheduler:
         assert self._single is not None
         single, self._single = self._single, None
         sequence = single.sequence
-        trim_prompt_cache(single.cache, 1)
-        if hasattr(sequence.sampler, "rewind"):
-            sequence.sampler.rewind()
+        if isinstance(single, _SingleStream):  # a speculative stream has not fed its last
+            trim_prompt_cache(single.cache, 1)
+            if hasattr(sequence.sampler, "rewind"):
+                sequence.sampler.rewind()
         (sequence.uid,) = self._batch_generator().insert(
             [[sequence.tokens[-1]]],
             max_tokens=[sequence.max_tokens - len(sequence.tokens)],
@@ -278,7 +292,7 @@ class Scheduler:
 
     def _step_batch(self, accept: Accept) -> None:
         batch = self._batch_generator()
-        prompt_responses, responses = batch.next()
+        prompt_responses, responses = self._next_of(batch)
         for prompt_response in prompt_responses:
             if prompt_response.end_of_segment and not prompt_response.end_of_prompt:
                 self._prompt_prefilled(prompt_response.uid)
@@ -295,6 +309,21 @@ class Scheduler:
                         self.prefix_cache.store(tokens, caches[response.uid][0])
                 elif response.prompt_cache is not None:
                     self.prefix_cache.store(tokens, response.prompt_cache)
+
+    def _next_of(self, batch: BatchGenerator) -> tuple[list[Any], list[Any]]:
+        """The batch's next step: its generation part speculative when drafts are worth it
+        (worker/batch_speculation.py); prompts are prefilled around it as mlx-lm does."""
+        generating = batch._generation_batch
+        sequences = [self._in_batch.get(uid) for uid in generating.uids]
+        drafts = plan_drafts(generating, sequences) if generating.uids else None
+        if drafts is None:
+            return batch.next()
+        # for this step only, the batch's generation part is the speculative one
+        generating.next = lambda: speculative_next(generating, drafts, sequences)
+        try:
+            return batch.next()
+        finally:
+            del generating.next
 
     def _prompt_prefilled(self, uid: int) -> None:
         """A leader's prompt (all but its last token) is in the KV cache: start the sequences

@@ -13,6 +13,7 @@ from typing import Any, Literal
 from shared.schemas import Choice, FunctionCall, TokenLogprob, ToolCall
 from worker.channels import TextChannels
 from worker.forced_calls import ForcedCalls, new_call_id
+from worker.prompt_lookup import Drafter
 from worker.stops import StopMatcher
 
 REPLACEMENT_CHARACTER = "\ufffd"
@@ -61,6 +62,7 @@ class Sequence:
         sampler: Any,
         processors: list[Any],
         spec: SequenceSpec,
+        speculative: bool = False,
     ) -> None:
         self.job_id = job_id
         self.index = index
@@ -70,6 +72,12 @@ class Sequence:
         self.sampler = sampler
         self.processors = processors
         self.spec = spec
+        self.drafter = Drafter(prompt) if speculative else None
+        """Guesses its next tokens, checked in one forward pass (worker/speculative_stream.py,
+        worker/batch_speculation.py); None: plain decoding."""
+        self.drafted = 0
+        """Draft tokens proposed for it, and how many of them were accepted."""
+        self.accepted = 0
         self.tokens: list[int] = []
         self.uid: int | None = None
         self._stops = StopMatcher(spec.stops)
@@ -80,6 +88,10 @@ class Sequence:
         self._tool_calls: list[ToolCall] = []
         self._forced = ForcedCalls() if spec.forced_tool_call else None
         self._logprobs: list[TokenLogprob] = []
+
+    @property
+    def speculative(self) -> bool:
+        return self.drafter is not None
 
     def add(self, token: int, logprob: TokenLogprob | None = None) -> tuple[Released, bool]:
         """Take a generated token; returns what it releases and whether a stop string was hit."""

@@ -203,8 +203,20 @@ class _FleetCollector(Collector):
             "Prompt tokens whose KV came from a worker's prefix cache.",
             labels=labels,
         )
+        proposed = CounterMetricFamily(
+            "mlxq_draft_tokens_proposed",
+            "Draft tokens a worker's speculative decoding proposed (prompt lookup).",
+            labels=labels,
+        )
+        accepted = CounterMetricFamily(
+            "mlxq_draft_tokens_accepted",
+            "Draft tokens the model accepted: each saved one decode step.",
+            labels=labels,
+        )
         for w in workers:
             key = [w["name"], w["host"] or "", w["model"] or ""]
+            proposed.add_metric(key, w["draft_tokens_proposed"])
+            accepted.add_metric(key, w["draft_tokens_accepted"])
             busy.add_metric(key, w["running"])
             slots.add_metric(key, w["slots"])
             rate.add_metric(key, w["tokens_per_s"])
@@ -213,4 +225,4 @@ class _FleetCollector(Collector):
             cache_bytes.add_metric(key, w["prefix_cache_bytes"])
             queried.add_metric(key, w["prefix_cache_queried_tokens"])
             hits.add_metric(key, w["prefix_cache_hit_tokens"])
-        return busy, slots, rate, kv, prefix, cache_bytes, queried, hits
+        return busy, slots, rate, kv, prefix, cache_bytes, queried, hits, proposed, accepted

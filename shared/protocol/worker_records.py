@@ -73,6 +73,10 @@ class WorkerStats(BaseModel):
     """The most they can hold: every slot at the model's full context."""
     prefix_cache_queried_tokens: int = 0
     """Prompt tokens looked up in the prefix cache since the worker started."""
+    draft_tokens_proposed: int = 0
+    """Speculative decoding's draft tokens proposed since the worker started..."""
+    draft_tokens_accepted: int = 0
+    """...and how many of them the model accepted."""
     prefix_cache_hit_tokens: int = 0
     """Of those, the tokens whose KV came from the cache."""
     suggested_temperature: float | None = None

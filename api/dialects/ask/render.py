@@ -31,6 +31,8 @@ class AskStream(StreamRenderer):
             "completion_tokens": event.completion_tokens,
             "cached_tokens": event.cached_tokens,
         }
+        if event.speculation is not None:
+            done["speculation"] = event.speculation.model_dump()
         return [sse_json(done, event="done")]
 
     def error(self, exc: MlxqError) -> Iterable[str]:

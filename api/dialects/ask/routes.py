@@ -42,6 +42,7 @@ async def ask(body: AskRequest, job: JobExchangeDep) -> Response:
         max_tokens=body.max_tokens,
         stream=body.stream,
         timeout=body.timeout,
+        speculative=body.speculative,
     )
     return await job.respond(
         request,

@@ -25,6 +25,11 @@ class AskRequest(StrictBody):
         description="Seconds until the request's deadline (default MLXQ_REQUEST_TIMEOUT); "
         "past it the answer is a 504 and generation stops.",
     )
+    speculative: bool = Field(
+        True,
+        description="False: decode plainly, with no guessed tokens checked (speculation never "
+        "changes a greedy answer or the sampled distribution).",
+    )
 
     @field_validator("question")
     @classmethod

@@ -160,6 +160,9 @@ class _Generation(GuidedDecoding):
     timeout: float | None = Field(
         None, gt=0, le=86400, **policy("honoured", "mlxq: seconds until the deadline.")
     )
+    speculative: bool | None = Field(
+        None, **policy("honoured", "mlxq: false turns speculative decoding off.")
+    )
 
     _stop_list = field_validator("stop")(normalized_stops)
 

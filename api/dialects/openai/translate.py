@@ -88,6 +88,7 @@ def chat_request(body: ChatCompletionRequest, settings: Settings, model: str) ->
         parallel_tool_calls=body.parallel_tool_calls,
         stream=body.streaming,
         chat_template_kwargs=body.chat_template_kwargs,
+        speculative=body.speculative,
     )
 
 
@@ -109,6 +110,7 @@ def completion_request(
         suffix=body.suffix,
         response_format=body.guided_format(),
         stream=body.streaming,
+        speculative=body.speculative,
     )
 
 

@@ -149,6 +149,9 @@ class ResponseRequest(StrictBody):
     timeout: float | None = Field(
         None, gt=0, le=86400, **policy("honoured", "mlxq: seconds until the deadline.")
     )
+    speculative: bool | None = Field(
+        None, **policy("honoured", "mlxq: false turns speculative decoding off.")
+    )
     # no-ops
     store: bool | None = Field(None, **policy("no-op", 'Nothing is stored: "store": false.'))
     metadata: dict[str, str] | None = Field(None, **policy("no-op", "Nothing is stored."))

@@ -44,6 +44,7 @@ def responses_request(body: ResponseRequest, settings: Settings, model: str) -> 
         parallel_tool_calls=body.parallel_tool_calls,
         stream=bool(body.stream),
         chat_template_kwargs=body.chat_template_kwargs,
+        speculative=body.speculative,
     )
 
 

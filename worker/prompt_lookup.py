@@ -1,0 +1,116 @@
+"""Prompt lookup: guess a sequence's next tokens from its own prompt and answer so far.
+
+When the last few tokens (an n-gram) occurred earlier in the sequence, the tokens that
+followed them then are a good guess for what follows now: a model editing code, quoting a
+document or repeating a list copies long runs of its context. The guess costs a dictionary
+lookup; the model then checks it in one forward pass (worker/speculative_stream.py).
+
+``DraftBudget`` sizes each guess by how the recent ones fared, so a sequence whose guesses
+keep failing soon stops paying for them (a rejected draft token costs a little forward work);
+``Drafter`` is the two together, one per sequence.
+"""
+
+from dataclasses import dataclass
+
+MAX_NGRAM = 4
+MIN_NGRAM = 2
+"""The longest suffix that matches is used; one token alone matches too often to be worth it."""
+MAX_DRAFT_TOKENS = 8
+"""On the CPU, a forward pass of 8 tokens costs about twice one of 1 token (ANCHORS.md)."""
+FIRST_DRAFT_TOKENS = 4
+MAX_BACKOFF_STEPS = 16
+ACCEPTANCE_MEMORY = 0.8
+"""Weight of the past in a sequence's acceptance estimate (about its last 5 drafts)."""
+
+
+class PromptLookup:
+    """An index of one sequence's n-grams: where each last occurred, and what followed."""
+
+    def __init__(self, context: list[int]) -> None:
+        self._tokens: list[int] = []
+        self._last_end: dict[tuple[int, ...], int] = {}
+        """An n-gram -> the position just after its latest occurrence before the suffix."""
+        self._indexed = 0
+        self.extend(context)
+
+    def extend(self, tokens: list[int]) -> None:
+        self._tokens.extend(tokens)
+
+    def propose(self, limit: int) -> list[int]:
+        """Up to ``limit`` tokens that followed the longest suffix's latest earlier
+        occurrence; none when no suffix of MIN_NGRAM or more tokens occurred before."""
+        if limit <= 0:
+            return []
+        tokens = self._tokens
+        end = len(tokens)
+        self._index_until(end - 1)  # n-grams ending before the last token: earlier ones only
+        for n in range(min(MAX_NGRAM, end - 1), MIN_NGRAM - 1, -1):
+            start = self._last_end.get(tuple(tokens[end - n :]))
+            if start is not None:
+                return tokens[start : min(start + limit, end)]
+        return []
+
+    def _index_until(self, end: int) -> None:
+        tokens, index = self._tokens, self._last_end
+        for stop in range(max(self._indexed, MIN_NGRAM), end + 1):
+            for n in range(MIN_NGRAM, min(MAX_NGRAM, stop) + 1):
+                index[tuple(tokens[stop - n : stop])] = stop
+        self._indexed = max(self._indexed, end + 1)
+
+
+@dataclass
+class DraftBudget:
+    """How many tokens a sequence's next draft may have. A fully accepted draft earns a
+    longer one; a rejection shortens it to what was accepted plus one; after drafts that
+    gained nothing, drafting pauses for 2, 4, ... MAX_BACKOFF_STEPS steps."""
+
+    length: int = FIRST_DRAFT_TOKENS
+    _misses: int = 0
+    _pause: int = 0
+
+    def next_length(self) -> int:
+        """The draft length for this step (0: skip drafting this step)."""
+        if self._pause > 0:
+            self._pause -= 1
+            return 0
+        return self.length
+
+    def record(self, proposed: int, accepted: int) -> None:
+        if proposed == 0:
+            return
+        if accepted == proposed:
+            self.length = min(MAX_DRAFT_TOKENS, self.length * 2)
+        else:
+            self.length = max(1, accepted + 1)
+        if accepted == 0:
+            self._misses += 1
+            self._pause = min(MAX_BACKOFF_STEPS, 2**self._misses) if self._misses > 1 else 0
+        else:
+            self._misses = 0
+
+
+class Drafter:
+    """One sequence's drafts: looked up in its context, sized by its budget, and an estimate
+    of how likely its next draft token is to be accepted (for a batch to weigh drafts)."""
+
+    def __init__(self, prompt: list[int]) -> None:
+        self._lookup = PromptLookup(prompt)
+        self._known = len(prompt)
+        self._budget = DraftBudget()
+        self.acceptance = 0.5
+        """P(a draft token is accepted | the ones before it were): a running estimate."""
+
+    def propose(self, context: list[int], room: int) -> list[int]:
+        """A draft to follow ``context`` (the prompt and every token so far; it only grows),
+        at most ``room`` tokens."""
+        self._lookup.extend(context[self._known :])
+        self._known = len(context)
+        return self._lookup.propose(min(self._budget.next_length(), room))
+
+    def record(self, proposed: int, accepted: int) -> None:
+        if proposed == 0:
+            return
+        self._budget.record(proposed, accepted)
+        tries = accepted + (accepted < proposed)
+        rate = accepted / tries
+        self.acceptance = ACCEPTANCE_MEMORY * self.acceptance + (1 - ACCEPTANCE_MEMORY) * rate
