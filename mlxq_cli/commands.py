@@ -32,7 +32,7 @@ def status(watch: bool = False) -> int:
 
         return watch_fleet(connection)
     print(f"workers ({len(fleet['workers'])} live)")
-    rows = [["name", "host", "holds", "memory", "busy", "tokens/s"]]
+    rows = [["name", "host", "holds", "memory", "busy", "tokens/s", "drafts kept"]]
     for w in fleet["workers"]:
         busy = f"{w['running']}/{w['slots']}"
         holds = ", ".join(
@@ -48,6 +48,7 @@ def status(watch: bool = False) -> int:
                 memory,
                 busy,
                 f"{w['tokens_per_s']:.1f}",
+                _drafts_kept(w["draft_tokens_accepted"], w["draft_tokens_proposed"]),
             ]
         )
     _print_table(rows)
@@ -65,6 +66,11 @@ def status(watch: bool = False) -> int:
                 f"  {when}  {d['worker'][:12]}  {d['action']} {_short(d['model'])}: {d['reason']}"
             )
     return 0
+
+
+def _drafts_kept(accepted: int, proposed: int) -> str:
+    """Speculative decoding's draft tokens accepted of those proposed ("-": none yet)."""
+    return f"{accepted}/{proposed} ({100 * accepted // proposed}%)" if proposed else "-"
 
 
 def _short(model: str) -> str:

@@ -202,7 +202,7 @@ class Settings(BaseSettings):
     )
     speculation: bool = Field(
         True,
-        description="Speculative decoding by prompt lookup: a lone request's guessed next "
+        description="Speculative decoding by prompt lookup: each sequence's guessed next "
         "tokens (copied from its own prompt and answer) are checked in one forward pass; same "
         "text, faster when the answer copies its context. Requests can turn it off.",
     )

@@ -277,6 +277,14 @@ function heldText(w) {
   return [...held, ...loading].join(", ") || "none";
 }
 
+// Speculative decoding's draft tokens: accepted of proposed, and the rate.
+function draftsText(w) {
+  const proposed = w.draft_tokens_proposed ?? 0;
+  if (!proposed) return "-";
+  const accepted = w.draft_tokens_accepted ?? 0;
+  return `${accepted}/${proposed} (${Math.round((100 * accepted) / proposed)}%)`;
+}
+
 function showFleet(fleet) {
   const workers = fleet.workers.map((w) =>
     row([
@@ -285,9 +293,10 @@ function showFleet(fleet) {
       [`${megabytes(w.memory_used ?? 0)} / ${megabytes(w.memory_budget ?? 0)}`, "num"],
       [`${w.running}/${w.slots}`, "num"],
       [w.tokens_per_s.toFixed(1), "num"],
+      [draftsText(w), "num", "Speculative decoding: draft tokens the model accepted, of those proposed"],
     ]),
   );
-  $("workers").tBodies[0].replaceChildren(...(workers.length ? workers : [emptyRow("no live workers", 5)]));
+  $("workers").tBodies[0].replaceChildren(...(workers.length ? workers : [emptyRow("no live workers", 6)]));
   const decisions = (fleet.placement ?? []).slice(0, 6).map((d) =>
     row([
       [new Date(d.at * 1000).toLocaleTimeString(), null, d.worker],

@@ -181,9 +181,7 @@ def test_constrained_answers_follow_the_grammar(engines: Engines) -> None:
         "properties": {"name": {"type": "string"}, "tags": {"type": "array"}},
         "required": ["name", "tags"],
     }
-    question = (
-        'Copy this JSON: {"name": "quick brown fox", "tags": ["fox", "dog", "fox", "dog"]}'
-    )
+    question = 'Copy this JSON: {"name": "quick brown fox", "tags": ["fox", "dog", "fox", "dog"]}'
     fields = {
         "response_format": ResponseFormat(type="json_schema", json_schema={"schema": schema}),
         "max_tokens": 48,
