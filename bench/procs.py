@@ -128,12 +128,13 @@ class Processes:
         return process
 
     def mlx_lm_server(
-        self, model: Path, env: dict[str, str], concurrency: int
+        self, model: Path, env: dict[str, str], concurrency: int, extra: tuple[str, ...] = ()
     ) -> tuple[str, subprocess.Popen]:
+        """``extra``: more of its flags (e.g. ``--draft-model``)."""
         port = free_port()
         argv = [sys.executable, "-m", "mlx_lm", "server", "--model", str(model)]
         argv += ["--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--decode-concurrency", str(concurrency), "--log-level", "WARNING"]
+        argv += ["--decode-concurrency", str(concurrency), "--log-level", "WARNING", *extra]
         process = self.start("mlx_lm-server", argv, env)
         base_url = f"http://127.0.0.1:{port}"
         self._wait_http(process, f"{base_url}/v1/models", 180, "mlx_lm.server")

@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/run.py            # default: about 10 minutes on 2 cores
     .venv/bin/python bench/run.py --quick    # about 3 minutes, fewer rounds and tokens
-    .venv/bin/python bench/run.py --sections df   # some sections only (a-l)
+    .venv/bin/python bench/run.py --sections df   # some sections only (a-m)
     .venv/bin/python bench/run.py --render-only   # rewrite the document from stored sections
 
 Everything runs on this machine and talks to 127.0.0.1 only: a private redis-server on a
@@ -48,6 +48,7 @@ from bench import (  # noqa: E402
     overhead,
     sampling_cost,
     scaleout,
+    speculation,
 )
 from bench.clients import DirectMLX, TokenCounter  # noqa: E402
 from bench.generation import Pids  # noqa: E402
@@ -61,7 +62,7 @@ DOC = ROOT / "docs" / "benchmarks.md"
 SECTIONS_FILE = "bench_sections.json"  # in docs/data/, beside the document's folder
 SAMPLING_FILE = "sampling_cost.json"
 FIGURES_DIR = "img"  # in docs/, beside the document
-ALL_SECTIONS = "abcdefghijkl"
+ALL_SECTIONS = "abcdefghijklm"
 
 
 @dataclass
@@ -436,6 +437,36 @@ class Run:
         )
         return (*scaleout.render(result, plan.rounds), figure)
 
+    def speculative(self, model: Path) -> tuple[str, list[list[str]]]:
+        """Section m: an API and a worker as shipped (speculation on by default) against
+        direct mlx-lm; then a worker with a draft model against mlx_lm.server with the same
+        draft model. Everything stopped afterwards."""
+        env = self._model_env(model)
+        rounds = self.plan.chat_rounds
+        url, api = self.procs.mlxq_api(env)
+        worker = self.procs.mlxq_worker(env, timeout=300)
+        direct, process = self._direct(model, self.blas_env)
+        try:
+            result = speculation.run_speculation(url, direct, rounds)
+        finally:
+            for started in (process, worker):
+                self.procs.stop(started)
+        draft_folder = BENCH_CACHE / f"{model.name}-draft{speculation.DRAFT_LAYERS}"
+        # in its own process, like the float32 copy: this one never imports MLX
+        layers = str(speculation.DRAFT_LAYERS)
+        argv = [sys.executable, "-m", "bench.draft_model", str(model), str(draft_folder), layers]
+        subprocess.run(argv, cwd=ROOT, check=True, capture_output=True)
+        draft = draft_folder
+        worker = self.procs.mlxq_worker(env | {"MLXQ_DRAFT_MODEL": str(draft)}, timeout=300)
+        flags = ("--draft-model", str(draft), "--num-draft-tokens", str(speculation.DRAFT_TOKENS))
+        server_url, server = self.procs.mlx_lm_server(model, self.blas_env, 8, flags)
+        try:
+            drafted = speculation.run_draft(url, server_url, rounds)
+        finally:
+            for started in (server, worker, api):
+                self.procs.stop(started)
+        return speculation.render(result, drafted, rounds)
+
     def _direct(self, model: Path, env: dict[str, str]) -> tuple[DirectMLX, subprocess.Popen]:
         argv = [sys.executable, "-m", "bench.direct_mlx", str(model)]
         process = self.procs.start("direct-mlx-lm", argv, env, stdin=subprocess.PIPE)
@@ -791,7 +822,7 @@ def main(argv: list[str] | None = None) -> int:
     load_at_start = _load()
     run_date = time.strftime("%Y-%m-%d %H:%M %Z")
     print(table(["", ""], list(machine.items())), flush=True)
-    model = float32_model(blas) if set("bcdfghijkl") & set(args.sections) else None
+    model = float32_model(blas) if set("bcdfghijklm") & set(args.sections) else None
     log_dir = BENCH_CACHE / "logs"  # the last run's process logs, kept for diagnosis
     shutil.rmtree(log_dir, ignore_errors=True)
     log_dir.mkdir(parents=True)
@@ -816,6 +847,11 @@ def main(argv: list[str] | None = None) -> int:
             run.batches(model, args.sections)
         if model is not None and "l" in args.sections:
             run.section("(l) Models on demand", lambda: run.models_on_demand(model))
+        if model is not None and "m" in args.sections:
+            run.section(
+                "(m) Speculative decoding: mlxq against direct mlx-lm",
+                lambda: run.speculative(model),
+            )
         if model is not None and "d" in args.sections:
             run.section("(d) Scale-out: 2 workers against 1", lambda: run.scale_out(model))
     except Exception:

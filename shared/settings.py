@@ -206,6 +206,12 @@ class Settings(BaseSettings):
         "tokens (copied from its own prompt and answer) are checked in one forward pass; same "
         "text, faster when the answer copies its context. Requests can turn it off.",
     )
+    draft_model: str | None = Field(
+        None,
+        description="A smaller model with the same tokenizer (a path or id, as MLXQ_MODEL) "
+        "that guesses a lone request's next tokens when prompt lookup finds none to copy "
+        "(mlx_lm.server's --draft-model); unset: prompt lookup only.",
+    )
     cache_dir: Path = Field(
         Path.home() / ".cache" / "mlxq", description="Where the demo model is prepared and cached."
     )

@@ -22,6 +22,7 @@ import mlx.core as mx
 from mlx_lm.generate import GenerationBatch
 from mlx_lm.models.cache import BatchKVCache
 
+from worker.prompt_lookup import MAX_DRAFT_TOKENS
 from worker.sampling import RequestSampler
 from worker.sequence import Sequence
 from worker.speculative_stream import accepted_prefix, draw, grammar_of, spend_draws
@@ -42,6 +43,9 @@ def plan_drafts(gen: GenerationBatch, sequences: list[Sequence | None]) -> list[
         return None
     if not all(isinstance(c, BatchKVCache) for c in gen.prompt_cache):
         return None  # a rotating or quantized cache cannot drop rejected positions per row
+    full = [[0] * MAX_DRAFT_TOKENS] * len(sequences)
+    if not _worthwhile_width(full, sequences):
+        return None  # even drafts of every row at full length would not pay: skip the lookups
     pending = cast(list[int], gen._next_tokens.tolist())
     drafts: list[list[int]] = []
     for i, sequence in enumerate(sequences):
@@ -51,7 +55,7 @@ def plan_drafts(gen: GenerationBatch, sequences: list[Sequence | None]) -> list[
             continue
         context = gen.tokens[i] + [pending[i]]
         room = gen.max_tokens[i] - gen._num_tokens[i] - 1
-        draft = drafter.propose(context, room)
+        draft = drafter.propose(context, room, guess=False)  # a draft model: lone streams only
         grammar = grammar_of(_processors(gen, i))
         if draft and grammar is not None:
             draft = draft[: grammar.allowed_prefix(context, draft)]

@@ -22,6 +22,7 @@ from shared.schemas import (
     TokenizeRequest,
 )
 from shared.settings import Settings
+from worker.draft_model import DraftModel, load_draft_model
 from worker.engine_api import (
     Emit,
     EngineRequest,
@@ -37,6 +38,7 @@ from worker.engine_thread import SHUT_DOWN_MESSAGE, ThreadedEngine
 from worker.logprobs import LogprobReader
 from worker.model import LoadedModel, load_model
 from worker.prefix_cache import PrefixCache, default_cache_bytes, kv_bytes_per_token
+from worker.prompt_lookup import Drafter
 from worker.prompt_scoring import score_prompt
 from worker.request_checks import RequestPreparer
 from worker.sampling import make_logits_processors, make_request_sampler
@@ -53,7 +55,14 @@ class MLXEngine(ThreadedEngine):
 
     reuses_prefixes = True
 
-    def __init__(self, settings: Settings, emit: Emit, *, loaded: LoadedModel | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        emit: Emit,
+        *,
+        loaded: LoadedModel | None = None,
+        draft: DraftModel | None = None,
+    ):
         super().__init__(emit, "mlx-engine")
         if loaded is None:
             loaded = load_model(
@@ -65,6 +74,7 @@ class MLXEngine(ThreadedEngine):
                 loaded.path,
                 loaded.context_length,
             )
+            draft = load_draft_model(settings, loaded, is_default=True)
         self.model_id = loaded.model_id
         self.context_length = loaded.context_length
         self.suggested_temperature = loaded.temperature
@@ -77,6 +87,7 @@ class MLXEngine(ThreadedEngine):
         self._eos = set(loaded.tokenizer.eos_token_ids)
         self._preparer = RequestPreparer(loaded, settings.max_tokens_cap)
         self._speculation = settings.speculation
+        self._draft = draft
         self._jobs: dict[str, ScheduledJob] = {}
         self._kv_per_token = kv_bytes_per_token(loaded.model)
         self._kv_budget = (
@@ -211,10 +222,16 @@ class MLXEngine(ThreadedEngine):
                         sampler=make_request_sampler(_choice_sampling(request, j)),
                         processors=processors,
                         spec=spec,
-                        speculative=self._speculation and request.request.speculative,
+                        drafter=self._drafter(prompt, request),
                     )
                 )
         return sequences
+
+    def _drafter(self, prompt: list[int], request: EngineRequest) -> Drafter | None:
+        """A sequence's guesser of its next tokens (None: it decodes plainly)."""
+        if not (self._speculation and request.request.speculative):
+            return None
+        return Drafter(prompt, self._draft.session() if self._draft else None)
 
     def _send_echo(self, job: ScheduledJob) -> None:
         """Completions with ``echo``: each choice's answer starts with its prompt (and, with

@@ -187,7 +187,7 @@ def _build(
     model = item.entry.model
     own_settings = settings.model_copy(update={"model": model})
     if item.engine == "mlx":
-        return _mlx_engine(item, own_settings, emit, bases)
+        return _mlx_engine(item, own_settings, emit, bases, is_default=model == settings.model)
     if item.engine == "embedding":
         from worker.embedding_engine import EmbeddingEngine
 
@@ -204,8 +204,9 @@ def _build(
 
 
 def _mlx_engine(
-    item: Item, settings: Settings, emit: Emit, bases: Bases
+    item: Item, settings: Settings, emit: Emit, bases: Bases, *, is_default: bool
 ) -> tuple[Engine, int, str]:
+    from worker.draft_model import load_draft_model
     from worker.mlx_engine import MLXEngine
     from worker.model import LoadedModel, suggested_temperature
 
@@ -229,7 +230,8 @@ def _mlx_engine(
         temperature=suggested_temperature(base_folder),
         facts=base.loaded.facts,
     )
-    engine = MLXEngine(settings, emit, loaded=loaded)
+    draft = load_draft_model(settings, loaded, is_default=is_default)
+    engine = MLXEngine(settings, emit, loaded=loaded, draft=draft)
     engine.weights_bytes = own_bytes
     bases.use(key, item.entry.model, base)
     return engine, own_bytes, key

@@ -11,6 +11,7 @@ keep failing soon stops paying for them (a rejected draft token costs a little f
 """
 
 from dataclasses import dataclass
+from typing import Protocol
 
 MAX_NGRAM = 4
 MIN_NGRAM = 2
@@ -19,6 +20,9 @@ MAX_DRAFT_TOKENS = 8
 """On the CPU, a forward pass of 8 tokens costs about twice one of 1 token (ANCHORS.md)."""
 FIRST_DRAFT_TOKENS = 4
 MAX_BACKOFF_STEPS = 16
+DRAFT_MODEL_TOKENS = 3
+"""A draft model's first guess length (mlx_lm.server's num_draft_tokens default): each of its
+tokens costs a forward pass of the draft model."""
 ACCEPTANCE_MEMORY = 0.8
 """Weight of the past in a sequence's acceptance estimate (about its last 5 drafts)."""
 
@@ -89,28 +93,51 @@ class DraftBudget:
             self._misses = 0
 
 
-class Drafter:
-    """One sequence's drafts: looked up in its context, sized by its budget, and an estimate
-    of how likely its next draft token is to be accepted (for a batch to weigh drafts)."""
+class Guesser(Protocol):
+    """A draft model's guesses for one sequence (worker/draft_model.py)."""
 
-    def __init__(self, prompt: list[int]) -> None:
+    def propose(self, context: list[int], limit: int) -> list[int]: ...
+
+    def kept(self, accepted: int) -> None: ...
+
+
+class Drafter:
+    """One sequence's drafts: looked up in its context or, when nothing there matches and a
+    draft model is at hand, guessed by it; sized by their budgets; and an estimate of how
+    likely its next draft token is to be accepted (for a batch to weigh drafts)."""
+
+    def __init__(self, prompt: list[int], guesser: Guesser | None = None) -> None:
         self._lookup = PromptLookup(prompt)
         self._known = len(prompt)
         self._budget = DraftBudget()
+        self._guesser = guesser
+        self._guesser_budget = DraftBudget(length=DRAFT_MODEL_TOKENS)
+        self._guessed = False
         self.acceptance = 0.5
         """P(a draft token is accepted | the ones before it were): a running estimate."""
 
-    def propose(self, context: list[int], room: int) -> list[int]:
+    def propose(self, context: list[int], room: int, *, guess: bool = True) -> list[int]:
         """A draft to follow ``context`` (the prompt and every token so far; it only grows),
-        at most ``room`` tokens."""
+        at most ``room`` tokens; ``guess``: the draft model may be asked (a lone stream)."""
         self._lookup.extend(context[self._known :])
         self._known = len(context)
-        return self._lookup.propose(min(self._budget.next_length(), room))
+        draft = self._lookup.propose(min(self._budget.next_length(), room))
+        self._guessed = False
+        if not draft and guess and self._guesser is not None and room > 0:
+            limit = min(self._guesser_budget.next_length(), room)
+            draft = self._guesser.propose(context, limit)
+            self._guessed = bool(draft)
+        return draft
 
     def record(self, proposed: int, accepted: int) -> None:
         if proposed == 0:
             return
-        self._budget.record(proposed, accepted)
+        if self._guessed:
+            assert self._guesser is not None
+            self._guesser.kept(accepted)
+            self._guesser_budget.record(proposed, accepted)
+        else:
+            self._budget.record(proposed, accepted)
         tries = accepted + (accepted < proposed)
         rate = accepted / tries
         self.acceptance = ACCEPTANCE_MEMORY * self.acceptance + (1 - ACCEPTANCE_MEMORY) * rate

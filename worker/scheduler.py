@@ -1,10 +1,13 @@
 """Where each sequence of the MLX engine runs, and from which KV cache it starts; owned by the
 engine thread, like everything MLX.
 
-A lone one-choice request runs through mlx-lm's single-stream ``generate_step``, which is
-faster than ``BatchGenerator`` at batch size 1. As soon as more is asked, the lone stream is
-moved, KV cache and all, into the ``BatchGenerator``, and new sequences join it between
-decode steps. When the batch drains, the next lone request runs single-stream again.
+A lone one-choice request runs single-stream, which is faster than ``BatchGenerator`` at batch
+size 1: speculatively (worker/speculative_stream.py: guessed tokens checked in one forward
+pass), or through mlx-lm's ``generate_step`` when the request turned speculation off. As soon
+as more is asked, the lone stream is moved, KV cache and all, into the ``BatchGenerator``, and
+new sequences join it between decode steps; a batch step checks its sequences' guesses when
+they pay (worker/batch_speculation.py). When the batch drains, the next lone request runs
+single-stream again.
 
 Every sequence starts from the longest prefix of its prompt that the prefix cache holds
 (worker/prefix_cache.py). The choices of one prompt (``n`` > 1) share one prefill: the first

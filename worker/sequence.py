@@ -62,7 +62,7 @@ class Sequence:
         sampler: Any,
         processors: list[Any],
         spec: SequenceSpec,
-        speculative: bool = False,
+        drafter: Drafter | None = None,
     ) -> None:
         self.job_id = job_id
         self.index = index
@@ -72,7 +72,7 @@ class Sequence:
         self.sampler = sampler
         self.processors = processors
         self.spec = spec
-        self.drafter = Drafter(prompt) if speculative else None
+        self.drafter = drafter
         """Guesses its next tokens, checked in one forward pass (worker/speculative_stream.py,
         worker/batch_speculation.py); None: plain decoding."""
         self.drafted = 0

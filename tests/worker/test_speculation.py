@@ -1,13 +1,16 @@
 """Speculative decoding changes how fast text comes, never which text: greedy and seeded
-answers equal plain decoding's (alone, constrained, with stop strings and logprobs, and when a
-lone stream joins a batch), and sampled tokens keep their distribution (a chi-square test on a
-tiny model whose exact distribution is computed)."""
+answers equal plain decoding's (alone, constrained, with stop strings and logprobs, when a lone
+stream joins a batch, in a batch of mixed sequences, with a draft model), and sampled tokens
+keep their distribution (a chi-square test on a tiny model whose exact distribution is
+computed)."""
 
 import json
 import math
 import queue
+import shutil
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -15,6 +18,7 @@ import pytest
 from mlx_lm.models import llama
 from mlx_lm.models.cache import make_prompt_cache
 
+from bench.draft_model import make_layer_draft
 from shared.schemas import (
     ChatMessage,
     GenerationRequest,
@@ -23,13 +27,15 @@ from shared.schemas import (
 )
 from shared.settings import Settings
 from worker import batch_speculation
+from worker.draft_model import load_draft_model
 from worker.engine_api import Failed, Finished, TokenOutput
 from worker.mlx_engine import MLXEngine
 from worker.model import LoadedModel
-from worker.prompt_lookup import MAX_DRAFT_TOKENS, DraftBudget, PromptLookup
+from worker.prompt_lookup import MAX_DRAFT_TOKENS, DraftBudget, Drafter, PromptLookup
 from worker.sampling import RequestSampler
 from worker.sequence import Sequence, SequenceSpec
 from worker.speculative_stream import SpeculativeStream
+from worker.startup_error import StartupError
 
 COPY = (
     "Repeat this sentence exactly, word for word: The quick brown fox jumps over the lazy "
@@ -240,6 +246,61 @@ def test_a_batch_speculates_where_it_pays(engines: Engines) -> None:
     assert all(a.speculation is not None and a.speculation.accepted > 0 for a in fast)
 
 
+# -- a draft model ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def draft_folder(demo_model: LoadedModel, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo model's first 6 of 30 layers: a draft model with its tokenizer."""
+    return make_layer_draft(demo_model.path, tmp_path_factory.mktemp("draft") / "six", 6)
+
+
+def test_a_draft_model_guesses_where_lookup_cannot(
+    engines: Engines, demo_model: LoadedModel, draft_folder: Path, cache_dir: Path
+) -> None:
+    settings = Settings(prefix_cache_bytes=0, draft_model=str(draft_folder), cache_dir=cache_dir)
+    draft = load_draft_model(settings, demo_model, is_default=True)
+    assert draft is not None
+    outputs: queue.Queue = queue.Queue()
+    engine = MLXEngine(settings, outputs.put, loaded=demo_model, draft=draft)
+    engine.start()
+    try:
+        for question in (FREE, COPY):
+            request = GenerationRequest(
+                request_id="d",
+                model=engine.model_id,
+                messages=[ChatMessage(role="user", content=question)],
+                max_tokens=40,
+                deadline=time.time() + 300,
+            )
+            engine.submit(engine.prepare("d", request, 300))
+            while not isinstance(answer := outputs.get(timeout=240), Finished):
+                assert not isinstance(answer, Failed), answer.error
+            lookup_only = engines.ask(True, question)
+            assert answer.choices[0].text == engines.ask(False, question).choices[0].text
+            assert answer.speculation is not None and lookup_only.speculation is not None
+            # the draft model guessed where the prompt had nothing to copy
+            assert answer.speculation.proposed > lookup_only.speculation.proposed
+    finally:
+        engine.stop()
+
+
+def test_a_draft_model_with_another_tokenizer_is_refused(
+    demo_model: LoadedModel, draft_folder: Path, tmp_path: Path, cache_dir: Path
+) -> None:
+    other = tmp_path / "other"
+    shutil.copytree(draft_folder, other)
+    tokenizer = json.loads((other / "tokenizer.json").read_text())
+    vocab = tokenizer["model"]["vocab"]
+    vocab["mlxq-not-a-token"] = vocab.pop(next(iter(vocab)))
+    (other / "tokenizer.json").write_text(json.dumps(tokenizer))
+    settings = Settings(draft_model=str(other), cache_dir=cache_dir)
+    with pytest.raises(StartupError, match="does not share the tokenizer"):
+        load_draft_model(settings, demo_model, is_default=True)
+    # another model of a worker with models on demand is served without the draft
+    assert load_draft_model(settings, demo_model, is_default=False) is None
+
+
 # -- the distribution of sampled tokens --------------------------------------------------------
 
 VOCAB = 8
@@ -289,7 +350,7 @@ def sample_pair(model: Any) -> tuple[tuple[int, int], int]:
         sampler=RequestSampler(SamplingParams(temperature=1.0)),
         processors=[],
         spec=SequenceSpec(stops=[], channels=lambda: None),
-        speculative=True,
+        drafter=Drafter(PROMPT),
     )
     stream = SpeculativeStream(model, sequence, make_prompt_cache(model), 0)
     while len(sequence.tokens) < 2:
