@@ -376,9 +376,10 @@ def render(
         "(worker/batch_speculation.py); with 4 free-writing rows that is rare, so on and off "
         "are close.",
         "",
-        "**What is missed.** No draft model: a smaller model with the demo model's tokenizer "
-        "cannot be had offline, so mlxq is not compared with `mlx_lm.server --draft-model` "
-        "here. One machine (2-core CPU); on Apple silicon a forward pass of several tokens "
-        "costs relatively less still, and KV rows move faster.",
+        "**What is missed.** No trained draft model: none with the demo model's tokenizer can "
+        "be had offline, so the draft-model comparison uses an untrained early exit, which "
+        "guesses poorly; it shows the two ways of using one, not what a good one gains. One "
+        "machine (2-core CPU); on Apple silicon a forward pass of several tokens costs "
+        "relatively less still, and KV rows move faster.",
     ]
     return "\n".join(parts) + "\n", summary
