@@ -461,7 +461,7 @@ class Run:
         flags = ("--draft-model", str(draft), "--num-draft-tokens", str(speculation.DRAFT_TOKENS))
         server_url, server = self.procs.mlx_lm_server(model, self.blas_env, 8, flags)
         try:
-            drafted = speculation.run_draft(url, server_url, rounds)
+            drafted = speculation.run_draft(url, server_url, rounds, result)
         finally:
             for started in (server, worker, api):
                 self.procs.stop(started)

@@ -94,18 +94,23 @@ def speculative_next(
     pending = cast(list[int], gen._next_tokens.tolist())
     inputs = [[pending[i]] + d + [pending[i]] * (width - 1 - len(d)) for i, d in enumerate(drafts)]
     logits = gen.model(mx.array(inputs), cache=gen.prompt_cache)
+    greedy = _greedy_rows(gen, logits)
     emitted: list[list[tuple[int, Any]]] = []
     kept: list[int] = []
     for i, draft in enumerate(drafts):
         processors = _processors(gen, i)
         sampler = gen.samplers[i] if gen.samplers else None
-        context = None
-        if processors:
-            context = gen._token_context[i].update_and_fetch(mx.array(pending[i : i + 1]))
         key = sampler.key if isinstance(sampler, RequestSampler) else None
-        tokens, logprobs = draw(
-            logits[i, : len(draft) + 1], draft, sampler or gen.fallback_sampler, processors, context
-        )
+        if i in greedy:
+            best, row_logprobs = greedy[i]
+            tokens, logprobs = best[: len(draft) + 1], list(row_logprobs[: len(draft) + 1])
+        else:
+            context = None
+            if processors:
+                context = gen._token_context[i].update_and_fetch(mx.array(pending[i : i + 1]))
+            # no sampler: greedy, as the batch's fallback (the scheduler gives it none)
+            row = logits[i, : len(draft) + 1]
+            tokens, logprobs = draw(row, draft, sampler, processors, context)
         accepted = accepted_prefix(tokens, draft)
         spend_draws(sampler, key, accepted + 1)
         grammar = grammar_of(processors)
@@ -129,6 +134,23 @@ def speculative_next(
     gen._next_tokens = mx.array(pending)
     _drop_rejected(gen.prompt_cache, [width - 1 - k for k in kept])
     return _responses(gen, emitted, rows)
+
+
+def _greedy_rows(gen: GenerationBatch, logits: Any) -> dict[int, tuple[list[int], Any]]:
+    """Rows drawn by argmax with nothing applied first, all at once: each one's tokens and
+    log-probabilities per position."""
+    rows = [
+        i
+        for i in range(len(gen.uids))
+        if not _processors(gen, i) and (not gen.samplers or gen.samplers[i] is None)
+    ]
+    if not rows:
+        return {}
+    logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+    best = mx.argmax(logprobs, axis=-1)
+    mx.eval(best, logprobs)
+    tokens = cast(list[list[int]], best.tolist())
+    return {i: (tokens[i], logprobs[i]) for i in rows}
 
 
 def _processors(gen: GenerationBatch, row: int) -> list[Any]:

@@ -110,3 +110,12 @@ class PrefixCache:
             else:
                 trim_prompt_cache(cache, held - len(tokens))
         self._lru.insert_cache(MODEL_KEY, list(tokens), cache)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading tokens ``a`` and ``b`` share."""
+    n = min(len(a), len(b))
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n

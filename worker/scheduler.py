@@ -31,7 +31,7 @@ from mlx_lm.models.cache import can_trim_prompt_cache, make_prompt_cache, trim_p
 from shared.schemas import Choice, PromptLogprob
 from worker.batch_speculation import plan_drafts, speculative_next
 from worker.engine_api import EngineRequest
-from worker.prefix_cache import PrefixCache
+from worker.prefix_cache import PrefixCache, common_prefix
 from worker.sequence import Sequence
 from worker.speculative_stream import SpeculativeStream
 
@@ -258,7 +258,7 @@ class Scheduler:
         the prefix cache gave (by STORE_PROMPT_MIN_TOKENS or more); the sequence then waits."""
         best_uid, best = None, cached + STORE_PROMPT_MIN_TOKENS - 1
         for uid, prompt in self._prefilling.items():
-            shared = min(_common_prefix(prompt, sequence.prompt), len(sequence.prompt) - 1)
+            shared = min(common_prefix(prompt, sequence.prompt), len(sequence.prompt) - 1)
             if shared > best:
                 best_uid, best = uid, shared
         if best_uid is not None:
@@ -361,11 +361,3 @@ class Scheduler:
                 if sequence.index % job.request.request.n == 0:  # a leader of its own prompt
                     job.cached_tokens += cached
             self._insert([sequence], cache, cached)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n

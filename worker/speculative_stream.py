@@ -25,6 +25,7 @@ from mlx_lm.generate import generation_stream
 from mlx_lm.models.cache import trim_prompt_cache
 
 from worker.constrained import JsonConstraint
+from worker.prefix_cache import common_prefix
 from worker.sampling import RequestSampler
 from worker.sequence import Sequence
 
@@ -74,7 +75,7 @@ class SpeculativeStream:
         """The cache cut to the longest prefix of ``tokens`` it holds (the sequence ended
         inside a step: the tokens after its last are not part of it)."""
         held = self.cache[0].offset
-        shared = _common_prefix(self._context[:held], tokens)
+        shared = common_prefix(self._context[:held], tokens)
         if held > shared:
             trim_prompt_cache(self.cache, held - shared)
         return self.cache
@@ -141,11 +142,3 @@ def spend_draws(sampler: Any, key: Any, emitted: int) -> None:
 
 def grammar_of(processors: list[Any]) -> JsonConstraint | None:
     return next((p for p in processors if isinstance(p, JsonConstraint)), None)
-
-
-def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = min(len(a), len(b))
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n

@@ -4,6 +4,7 @@ API and a real worker with the demo model: streaming chat and the fleet panel.""
 import itertools
 import json
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,7 +96,9 @@ def page(browser, model_service: Service) -> Iterator:
         context.close()
 
 
-def test_chat_streams_the_answer_and_fleet_shows_the_worker(page, tmp_path: Path) -> None:
+def test_chat_streams_the_answer_and_fleet_shows_the_worker(
+    page, tmp_path: Path, model_service: Service
+) -> None:
     from playwright.sync_api import expect
 
     page.goto("/")
@@ -125,6 +128,13 @@ def test_chat_streams_the_answer_and_fleet_shows_the_worker(page, tmp_path: Path
     workers = page.locator("#workers tbody tr", has_text=DEMO_MODEL_ID)
     expect(workers.first).to_be_visible()
     assert "/8" in workers.first.text_content()  # busy slots: running/MLXQ_WORKER_CONCURRENCY
+    # speculative decoding's draft tokens: accepted of proposed, as /fleet counts them
+    drafts = workers.first.locator("td").last.text_content()
+    fleet = httpx.get(f"{model_service.base_url}/fleet", timeout=5).json()
+    counts = next(w for w in fleet["workers"] if w["model"] == DEMO_MODEL_ID)
+    assert re.fullmatch(r"-|\d+/\d+ \(\d+%\)", drafts), drafts
+    if drafts != "-":
+        assert int(drafts.split("/")[1].split()[0]) <= counts["draft_tokens_proposed"]
     expect(page.locator("#queues tbody tr", has_text=DEMO_MODEL_ID).first).to_be_visible()
 
     page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
