@@ -376,3 +376,13 @@ def test_curl_d_bodies_are_answered(model_service: Service) -> None:
         )
         assert response.status_code == 200, response.text
         assert response.json()["done"] is True and response.json()["response"]
+
+
+def test_a_keep_alive_beyond_any_date_shows_as_never_expiring() -> None:
+    """/api/ps once answered 500 for a model kept 10^16 seconds (schemathesis found it):
+    Python cannot write that date."""
+    from api.dialects.ollama.catalog import NEVER_EXPIRES, _time
+
+    assert _time(time.time() + 1e16) == NEVER_EXPIRES
+    assert _time(0) == "0001-01-01T00:00:00Z"
+    assert _time(1_800_000_000).startswith("2027-01-15T")

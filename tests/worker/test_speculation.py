@@ -19,6 +19,7 @@ from mlx_lm.models import llama
 from mlx_lm.models.cache import make_prompt_cache
 
 from bench.draft_model import make_layer_draft
+from shared.errors import Cancelled, JobTimedOut
 from shared.schemas import (
     ChatMessage,
     GenerationRequest,
@@ -115,6 +116,9 @@ class Engines:
         engine.submit(engine.prepare(job_id, request, 300))
         return job_id
 
+    def cancel(self, speculation: bool, job_id: str) -> None:
+        self._engines[speculation].cancel(job_id)
+
     def results(self, job_ids: list[str]) -> dict[str, Finished]:
         done: dict[str, Finished] = {}
         while len(done) < len(job_ids):
@@ -166,6 +170,32 @@ def test_seeded_sampling_gives_the_same_text(engines: Engines) -> None:
     fast = engines.ask(True, COPY, sampling=sampling)
     assert fast.speculation is not None and fast.speculation.accepted > 0
     assert fast.choices[0].text == plain.choices[0].text
+
+
+def test_cancel_and_deadline_stop_a_speculative_stream(engines: Engines) -> None:
+    """Both act between steps: the job ends with its error, and the engine goes on."""
+    job_id = engines.submit(True, LIST, max_tokens=200, stream=True)
+    first = engines.outputs.get(timeout=60)  # a token is out: the stream is running
+    assert isinstance(first, TokenOutput), first
+    engines.cancel(True, job_id)
+    while not isinstance(ended := engines.outputs.get(timeout=60), Failed | Finished):
+        pass
+    assert isinstance(ended, Failed) and isinstance(ended.error, Cancelled), ended
+    engine = engines._engines[True]
+    request = GenerationRequest(
+        request_id="late",
+        model=engine.model_id,
+        messages=[ChatMessage(role="user", content="Write a long story about a dragon.")],
+        max_tokens=400,
+        deadline=time.time() + 300,
+    )
+    engine.submit(engine.prepare("late", request, 1.5))  # its time runs out while generating
+    while not isinstance(ended := engines.outputs.get(timeout=60), Failed | Finished):
+        pass
+    assert isinstance(ended, Failed) and isinstance(ended.error, JobTimedOut), ended
+    assert ended.error.partial  # the text generated before the deadline
+    # the engine serves the next request as before
+    assert engines.ask(True, COPY).choices[0].text == engines.ask(False, COPY).choices[0].text
 
 
 def test_stop_strings_and_logprobs(engines: Engines) -> None:

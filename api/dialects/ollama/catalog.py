@@ -49,9 +49,16 @@ NOT_MANAGED = (
 )
 
 
+NEVER_EXPIRES_UNIX = datetime(2318, 1, 1, tzinfo=UTC).timestamp()
+
+
 def _time(unix: float | None) -> str:
+    """A Unix time as Ollama writes it; a keep-alive past NEVER_EXPIRES (a client may ask
+    for 10^16 seconds, beyond any date Python can write) is shown as never expiring."""
     if not unix:
         return UNKNOWN_TIME
+    if unix >= NEVER_EXPIRES_UNIX:
+        return NEVER_EXPIRES
     return datetime.fromtimestamp(unix, UTC).isoformat().replace("+00:00", "Z")
 
 
