@@ -130,11 +130,13 @@ class Drafter:
         return draft
 
     def record(self, proposed: int, accepted: int) -> None:
+        """How this step's draft fared (``proposed``: what was checked, after any cut)."""
+        if self._guessed:  # even when a grammar cut the whole guess: its cache must follow
+            assert self._guesser is not None
+            self._guesser.kept(accepted)
         if proposed == 0:
             return
         if self._guessed:
-            assert self._guesser is not None
-            self._guesser.kept(accepted)
             self._guesser_budget.record(proposed, accepted)
         else:
             self._budget.record(proposed, accepted)

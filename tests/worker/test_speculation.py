@@ -79,6 +79,30 @@ def test_draft_length_follows_acceptance_and_pauses_after_misses() -> None:
     assert [budget.next_length() for _ in range(5)] == [0, 0, 0, 0, 1]
 
 
+class RecordingGuesser:
+    """A draft model's stand-in: guesses 7s, and remembers what it was told was kept."""
+
+    def __init__(self) -> None:
+        self.kept_counts: list[int] = []
+
+    def propose(self, context: list[int], limit: int) -> list[int]:
+        return [7] * limit
+
+    def kept(self, accepted: int) -> None:
+        self.kept_counts.append(accepted)
+
+
+def test_a_draft_model_is_asked_only_where_lookup_finds_nothing_and_told_what_was_kept() -> None:
+    guesser = RecordingGuesser()
+    drafter = Drafter([1, 2, 3, 1, 2], guesser)
+    assert drafter.propose([1, 2, 3, 1, 2], 4) == [3, 1, 2]  # the prompt has it
+    drafter.record(3, 3)
+    assert drafter.propose([1, 2, 3, 1, 2, 3, 1, 2, 9], 4) == [7, 7, 7]  # it has not
+    drafter.record(0, 0)  # a grammar cut the whole guess: the draft model still hears of it
+    assert guesser.kept_counts == [0]
+    assert drafter.propose([1, 2, 3, 1, 2, 3, 1, 2, 9, 5], 4, guess=False) == []  # a batch
+
+
 # -- the engine on the demo model ------------------------------------------------------------
 
 
