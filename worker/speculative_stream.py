@@ -42,11 +42,6 @@ class SpeculativeStream:
         self._grammar = grammar_of(sequence.processors)
         self._prefill(sequence.prompt[cached:-1])
 
-    @property
-    def context(self) -> list[int]:
-        """The prompt and every token emitted so far."""
-        return self._context
-
     def step(self) -> list[tuple[int, Any]]:
         """Emit one or more tokens, each with the log-probabilities it was drawn from."""
         sequence = self.sequence
