@@ -43,7 +43,7 @@ def status(watch: bool = False) -> int:
         rows.append(
             [
                 w["name"][:12],
-                w["host"] or "?",
+                _host_text(w),
                 holds or "-",
                 memory,
                 busy,
@@ -66,6 +66,14 @@ def status(watch: bool = False) -> int:
                 f"  {when}  {d['worker'][:12]}  {d['action']} {_short(d['model'])}: {d['reason']}"
             )
     return 0
+
+
+def _host_text(worker: dict) -> str:
+    """A worker's host; a worker group's hosts, ranks and split."""
+    group = worker.get("group")
+    if not group:
+        return str(worker["host"] or "?")
+    return f"{','.join(group['hosts'])} ({group['ranks']} ranks, {group['split']})"
 
 
 def _drafts_kept(accepted: int, proposed: int) -> str:

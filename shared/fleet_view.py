@@ -176,4 +176,12 @@ def _worker_row(name: str, last_beat: float, stats: protocol.WorkerStats) -> dic
         "loading": stats.loading,
         "memory_budget": stats.memory_budget,
         "memory_used": stats.memory_used,
+        "group": _group_of(stats),
     }
+
+
+def _group_of(stats: protocol.WorkerStats) -> dict | None:
+    """A worker group's shape (worker/group), None for a worker alone."""
+    if stats.group_ranks < 2:
+        return None
+    return {"ranks": stats.group_ranks, "hosts": stats.group_hosts, "split": stats.group_split}

@@ -2,6 +2,7 @@
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, field_validator
@@ -211,6 +212,18 @@ class Settings(BaseSettings):
         description="A smaller model with the same tokenizer (a path or id, as MLXQ_MODEL) "
         "that guesses a lone request's next tokens when prompt lookup finds none to copy "
         "(mlx_lm.server's --draft-model); unset: prompt lookup only.",
+    )
+    group_split: Literal["auto", "tensor", "pipeline"] = Field(
+        "auto",
+        description="A worker group (ranks started by mlx.launch): how the model is split. "
+        "'auto': tensor parallel where the model supports it and its heads divide among the "
+        "ranks, pipeline otherwise.",
+    )
+    group_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A worker group ends when one of its ranks has not been heard from for "
+        "this long (killed, stopped, its Mac asleep); the fleet retries its jobs.",
     )
     cache_dir: Path = Field(
         Path.home() / ".cache" / "mlxq", description="Where the demo model is prepared and cached."

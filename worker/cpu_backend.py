@@ -31,13 +31,31 @@ def load_fast_blas(setting: str) -> str | None:
             "(Debian/Ubuntu: apt-get install libopenblas0-pthread)"
         )
         return None
+    global _openblas
     try:
-        ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
+        _openblas = ctypes.CDLL(path, mode=os.RTLD_GLOBAL)
     except OSError as exc:
         log.warning("could not load %s (%s); MLX keeps its own BLAS", path, exc)
         return None
     log.info("MLX CPU matmuls use %s", path)
     return path
+
+
+_openblas: ctypes.CDLL | None = None
+
+
+def share_cores(processes: int) -> int | None:
+    """Give OpenBLAS this process's share of the machine's cores when ``processes`` MLX
+    processes run on it (a worker group's ranks on one host): each one using every core
+    slows them all (two ranks on two cores decoded 2x slower so). Returns the threads set."""
+    if _openblas is None or processes < 2:
+        return None
+    threads = max(1, (os.cpu_count() or 1) // processes)
+    try:
+        _openblas.openblas_set_num_threads(threads)
+    except AttributeError:
+        return None
+    return threads
 
 
 def on_cpu() -> bool:

@@ -89,13 +89,15 @@ class ThreadedEngine(Engine):
         """The engine thread's body (a subclass writes it)."""
         raise NotImplementedError
 
-    def _arrivals(self, wait: bool) -> list[EngineRequest[Any]] | None:
-        """Every request waiting in the inbox, blocking for the first one when ``wait``;
-        None once ``stop`` was called. A request submitted before the stop but not taken yet
-        is failed here: nothing will run it."""
+    def _arrivals(
+        self, wait: bool, timeout: float | None = None
+    ) -> list[EngineRequest[Any]] | None:
+        """Every request waiting in the inbox, blocking for the first one when ``wait`` (at
+        most ``timeout`` seconds); None once ``stop`` was called. A request submitted before
+        the stop but not taken yet is failed here: nothing will run it."""
         arrivals: list[EngineRequest[Any]] = []
         try:
-            item = self._inbox.get(block=wait)
+            item = self._inbox.get(block=wait, timeout=timeout)
             while True:
                 if isinstance(item, _Stop):
                     for request in arrivals:

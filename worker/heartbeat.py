@@ -20,6 +20,7 @@ import os
 import socket
 import threading
 import time
+from typing import Any
 
 import redis
 
@@ -27,6 +28,7 @@ from shared import history, protocol
 from shared.rq_bridge import ConcurrentWorkerBase
 from worker.config import WorkerConfig
 from worker.engine_api import Engine
+from worker.group.ranks import joined
 from worker.model_keeper import ModelKeeper
 from worker.reporter import Reporter
 
@@ -181,6 +183,7 @@ class Heartbeat:
             loading=self._keeper.host.loading(),
             memory_budget=self._keeper.host.budget,
             memory_used=self._keeper.host.used_bytes(),
+            **_group_fields(),
         )
 
     def _tokens_per_s(self) -> float:
@@ -191,3 +194,11 @@ class Heartbeat:
             self._token_samples.popleft()
         first_time, first_total = self._token_samples[0]
         return (total - first_total) / (now - first_time) if now > first_time else 0.0
+
+
+def _group_fields() -> dict[str, Any]:
+    """A worker group's rank 0 reports the group: its ranks, hosts and split."""
+    group = joined()
+    if group is None:
+        return {}
+    return {"group_ranks": group.size, "group_hosts": group.hosts, "group_split": group.split}

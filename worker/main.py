@@ -19,6 +19,8 @@ from shared.units import human_bytes
 from worker.config import WorkerConfig
 from worker.cpu_backend import load_fast_blas
 from worker.engine_api import Emit, Engine, EngineFactory
+from worker.group.follower import group_settings, join_if_launched, run_follower, watch_group
+from worker.group.ranks import joined
 from worker.model import is_bert_folder
 from worker.model_host import ModelHost
 from worker.model_loader import LoadFailed
@@ -117,11 +119,14 @@ def _on_cpu() -> bool:
     return on_cpu()
 
 
-def build_worker(settings: Settings) -> BatchingWorker:
+def build_worker(settings: Settings, name: str | None = None) -> BatchingWorker:
     """Redis first (cheap to check), then the models (the default one loaded), then RQ's
     side. The engines answer into the reporter's outbox, so the outbox is made first."""
-    name = uuid.uuid4().hex  # RQ's own way to name a worker, chosen here for the connections
+    name = name or uuid.uuid4().hex  # RQ's own way to name a worker, chosen for the connections
     connection = connect(settings, name)
+    group = joined()
+    if group is not None:  # rank 0 of a group: the other ranks start watching with it
+        watch_group(settings, connection, group)
     outbox = Outbox()
     host = build_host(settings, outbox.post)
     queue = Queue(settings.queue_name, connection=connection, serializer=JSONSerializer)
@@ -143,15 +148,19 @@ def run(burst: bool = False) -> int:
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     load_fast_blas(settings.cpu_blas)  # before anything imports MLX
+    name = uuid.uuid4().hex
     try:
-        worker = build_worker(settings)
+        group = join_if_launched(name)
+        if group is not None:
+            settings = group_settings(settings, group)
+            if not group.leads:
+                return run_follower(settings, group)
+        worker = build_worker(settings, name)
     except StartupError as exc:
-        print(f"mlxq worker: {exc}", file=sys.stderr)
-        return 1
+        return _startup_failed(str(exc))
     except Exception as exc:  # any other start-up failure: one line, not a traceback
         log.debug("start-up failed", exc_info=True)
-        print(f"mlxq worker: could not start: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
+        return _startup_failed(f"could not start: {type(exc).__name__}: {exc}")
     log.info(
         "worker %s serving %s on queue %s; it may load %d model(s) on demand",
         worker.name,
@@ -162,6 +171,15 @@ def run(burst: bool = False) -> int:
     worker.work(burst=burst, logging_level=settings.log_level)
     exit_now(0)
     return 0
+
+
+def _startup_failed(why: str) -> int:
+    """One line; in a group, also for the other ranks, which end with it."""
+    group = joined()
+    if group is not None and group.watch is not None:
+        group.watch.record_end(f"rank {group.rank} ({group.hosts[group.rank]}): {why}")
+    print(f"mlxq worker: {why}", file=sys.stderr)
+    return 1
 
 
 def exit_now(code: int) -> None:

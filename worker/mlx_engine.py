@@ -95,14 +95,17 @@ class MLXEngine(ThreadedEngine):
             * (self.context_length or settings.max_tokens_cap)
             * self._kv_per_token
         )
-        cache_bytes = settings.prefix_cache_bytes
-        if cache_bytes is None:
-            cache_bytes = default_cache_bytes(self._kv_per_token, self.context_length)
-        self.prefix_cache = PrefixCache(loaded.model, cache_bytes)
+        self.prefix_cache = PrefixCache(loaded.model, self._prefix_cache_bytes(settings))
         self.scheduler = Scheduler(
             loaded.model, self.prefix_cache, self._eos, settings.worker_concurrency, self._jobs.get
         )
         self._logprobs = LogprobReader(loaded.tokenizer)
+
+    def _prefix_cache_bytes(self, settings: Settings) -> int:
+        """MLXQ_PREFIX_CACHE_BYTES, or a default from the model and the machine."""
+        if settings.prefix_cache_bytes is not None:
+            return settings.prefix_cache_bytes
+        return default_cache_bytes(self._kv_per_token, self.context_length)
 
     # -- called from the RQ side -------------------------------------------------------------
 
@@ -147,37 +150,50 @@ class MLXEngine(ThreadedEngine):
 
     def _run(self) -> None:
         while (arrivals := self._arrivals(wait=not self._jobs)) is not None:
-            try:
-                self._place(arrivals)
-            except Exception as exc:  # the batch itself broke: fail what is in it
-                log.exception("could not add requests to the batch")
-                self._fail_all(GenerationFailed(f"Generation failed: {exc}"))
-            if not self._jobs:
-                continue
-            try:
-                self._drop_cancelled()
-                self._expire_timed_out()
-                self.scheduler.step(self._accept)
-            except Exception as exc:  # one broken step fails the requests in it, not the worker
-                log.exception("generation step failed")
-                self._fail_all(GenerationFailed(f"Generation failed: {exc}"))
+            admitted = [request for request in arrivals if not self._refused_late(request)]
+            self._turn(admitted, self._endings())
         self._fail_all(GenerationFailed(SHUT_DOWN_MESSAGE))
 
-    def _place(self, arrivals: list[EngineRequest]) -> None:
-        jobs = [job for job in map(self._admit, arrivals) if job is not None]
+    def _turn(self, admitted: list[EngineRequest], endings: list[tuple[str, MlxqError]]) -> None:
+        """One turn of the engine thread: start the admitted requests, end the jobs named in
+        ``endings``, run one step. A group's ranks each run the same turns (worker/group)."""
+        try:
+            self._place(admitted)
+        except Exception as exc:  # the batch itself broke: fail what is in it
+            log.exception("could not add requests to the batch")
+            self._fail_all(GenerationFailed(f"Generation failed: {exc}"))
+        if not self._jobs:
+            return
+        try:
+            for job_id, error in endings:
+                if job_id in self._jobs:
+                    self._drop(self._jobs[job_id], error)
+            if self._jobs:
+                self.scheduler.step(self._accept)
+        except Exception as exc:  # one broken step fails the requests in it, not the worker
+            log.exception("generation step failed")
+            self._fail_all(GenerationFailed(f"Generation failed: {exc}"))
+
+    def _place(self, admitted: list[EngineRequest]) -> None:
+        jobs = [job for job in map(self._start, admitted) if job is not None]
         if not jobs:
             return
         self.scheduler.place(jobs)
         self.peak_batch_size = max(self.peak_batch_size, self.scheduler.running)
 
-    def _admit(self, request: EngineRequest) -> ScheduledJob | None:
-        """The job's sequences, or None when it is refused (with its Failed sent)."""
+    def _refused_late(self, request: EngineRequest) -> bool:
+        """A request cancelled or out of time before it started: answered here, not run."""
         if self._take_cancelled({request.job_id}):
             self._emit(Failed(request.job_id, Cancelled("The client went away.")))
-            return None
+            return True
         if time.monotonic() >= request.timeout_at:
             self._emit(Failed(request.job_id, JobTimedOut("The job timed out before it started.")))
-            return None
+            return True
+        return False
+
+    def _start(self, request: EngineRequest) -> ScheduledJob | None:
+        """The job's sequences, or None when it could not start (with its Failed sent) or
+        is already answered (a completion's echoed prompt alone)."""
         try:
             job = ScheduledJob(request, self._new_sequences(request))
             body = request.request
@@ -256,15 +272,19 @@ class MLXEngine(ThreadedEngine):
         scores = self._prompt_scores(job, sequence)
         return choice.model_copy(update={"text": echo + choice.text, "prompt_logprobs": scores})
 
-    def _drop_cancelled(self) -> None:
-        for job_id in self._take_cancelled(set(self._jobs)):
-            self._drop(self._jobs[job_id], Cancelled("The client went away."))
-
-    def _expire_timed_out(self) -> None:
+    def _endings(self) -> list[tuple[str, MlxqError]]:
+        """The running jobs to end before the next step: cancelled, or out of time."""
+        endings: list[tuple[str, MlxqError]] = [
+            (job_id, Cancelled("The client went away."))
+            for job_id in self._take_cancelled(set(self._jobs))
+        ]
         now = time.monotonic()
-        for job in [j for j in self._jobs.values() if now >= j.request.timeout_at]:
-            message = "The request's time limit passed while generating."
-            self._drop(job, JobTimedOut(message, partial=job.sequences[0].text_so_far()))
+        for job in self._jobs.values():
+            if now >= job.request.timeout_at:
+                message = "The request's time limit passed while generating."
+                partial = job.sequences[0].text_so_far()
+                endings.append((job.job_id, JobTimedOut(message, partial=partial)))
+        return endings
 
     # reading what was generated
 

@@ -25,6 +25,7 @@ from shared.errors import ErrorCode
 from shared.settings import Settings
 from worker.catalogue import Item
 from worker.engine_api import Emit, Engine
+from worker.group.ranks import GroupInfo, joined
 from worker.memory import array_bytes, arrays_of
 from worker.startup_error import StartupError
 
@@ -213,7 +214,10 @@ def _mlx_engine(
     assert item.folder is not None
     base_folder = item.base_folder or item.folder
     key = str(base_folder)
-    base = bases.get(key) or _load_base(base_folder, settings.cpu_dequantize)
+    group = joined() if is_default else None  # a group serves its own model only
+    base = bases.get(key) or _load_base(
+        base_folder, settings.cpu_dequantize, group, settings.group_split
+    )
     model, own_bytes = base.loaded.model, 0
     if item.entry.kind == "adapter":
         from worker.adapters import with_adapter
@@ -231,7 +235,13 @@ def _mlx_engine(
         facts=base.loaded.facts,
     )
     draft = load_draft_model(settings, loaded, is_default=is_default)
-    engine = MLXEngine(settings, emit, loaded=loaded, draft=draft)
+    engine: MLXEngine
+    if group is not None:
+        from worker.group.engine import GroupEngine
+
+        engine = GroupEngine(settings, emit, loaded=loaded, draft=draft, group=group)
+    else:
+        engine = MLXEngine(settings, emit, loaded=loaded, draft=draft)
     engine.weights_bytes = own_bytes
     bases.use(key, item.entry.model, base)
     return engine, own_bytes, key
@@ -253,8 +263,11 @@ def _warm_up(model: Any) -> None:
     mx.eval(model(mx.zeros((1, 1), dtype=mx.int32), cache=cache))
 
 
-def _load_base(folder: Path, cpu_dequantize: bool) -> Base:
-    """A model's weights and tokenizer, evaluated layer by layer (see the module doc)."""
+def _load_base(
+    folder: Path, cpu_dequantize: bool, group: GroupInfo | None = None, split: str = "auto"
+) -> Base:
+    """A model's weights and tokenizer, evaluated layer by layer (see the module doc); in a
+    worker group, only this rank's share of them (worker/group/split.py)."""
     import mlx.core as mx
     import mlx.nn as nn
     from mlx.utils import tree_flatten
@@ -265,11 +278,23 @@ def _load_base(folder: Path, cpu_dequantize: bool) -> Base:
     from worker.model_facts import chat_model_facts
 
     model, config = load_model(folder, lazy=True)
+    expand = cpu_dequantize and on_cpu()
+    if group is not None:
+        from worker.group.split import apply_split, choose_split
+
+        group.split = choose_split(model, group.size, split)
+        if group.split == "tensor" and expand:  # mlx-lm slices plain layers only
+            dequantize_to_float32(model)
+            expand = False
+        apply_split(model, group.group, group.split)
+        log.info(
+            "rank %d of %d: %s-parallel share of %s", group.rank, group.size, group.split, folder
+        )
     leaves: Any = tree_flatten(model.leaf_modules(), is_leaf=lambda m: isinstance(m, nn.Module))
     for _, leaf in leaves:
         mx.eval(leaf.parameters())
     tokenizer = load_tokenizer(folder, eos_token_ids=config.get("eos_token_id"))
-    if cpu_dequantize and on_cpu():
+    if expand:
         expanded = dequantize_to_float32(model)
         log.info("CPU backend: expanded %d quantized layers of %s to float32", expanded, folder)
     arrays = arrays_of(model)

@@ -277,6 +277,12 @@ function heldText(w) {
   return [...held, ...loading].join(", ") || "none";
 }
 
+// A worker's host; a worker group's hosts, its ranks and how it split its model.
+function hostText(w) {
+  if (!w.group) return w.host ?? "?";
+  return `${w.group.hosts.join(", ")} (${w.group.ranks} ranks, ${w.group.split})`;
+}
+
 // Speculative decoding's draft tokens: accepted of proposed, and the rate.
 function draftsText(w) {
   const proposed = w.draft_tokens_proposed ?? 0;
@@ -288,7 +294,7 @@ function draftsText(w) {
 function showFleet(fleet) {
   const workers = fleet.workers.map((w) =>
     row([
-      [w.host ?? "?", null, w.name],
+      [hostText(w), null, w.name],
       [heldText(w)],
       [`${megabytes(w.memory_used ?? 0)} / ${megabytes(w.memory_budget ?? 0)}`, "num"],
       [`${w.running}/${w.slots}`, "num"],

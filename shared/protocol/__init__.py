@@ -7,6 +7,7 @@ One module per kind of record; each is importable from here (``protocol.add_even
 - ``ownership``: which worker runs a job (set once; events only while it still does), and
   which worker holds a conversation's prefix;
 - ``api_processes``: the API processes' own beats, by which workers stop orphaned jobs;
+- ``group_records``: the beats by which a worker group's ranks watch each other;
 - ``model_records``: what each worker may serve (its catalogue) and holds loaded, and the
   placement of models over the fleet (claims, decisions, load and unload requests).
 
@@ -26,6 +27,7 @@ from shared.protocol.api_processes import (
 from shared.protocol.common import (
     PREFIX,
 )
+from shared.protocol.group_records import group_beat_key, group_ended_key
 from shared.protocol.job_events import (
     CANCEL_CHANNEL,
     STREAM_MAXLEN,
@@ -98,6 +100,8 @@ from shared.protocol.worker_records import (
 
 __all__ = [
     "CatalogueEntry",
+    "group_beat_key",
+    "group_ended_key",
     "Decision",
     "HeldModel",
     "add_catalogue",

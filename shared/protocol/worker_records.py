@@ -93,6 +93,12 @@ class WorkerStats(BaseModel):
     """Bytes of weights it may hold (MLXQ_MEMORY_BUDGET)."""
     memory_used: int = 0
     """Bytes of weights it holds (each shared base counted once)."""
+    group_ranks: int = 1
+    """A worker group (one model split over processes, worker/group): its ranks; 1: alone."""
+    group_hosts: list[str] = []
+    """The group's hosts, by rank."""
+    group_split: str | None = None
+    """How the group split its model: 'tensor' or 'pipeline'."""
 
     @property
     def holdings(self) -> list[HeldModel]:
@@ -122,6 +128,7 @@ class WorkerStats(BaseModel):
         if self.held is not None:
             fields["held"] = json.dumps([h.model_dump() for h in self.held])
         fields["loading"] = json.dumps(self.loading)
+        fields["group_hosts"] = json.dumps(self.group_hosts)
         return fields
 
     @classmethod
@@ -129,7 +136,9 @@ class WorkerStats(BaseModel):
         decoded = {k.decode(): v.decode() for k, v in fields.items()}
         queues = [q for q in decoded.pop("queues", "").split(",") if q]
         lists = {
-            name: json.loads(decoded.pop(name)) for name in ("held", "loading") if name in decoded
+            name: json.loads(decoded.pop(name))
+            for name in ("held", "loading", "group_hosts")
+            if name in decoded
         }
         return cls.model_validate({**decoded, "queues": queues, **lists})
 

@@ -4,7 +4,9 @@ script), free ports, bounded waits.
 Nothing here imports pytest: bench/procs.py uses ``free_port`` and ``wait_until`` too.
 """
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -25,6 +27,40 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_ports(count: int) -> int:
+    """The first of ``count`` consecutive ports free now (the ring backend's ranks listen on
+    consecutive ports)."""
+    for _ in range(100):
+        first = free_port()
+        if first + count > 65535:
+            continue
+        try:
+            for port in range(first + 1, first + count):
+                with socket.socket() as sock:
+                    sock.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return first
+    raise RuntimeError(f"no {count} consecutive free ports")
+
+
+def rank_pids(launcher: subprocess.Popen) -> dict[int, int]:
+    """The process of each rank a launcher started: rank -> pid (from /proc)."""
+    pids = {}
+    for child in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (child / "stat").read_text()
+            if int(stat.rsplit(")", 1)[1].split()[1]) != launcher.pid:
+                continue
+            environ = (child / "environ").read_bytes().split(b"\0")
+        except (OSError, ValueError, IndexError):
+            continue
+        for entry in environ:
+            if entry.startswith(b"MLX_RANK="):
+                pids[int(entry.split(b"=", 1)[1])] = int(child.name)
+    return pids
 
 
 def wait_until(
@@ -56,7 +92,10 @@ class Processes:
         self._program = program
         self._started: list[subprocess.Popen] = []
 
-    def start(self, command: str, env: dict[str, str]) -> subprocess.Popen:
+    def start(
+        self, command: str, env: dict[str, str], launcher: list[str] | None = None
+    ) -> subprocess.Popen:
+        """``mlxq <command>``; with ``launcher``, started by it (``mlx.launch ...``)."""
         log = open(self._tmp_path / f"{command}-{len(self._started)}.log", "w")  # noqa: SIM115
         if self._program is None:
             argv = [sys.executable, "-m", "mlxq_cli", command]
@@ -64,6 +103,8 @@ class Processes:
         else:
             argv = [str(self._program), command]
             cwd, base_env = self._tmp_path, without_pythonpath(os.environ)
+        if launcher is not None:  # it takes the interpreter apart from the command
+            argv = [*launcher, "--python", argv[0], *argv[1:]]
         process = subprocess.Popen(
             argv, cwd=cwd, env={**base_env, **env}, stdout=log, stderr=subprocess.STDOUT
         )
@@ -98,8 +139,30 @@ class Processes:
         wait_until(registered, timeout, "the worker to register")
         return process
 
+    def group(self, env: dict[str, str], ranks: int = 2, timeout: float = 180) -> subprocess.Popen:
+        """A worker group: ``ranks`` local ranks of ``mlxq worker`` started by MLX's own
+        launcher over its ring backend (on free ports); returns the launcher once rank 0
+        takes jobs."""
+        port = free_ports(ranks)
+        launch = str(Path(sys.executable).with_name("mlx.launch"))
+        launcher = [launch, "--backend", "ring", "-n", str(ranks), "--starting-port", str(port)]
+        client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
+        before = client.zcard(LIVE_WORKERS)
+        process = self.start("worker", env, launcher)
+
+        def registered() -> bool:
+            assert process.poll() is None, Path(process.log_path).read_text()
+            return client.zcard(LIVE_WORKERS) > before
+
+        wait_until(registered, timeout, "the worker group to register")
+        process.rank_pids = rank_pids(process)  # type: ignore[attr-defined]
+        return process
+
     def stop_all(self) -> None:
         for process in self._started:
+            for pid in getattr(process, "rank_pids", {}).values():  # the launcher leaves them
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             if process.poll() is None:
                 process.terminate()
         for process in self._started:

@@ -1,0 +1,16 @@
+"""A worker group's records: each rank's beat counter, and the line that ended the group.
+
+Counters, not times: the ranks may be Macs whose clocks differ; each rank sees another's
+counter move (or not) by its own clock.
+"""
+
+from shared.protocol.common import PREFIX
+
+
+def group_beat_key(group: str, rank: int) -> str:
+    return f"{PREFIX}:group:{group}:beat:{rank}"
+
+
+def group_ended_key(group: str) -> str:
+    """Why the group ended (one line), set by the rank that saw it first."""
+    return f"{PREFIX}:group:{group}:ended"
