@@ -656,6 +656,7 @@ def store_run(
 def render_document(stored: dict, output: Path, notes: list[str] | None = None) -> str:
     sections = dict(sorted(stored["sections"].items()))
     sampling = _sampling(output)
+    group = _worker_group(output)
     runs = sorted(stored["runs"].values(), key=lambda run: run["date"])
     run_rows = []
     for run in runs:
@@ -717,6 +718,8 @@ def render_document(stored: dict, output: Path, notes: list[str] | None = None) 
     summary = [row for section in sections.values() for row in section["summary"]]
     if sampling is not None:
         summary += sampling[1]
+    if group is not None:
+        summary += group[1]
     if summary:
         parts += [
             "## Summary",
@@ -727,6 +730,8 @@ def render_document(stored: dict, output: Path, notes: list[str] | None = None) 
     parts += [_with_figure(key, section) for key, section in sections.items()]
     if sampling is not None:
         parts.append(sampling[0])
+    if group is not None:
+        parts.append(group[0])
     parts += notes or []
     return "\n".join(parts).rstrip() + "\n"
 
@@ -772,6 +777,16 @@ def _sampling(output: Path) -> tuple[str, list[list[str]]] | None:
     if not path.exists():
         return None
     return sampling_cost.render(json.loads(path.read_text()))
+
+
+def _worker_group(output: Path) -> tuple[str, list[list[str]]] | None:
+    """The worker-group section (bench/worker_group.py, run by hand), if it has been run."""
+    from bench import worker_group
+
+    path = output.parent / "data" / "worker_group.json"
+    if not path.exists():
+        return None
+    return worker_group.render(json.loads(path.read_text()))
 
 
 def write_document(stored: dict, output: Path, notes: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""The ``mlxq`` command: run the processes (api, worker, up), talk to them (status, ask,
+"""The ``mlxq`` command: run the processes (api, worker, group, up), talk to them (status, ask,
 keys, usage) and manage models (pull, models, rm).
 
 It only parses arguments; each subcommand imports what it needs lazily, so ``mlxq api``
@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("api", help="run the HTTP API (settings from MLXQ_* variables)")
     worker = commands.add_parser("worker", help="run a worker: load the model, serve jobs")
     worker.add_argument("--burst", action="store_true", help="exit once the queue is empty")
+    group = commands.add_parser(
+        "group", help="run a worker group: one model split over ranks of mlx.launch"
+    )
+    group.add_argument("-n", type=int, dest="ranks", help="ranks on this machine (default 2)")
+    group.add_argument("--hostfile", help="mlx.launch's hostfile: one rank per host")
+    group.description = "Other options (--starting-port, --env, --verbose ...) go to mlx.launch."
     up = commands.add_parser("up", help="start Redis (if not running), the API and workers")
     up.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     up.add_argument(
@@ -90,7 +96,10 @@ def _add_keys(commands: argparse._SubParsersAction) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args.command != "group":  # only mlxq group passes options on
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "api":
         from api.server import run
 
@@ -99,6 +108,10 @@ def main(argv: list[str] | None = None) -> int:
         from worker.main import run as run_worker
 
         return run_worker(burst=args.burst)
+    if args.command == "group":
+        from mlxq_cli.group import launch_group
+
+        return launch_group(args.ranks, args.hostfile, unknown)
     if args.command == "up":
         from mlxq_cli.supervisor import up
 

@@ -159,3 +159,33 @@ def test_up_gives_children_the_drain_timeout_and_a_margin_to_stop(monkeypatch) -
     assert children[0].returncode == 0  # drained in time, not killed
     assert children[1].wait(5) == -signal.SIGKILL
     assert timeout_s <= stopped_after < timeout_s + 1
+
+
+def test_group_runs_mlx_launch_over_mlxq_worker_with_this_interpreter() -> None:
+    from mlxq_cli.group import launcher_argv
+
+    local = launcher_argv(None, None, ["--starting-port", "40000"])
+    assert Path(local[0]).name == "mlx.launch"
+    assert local[1:] == [
+        "--backend", "ring", "-n", "2", "--starting-port", "40000",
+        "--python", sys.executable, "-m", "mlxq_cli", "worker",
+    ]  # fmt: skip
+    across = launcher_argv(None, "hosts.json", [])
+    assert across[1:3] == ["--hostfile", "hosts.json"]
+    assert "-n" not in across
+
+
+def test_a_worker_groups_stats_reach_fleet_and_status() -> None:
+    from mlxq_cli.commands import _host_text
+    from shared.fleet_view import _worker_row
+    from shared.protocol import WorkerStats
+
+    stats = WorkerStats(
+        model="m", host="a", group_ranks=2, group_hosts=["a", "b"], group_split="pipeline"
+    )
+    fields = {k.encode(): str(v).encode() for k, v in stats.to_hash().items()}
+    again = WorkerStats.from_hash(fields)
+    row = _worker_row("w", 0.0, again)
+    assert row["group"] == {"ranks": 2, "hosts": ["a", "b"], "split": "pipeline"}
+    assert _host_text(row) == "a,b (2 ranks, pipeline)"
+    assert _worker_row("w", 0.0, WorkerStats(model="m", host="a"))["group"] is None

@@ -35,6 +35,7 @@ from worker.engine_api import (
     PrefixCacheReport,
     SpeculationCounts,
 )
+from worker.group.ranks import joined
 from worker.memory import release_freed_memory
 from worker.model_loader import Bases, Loaded, LoadOrder, LoadResult, ModelLoader
 
@@ -304,7 +305,10 @@ class ModelHost(Engine):
 
     def expired(self, now: float, asked: dict[str, float]) -> list[tuple[str, str]]:
         """Idle models to unload now: past their keep-alive, or asked to unload (``asked``:
-        model -> when an unload was asked of the fleet)."""
+        model -> when an unload was asked of the fleet). Never a worker group's model: its
+        ranks could not load it again (the group stays until it is stopped)."""
+        if joined() is not None:
+            return []
         due = []
         for holding in list(self._held.values()):
             if holding.running:

@@ -174,8 +174,9 @@ def test_a_killed_rank_ends_its_group_and_a_worker_beside_it_answers(
     log = Path(launcher.log_path).read_text()  # type: ignore[attr-defined]
     assert "the group ends" in log
 
-    # started again, the group serves again, then stops cleanly on SIGTERM to rank 0
-    again = processes.group(env)
+    # started again (by the mlxq shortcut), the group serves again, then stops cleanly on
+    # SIGTERM to rank 0
+    again = processes.group(env, shortcut=True)
     assert chat(api, QUESTIONS[0]).status_code == 200
     os.kill(again.rank_pids[0], signal.SIGTERM)  # type: ignore[attr-defined]
     wait_gone(again, GONE_WITHIN_S)

@@ -93,9 +93,13 @@ class Processes:
         self._started: list[subprocess.Popen] = []
 
     def start(
-        self, command: str, env: dict[str, str], launcher: list[str] | None = None
+        self,
+        command: str,
+        env: dict[str, str],
+        launcher: list[str] | None = None,
+        args: list[str] | None = None,
     ) -> subprocess.Popen:
-        """``mlxq <command>``; with ``launcher``, started by it (``mlx.launch ...``)."""
+        """``mlxq <command> [args]``; with ``launcher``, started by it (``mlx.launch ...``)."""
         log = open(self._tmp_path / f"{command}-{len(self._started)}.log", "w")  # noqa: SIM115
         if self._program is None:
             argv = [sys.executable, "-m", "mlxq_cli", command]
@@ -103,6 +107,7 @@ class Processes:
         else:
             argv = [str(self._program), command]
             cwd, base_env = self._tmp_path, without_pythonpath(os.environ)
+        argv += args or []
         if launcher is not None:  # it takes the interpreter apart from the command
             argv = [*launcher, "--python", argv[0], *argv[1:]]
         process = subprocess.Popen(
@@ -139,16 +144,21 @@ class Processes:
         wait_until(registered, timeout, "the worker to register")
         return process
 
-    def group(self, env: dict[str, str], ranks: int = 2, timeout: float = 180) -> subprocess.Popen:
+    def group(
+        self, env: dict[str, str], ranks: int = 2, timeout: float = 180, shortcut: bool = False
+    ) -> subprocess.Popen:
         """A worker group: ``ranks`` local ranks of ``mlxq worker`` started by MLX's own
-        launcher over its ring backend (on free ports); returns the launcher once rank 0
-        takes jobs."""
-        port = free_ports(ranks)
-        launch = str(Path(sys.executable).with_name("mlx.launch"))
-        launcher = [launch, "--backend", "ring", "-n", str(ranks), "--starting-port", str(port)]
+        launcher over its ring backend (on free ports), or by ``mlxq group`` (``shortcut``);
+        returns the launcher once rank 0 takes jobs."""
+        port = str(free_ports(ranks))
         client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
         before = client.zcard(LIVE_WORKERS)
-        process = self.start("worker", env, launcher)
+        if shortcut:  # mlxq group execs mlx.launch: the process is the launcher
+            process = self.start("group", env, args=["-n", str(ranks), "--starting-port", port])
+        else:
+            launch = str(Path(sys.executable).with_name("mlx.launch"))
+            launcher = [launch, "--backend", "ring", "-n", str(ranks), "--starting-port", port]
+            process = self.start("worker", env, launcher)
 
         def registered() -> bool:
             assert process.poll() is None, Path(process.log_path).read_text()

@@ -97,3 +97,53 @@ def _write_tokenizer(folder: Path, vocab: list[str], eos: str) -> None:
     (folder / "special_tokens_map.json").write_text(
         json.dumps({"eos_token": eos, "unk_token": UNK, "pad_token": eos}, indent=2)
     )
+
+
+def build_random_llama(
+    folder: Path,
+    tokenizer_from: Path,
+    *,
+    hidden: int = 64,
+    heads: int = 4,
+    kv_heads: int = 2,
+    layers: int = 2,
+    intermediate: int = 128,
+    seed: int = 0,
+) -> Path:
+    """Write a Llama with random weights (seeded) and the tokenizer of the model folder
+    ``tokenizer_from`` (its vocabulary size too). Its text means nothing; its shape is what
+    a test or benchmark chooses (heads that divide among ranks, the demo model's size)."""
+    import shutil
+
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    source = json.loads((tokenizer_from / "config.json").read_text())
+    config = {
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv_heads,
+        "head_dim": hidden // heads,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "vocab_size": source["vocab_size"],
+        "max_position_embeddings": 2048,
+        "tie_word_embeddings": True,
+        "bos_token_id": source.get("bos_token_id"),
+        "eos_token_id": source.get("eos_token_id"),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
+    mx.random.seed(seed)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    weights = dict(tree_flatten(model.parameters()))
+    mx.save_safetensors(str(folder / "model.safetensors"), weights, metadata={"format": "mlx"})
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (tokenizer_from / name).exists():
+            shutil.copy(tokenizer_from / name, folder / name)
+    return folder
