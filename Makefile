@@ -9,13 +9,15 @@ run: setup
 	.venv/bin/mlxq up
 
 ## Set up (with Chromium for tests/web), lint, type-check, then run the whole test suite
-## (starts its own Redis servers and processes).
+## (starts its own Redis servers and processes): three pytest workers, each test module on
+## one of them (module fixtures start services once); one OpenBLAS thread per process, as
+## several share the cores (each spinning its own threads slowed the whole run).
 test:
 	@scripts/setup.sh --with-browser
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	.venv/bin/python -m pytest
+	OPENBLAS_NUM_THREADS=1 .venv/bin/python -m pytest -n 3 --dist loadscope
 
 lint: setup
 	.venv/bin/ruff check .

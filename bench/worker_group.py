@@ -252,8 +252,12 @@ def render(data: dict) -> tuple[str, list[list[str]]]:
         f"{data['max_tokens']} tokens over HTTP, 1 request at a time and 8 at once; tokens/s = "
         "completion tokens / wall time; median (min-max) of "
         f"{data['rounds']} rounds. RSS: each process's resident memory after a warm-up answer "
-        "(weights, KV cache, the interpreter). mlxq gives each of two ranks on one host one "
-        "OpenBLAS thread; mlx_lm.server's ranks were given the same (`OPENBLAS_NUM_THREADS=1`).",
+        "(the weights, KV cache, the interpreter and MLX's libraries, which every rank carries "
+        "again: two ranks together hold more than one process; the weights themselves split, "
+        "e.g. rank 0 of the pipeline group reported 326 MB of the demo model's 540 MB of "
+        "float32 weights in `/fleet`'s `memory_used`, in a manual run). mlxq gives each of "
+        "two ranks on one host one OpenBLAS thread; mlx_lm.server's ranks were given the same "
+        "(`OPENBLAS_NUM_THREADS=1`).",
         "",
         "**Tensor parallel**: a Llama of the demo model's shape (30 layers, hidden 576) with "
         "8 attention heads and random weights (float32), so that both split it:",

@@ -26,8 +26,12 @@ PREFILL_STEP_TOKENS = 2048
 
 class DraftModel:
     def __init__(self, loaded: LoadedModel) -> None:
+        from worker.memory import array_bytes, arrays_of
+
         self.model_id = loaded.model_id
         self._model = loaded.model
+        self.nbytes = array_bytes(arrays_of(loaded.model))
+        """Its weights: counted in MLXQ_MEMORY_BUDGET with the model it drafts for."""
 
     def session(self) -> "DraftSession":
         """A new sequence's guesser, with an empty cache."""

@@ -235,6 +235,8 @@ def _mlx_engine(
         facts=base.loaded.facts,
     )
     draft = load_draft_model(settings, loaded, is_default=is_default)
+    if draft is not None:  # loaded for this model alone: its own bytes
+        own_bytes += draft.nbytes
     engine: MLXEngine
     if group is not None:
         from worker.group.engine import GroupEngine

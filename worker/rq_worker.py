@@ -24,6 +24,9 @@ has the table; the second preparer starts when two jobs are prepared at once):
   (``Worker.subscribe``, channel ``rq:pubsub:<worker name>``), handles RQ's commands such as
   ``rq``'s ``send_shutdown_command`` (a SIGINT to this process: a graceful stop).
 
+Rank 0 of a worker group (worker/group/) runs one more, the **group watch**, which ends the
+process when another rank of its group falls silent.
+
 Everything a worker is configured with comes in one ``WorkerConfig`` (worker/config.py).
 It serves the queues of the models it holds (worker/model_queues.py); which models it loads
 and unloads is its model keeper's work (worker/model_keeper.py, worker/placement.py).

@@ -55,3 +55,14 @@ def test_a_model_takes_what_it_measures_and_an_adapter_only_its_own_weights(
     assert bases.release(str(demo_folder), "lora") == 0  # the base stays for the model
     base.engine.stop()
     assert bases.release(str(demo_folder), DEMO_MODEL_ID) == base_bytes
+
+
+def test_a_draft_models_weights_count_as_the_models_own(demo_folder: Path) -> None:
+    """MLXQ_DRAFT_MODEL is loaded beside each model it drafts for: its bytes are that
+    model's, so the memory budget sees them (here the demo model drafts for itself)."""
+    settings = Settings(cpu_dequantize=True, draft_model=str(demo_folder))
+    item = Item(CatalogueEntry(model=DEMO_MODEL_ID), demo_folder)
+    loaded = load_item(item, settings, lambda output: None, Bases())
+    assert isinstance(loaded, Loaded)
+    assert 530 * MB < loaded.own_bytes < 545 * MB  # the draft's float32 weights
+    loaded.engine.stop()
