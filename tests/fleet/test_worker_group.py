@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.faults.helpers import live_worker_names, running_jobs
-from tests.support.processes import Processes, Service, wait_until
+from tests.support.processes import Processes, Service, free_ports, wait_until
 
 QUESTIONS = [
     "What is the capital of France?",
@@ -181,3 +181,18 @@ def test_a_killed_rank_ends_its_group_and_a_worker_beside_it_answers(
     os.kill(again.rank_pids[0], signal.SIGTERM)  # type: ignore[attr-defined]
     wait_gone(again, GONE_WITHIN_S)
     assert again.returncode == 0
+
+
+def test_a_split_the_model_cannot_take_ends_the_group_with_one_line(
+    processes: Processes, mlxq_env: dict[str, str]
+) -> None:
+    env = group_env(mlxq_env) | {"MLXQ_GROUP_SPLIT": "tensor"}  # 9 heads, 2 ranks
+    port = str(free_ports(2))
+    launcher = processes.start("group", env, args=["-n", "2", "--starting-port", port])
+    launcher.wait(120)  # mlx.launch itself exits 0 whatever its ranks did
+    log = Path(launcher.log_path).read_text()  # type: ignore[attr-defined]
+    assert "exited with code 1" in log  # the rank that failed first; the other may be ended
+    line = "mlxq worker: MLXQ_GROUP_SPLIT=tensor: its 9 attention heads do not divide among 2 ranks"
+    assert line in log
+    assert "Traceback" not in log
+    assert not live_worker_names(env["MLXQ_REDIS_URL"])

@@ -9,6 +9,7 @@ import pytest
 from shared.protocol import CatalogueEntry
 from shared.settings import DEMO_MODEL_ID, Settings
 from tests.support.model_folders import random_adapter
+from tests.support.tiny_models import build_counting_model
 from worker.catalogue import Item
 from worker.model_loader import Bases, Loaded, load_item
 
@@ -57,12 +58,21 @@ def test_a_model_takes_what_it_measures_and_an_adapter_only_its_own_weights(
     assert bases.release(str(demo_folder), DEMO_MODEL_ID) == base_bytes
 
 
-def test_a_draft_models_weights_count_as_the_models_own(demo_folder: Path) -> None:
+def test_a_draft_models_weights_count_as_the_models_own(tmp_path: Path) -> None:
     """MLXQ_DRAFT_MODEL is loaded beside each model it drafts for: its bytes are that
-    model's, so the memory budget sees them (here the demo model drafts for itself)."""
-    settings = Settings(cpu_dequantize=True, draft_model=str(demo_folder))
-    item = Item(CatalogueEntry(model=DEMO_MODEL_ID), demo_folder)
-    loaded = load_item(item, settings, lambda output: None, Bases())
-    assert isinstance(loaded, Loaded)
-    assert 530 * MB < loaded.own_bytes < 545 * MB  # the draft's float32 weights
-    loaded.engine.stop()
+    model's, so the memory budget sees them (a tiny model drafting for itself)."""
+    words = ["</s>", "a", "b", "c", "d"]
+    folder = build_counting_model(tmp_path / "counting", words)
+    item = Item(CatalogueEntry(model="counting"), folder)
+    plain = load_item(item, Settings(model="counting"), lambda output: None, Bases())
+    settings = Settings(model="counting", draft_model=str(folder))
+    drafted = load_item(item, settings, lambda output: None, Bases())
+    assert isinstance(plain, Loaded) and isinstance(drafted, Loaded)
+    weights = Bases()
+    assert plain.own_bytes == 0  # a model's own weights are its base's
+    assert drafted.own_bytes > 0
+    base = load_item(item, Settings(model="counting"), lambda output: None, weights)
+    assert isinstance(base, Loaded)
+    assert drafted.own_bytes == weights.total_bytes()  # the draft: a second copy of them
+    for loaded in (plain, drafted, base):
+        loaded.engine.stop()
