@@ -11,13 +11,15 @@ run: setup
 ## Set up (with Chromium for tests/web), lint, type-check, then run the whole test suite
 ## (starts its own Redis servers and processes): three pytest workers, each test module on
 ## one of them (module fixtures start services once); one OpenBLAS thread per process, as
-## several share the cores (each spinning its own threads slowed the whole run).
+## several share the cores (each spinning its own threads slowed the whole run). Tests
+## marked `alone` (timing that other tests' load upsets) run afterwards, by themselves.
 test:
 	@scripts/setup.sh --with-browser
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	OPENBLAS_NUM_THREADS=1 .venv/bin/python -m pytest -n 3 --dist loadscope
+	OPENBLAS_NUM_THREADS=1 .venv/bin/python -m pytest -n 3 --dist loadscope -m "not alone"
+	OPENBLAS_NUM_THREADS=1 .venv/bin/python -m pytest -m alone
 
 lint: setup
 	.venv/bin/ruff check .

@@ -6,6 +6,7 @@ import signal
 import time
 
 import httpx
+import pytest
 import redis
 
 from api.fleet.beat import REAP_GRACE_S
@@ -103,6 +104,7 @@ def _name_of(process, env: dict[str, str]) -> str:
     raise AssertionError(f"no live worker has pid {process.pid}")
 
 
+@pytest.mark.alone  # failed 2 runs in 3 beside the parallel suite (its 30 s route wait)
 def test_a_killed_worker_is_noticed_in_seconds_and_gets_no_request(
     processes: Processes, mlxq_env: dict[str, str]
 ) -> None:

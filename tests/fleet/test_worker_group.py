@@ -2,7 +2,8 @@
 (``mlx.launch --backend ring -n 2 ... mlxq worker``), as one worker of a real fleet.
 
 The group answers 8 concurrent greedy requests exactly as the session's single worker does,
-reports its ranks in /fleet, and ends jobs on cancellation and deadline; a rank killed or
+and constrained, tool-calling, logprob and seeded requests too, reports its ranks in /fleet,
+and ends jobs on cancellation and deadline; a rank killed or
 stopped ends the whole group within seconds, its jobs answered by a worker beside it, and a
 restarted group serves again.
 """
@@ -30,6 +31,55 @@ QUESTIONS = [
     "Write a haiku about rain.",
     "Which animal says moo?",
 ]
+WEATHER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather in a city.",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+        },
+    },
+}
+FEATURES = [
+    {"messages": [{"role": "user", "content": "Write a haiku about rain."}], "max_tokens": 24},
+    {
+        "messages": [{"role": "user", "content": "Give a city and its country as JSON."}],
+        "max_tokens": 40,
+        "response_format": {
+            "type": "json_schema",
+            "json_schema": {
+                "name": "place",
+                "schema": {
+                    "type": "object",
+                    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+                    "required": ["city", "country"],
+                    "additionalProperties": False,
+                },
+            },
+        },
+    },
+    {
+        "messages": [{"role": "user", "content": "What is the weather in Paris?"}],
+        "max_tokens": 40,
+        "tools": [WEATHER_TOOL],
+        "tool_choice": "required",
+    },
+    {
+        "messages": [{"role": "user", "content": "Name a fruit."}],
+        "max_tokens": 8,
+        "logprobs": True,
+        "top_logprobs": 2,
+    },
+    {
+        "messages": [{"role": "user", "content": "Tell me about cats."}],
+        "max_tokens": 16,
+        "temperature": 0.9,
+        "seed": 7,
+    },
+]
 GROUP_TIMEOUT_S = 4.0
 GONE_WITHIN_S = 30.0
 
@@ -51,6 +101,23 @@ def answers(api: str, max_tokens: int = 16) -> list[str]:
     for response in responses:
         assert response.status_code == 200, response.text
     return [r.json()["choices"][0]["message"]["content"] for r in responses]
+
+
+def choice(api: str, body: dict) -> dict:
+    """The first choice's message, finish reason and logprobs (rounded: the same numbers
+    from two processes may differ in the last bits of a float's printing)."""
+    sent = {"model": "mlxq/SmolLM2-135M-Instruct-Q4_1", "temperature": 0, **body}
+    response = httpx.post(f"{api}/v1/chat/completions", json=sent, timeout=120)
+    assert response.status_code == 200, response.text
+    first = response.json()["choices"][0]
+    message = first["message"]
+    for call in message.get("tool_calls") or []:
+        call.pop("id", None)  # made up per answer
+    logprobs = [
+        (item["token"], round(item["logprob"], 3))
+        for item in (first.get("logprobs") or {}).get("content") or []
+    ]
+    return {"message": message, "finish_reason": first["finish_reason"], "logprobs": logprobs}
 
 
 def group_env(mlxq_env: dict[str, str]) -> dict[str, str]:
@@ -124,10 +191,12 @@ def test_group_answers_as_one_worker_does_and_ends_jobs_on_request(
     assert late.json()["partial_answer"]
     assert time.monotonic() - started < 10
 
-    # still in step: the same greedy answer as the single worker
-    (again,) = [chat(api, QUESTIONS[6], 24).json()["choices"][0]["message"]["content"]]
-    alone = chat(model_service.base_url, QUESTIONS[6], 24).json()["choices"][0]["message"]
-    assert again == alone["content"]
+    # still in step, and every kind of request answered as the single worker answers it:
+    # constrained decoding, a forced tool call, logprobs, seeded sampling, sent together
+    with concurrent.futures.ThreadPoolExecutor(len(FEATURES)) as pool:
+        grouped = list(pool.map(lambda body: choice(api, body), FEATURES))
+    alone = [choice(model_service.base_url, body) for body in FEATURES]
+    assert grouped == alone
 
     # a rank that stops (SIGSTOP: a Mac asleep) ends the group; woken, it ends too
     rank1 = launcher.rank_pids[1]  # type: ignore[attr-defined]
