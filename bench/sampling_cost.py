@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/sampling_cost.py`
 
-from bench.stats import median, spread, table  # noqa: E402
+from bench.stats import by_hand, median, spread, table  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "docs" / "data" / "sampling_cost.json"
 BATCH = 8
@@ -178,14 +178,10 @@ def render(data: dict) -> tuple[str, list[list[str]]]:
     )
     same = ", ".join(f"{k}={v}" for k, v in configs[SAME_SAMPLED]["settings"][0].items())
     parts = [
-        "## Per-request sampling settings in one batch (bench/sampling_cost.py)",
-        "",
-        "Run by hand, not by `bench/run.py`:",
-        "",
-        "```sh",
-        data["command"],
-        "```",
-        "",
+        *by_hand(
+            "## Per-request sampling settings in one batch (bench/sampling_cost.py)",
+            data["command"],
+        ),
         f"Run of {data['date']} (mlxq commit {data['machine']['mlxq commit']}). mlxq's engine "
         f"(`worker.mlx_engine.MLXEngine`) in one process, the demo model expanded to float32 "
         f"at load as the workers do, OpenBLAS, prefix cache off; a batch of {data['batch']} "

@@ -40,3 +40,9 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def by_hand(title: str, command: str) -> list[str]:
+    """The opening lines of a section run by hand (not by bench/run.py): its title and the
+    command that measured it."""
+    return [title, "", "Run by hand, not by `bench/run.py`:", "", "```sh", command, "```", ""]

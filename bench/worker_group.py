@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/wo
 import httpx  # noqa: E402
 
 from bench.procs import Processes, wait_until  # noqa: E402
-from bench.stats import median, spread, table  # noqa: E402
+from bench.stats import by_hand, median, spread, table  # noqa: E402
 from tests.support.processes import free_port, free_ports, rank_pids  # noqa: E402
 
 DATA = Path(__file__).resolve().parents[1] / "docs" / "data" / "worker_group.json"
@@ -238,14 +238,10 @@ def render(data: dict) -> tuple[str, list[list[str]]]:
         )
     ]
     parts = [
-        "## (n) A worker group: one model over two ranks (bench/worker_group.py)",
-        "",
-        "Run by hand, not by `bench/run.py`:",
-        "",
-        "```sh",
-        data["command"],
-        "```",
-        "",
+        *by_hand(
+            "## (n) A worker group: one model over two ranks (bench/worker_group.py)",
+            data["command"],
+        ),
         f"Run of {data['date']} (mlxq commit {data['machine']['mlxq commit']}). Two ranks of "
         "MLX's launcher (`mlx.launch --backend ring -n 2`) on this one 2-core machine, against "
         "one process; greedy chat answers of up to "
