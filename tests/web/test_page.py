@@ -81,6 +81,11 @@ def page(browser, model_service: Service) -> Iterator:
     context = browser.new_context(base_url=model_service.base_url)
     page = context.new_page()
     page.set_default_timeout(20_000)
+    # Assertions wait as long as actions: a generation on a busy 2-core machine (the suite runs
+    # on three pytest workers) can take longer than expect's default 5 s.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=20_000)
     page.errors = []  # uncaught exceptions and console errors in the page
     page.on("pageerror", lambda error: page.errors.append(str(error)))
 
