@@ -99,6 +99,13 @@ class _Placement:
     def routed(self) -> bool:
         return shared_queue_of(self.queue) != self.queue
 
+    @property
+    def fallback(self) -> str:
+        """Where the job goes when it must leave a worker that took it and stalled: a routed
+        job's home (never that worker's own queue), else the queue it is in (a batch's line
+        stays in its lane)."""
+        return self.home if self.routed else self.queue
+
 
 class JobRunner:
     def __init__(
@@ -321,24 +328,28 @@ class JobRunner:
                 return
 
     async def _check_taken(self, placed: "_Placement", job_id: str) -> None:
-        """A job out of its queue that nobody started goes back (a stalled worker took it);
-        a job Redis no longer has (a restart without persistence) is a prompt 503."""
+        """A job out of its queue that nobody started goes back (a stalled or dying worker took
+        it; a routed job goes home); a routed job its worker's leaving moved home is followed
+        there; a job Redis no longer has (a restart without persistence) is a prompt 503."""
         found = await self._connection.eval(
             *recover_taken_job(
                 job_id,
                 placed.queue,
+                placed.fallback,
                 protocol.job_owner_key(job_id),
                 protocol.job_suspect_key(job_id),
                 SUSPECT_TTL_S,
             )
         )
         if found == 1:
-            log.warning("job %s: taken but not started; back in %s", job_id, placed.queue)
+            log.warning("job %s: taken but not started; back in %s", job_id, placed.fallback)
         elif found == -1:
             raise RedisUnavailable(
                 "Redis lost this request before a worker started it (restarted without "
                 "persistence?); send it again."
             )
+        if found in (1, 2):
+            placed.queue = placed.fallback
 
     async def _fleet_can_serve(self, model: str) -> tuple[bool, MlxqError | None]:
         """Whether a live worker holds the model or may load it (the placement has one load

@@ -71,24 +71,33 @@ class JobSubmitter:
         (``batch_id``) goes to that batch's lane, which workers serve last."""
         large = _text_bytes(request) > OFF_LOOP_BYTES
         home = self.home_queue(request)
+        holder = None
         if batch_id is not None:
             placement = batch_lane_name(self.queue_name(request.model), batch_id, request.owner)
         elif not isinstance(request, GenerationRequest):  # embeddings, tokenizing: no chat
             placement = home
         else:
-            placement = await self._placement(request, large, home)
+            placement, holder = await self._placement(request, large, home)
         queue = await self._queue(placement)
         if large:  # hashing, JSON and compression of a large prompt: not on the event loop
             commands = await asyncio.to_thread(self._commands, queue, request, job_id)
         else:
             commands = self._commands(queue, request, job_id)
-        if placement != home and batch_id is None:  # routed: where it goes if it must leave
+        if holder is not None:  # routed: where it goes if it must leave
             commands.append(home_command(job_id, home))
         async with self._connection.pipeline(transaction=True) as pipeline:
             for args, options in commands:
                 pipeline.execute_command(*args, **options)
+            if holder is not None:  # read in the same transaction, after the push
+                pipeline.zscore(protocol.LIVE_WORKERS, holder)
             results = await pipeline.execute()
-        await self._admit(queue.name, job_id, pushed_queue_length(commands, results))
+        if holder is not None and results[-1] is None:
+            # The holder left the live set (it died, or stopped) between the placement and
+            # the push: whoever took it off may have released its own queues already, and
+            # nobody would take this job from there before MLXQ_ROUTE_WAIT.
+            return await self.to_home_queue(queue.name, job_id) or home
+        queued = pushed_queue_length(commands, results[: len(commands)])
+        await self._admit(queue.name, job_id, queued)
         return queue.name
 
     def _commands(self, queue: Queue, request: JobRequest, job_id: str) -> list[RecordedCommand]:
@@ -105,22 +114,25 @@ class JobSubmitter:
         )
         return self._recorder.enqueue_commands(queue, job)
 
-    async def _placement(self, request: GenerationRequest, large: bool, home: str) -> str:
+    async def _placement(
+        self, request: GenerationRequest, large: bool, home: str
+    ) -> tuple[str, str | None]:
         """Cache-aware routing: the prefix owner's own queue when it is live with a free slot
-        (it serves that queue first), else the request's home queue. A made key's request
+        (it serves that queue first), else the request's home queue; and the owner routed to,
+        if any. A made key's request
         is not routed while the key has requests waiting: a worker's own queue is served
         ahead of every key's, so a flood that shares a prefix would pass the other keys (and
         the key's own earlier requests)."""
         shared = self.queue_name(request.model)
         if home != shared and await self._connection.llen(queue_key(home)):
-            return home
+            return home, None
         hashes = (
             await asyncio.to_thread(prefix_hashes, request) if large else prefix_hashes(request)
         )
         holder = await protocol.longest_prefix_owner(self._connection, hashes)
         if holder is not None and await protocol.worker_has_room(self._connection, holder):
-            return worker_queue_name(shared, holder)
-        return home
+            return worker_queue_name(shared, holder), holder
+        return home, None
 
     async def _admit(self, queue_name: str, job_id: str, queued: int) -> None:
         """Bound the queue fleet-wide: a job pushed past MLXQ_MAX_QUEUED is taken back out

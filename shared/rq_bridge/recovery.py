@@ -70,23 +70,37 @@ if redis.call('LPOS', KEYS[2], ARGV[1]) then
   redis.call('DEL', KEYS[4])
   return 0
 end
+if KEYS[5] ~= KEYS[2] and redis.call('LPOS', KEYS[5], ARGV[1]) then
+  redis.call('DEL', KEYS[4])
+  return 2
+end
 if redis.call('EXISTS', KEYS[4]) == 0 then
   redis.call('SET', KEYS[4], 1, 'EX', ARGV[2])
   return 0
 end
 redis.call('DEL', KEYS[4])
-redis.call('LPUSH', KEYS[2], ARGV[1])
+redis.call('HSET', KEYS[3], 'origin', ARGV[3])
+redis.call('LPUSH', KEYS[5], ARGV[1])
 return 1
 """
 """A job out of its queue that no worker has started (no owner) on two checks in a row was
-taken by a worker that then stalled (a paused Mac holds what its blocking dequeue got): put it
-back at the front, and whichever worker starts it first runs it (the owner key decides).
-Returns 1 when put back, -1 when the job itself is gone (Redis lost it), else 0."""
+taken by a worker that then stalled or died (a paused Mac holds what its blocking dequeue got;
+a worker killed as it dequeued never starts it): put it back at the front of its home queue,
+never a worker's own (that worker is the one that stalled), and whichever worker starts it
+first runs it (the owner key decides). A routed job that its worker's leaving moved home is
+found there. Returns 1 when put back, 2 when found in its home queue, -1 when the job itself
+is gone (Redis lost it), else 0."""
 
 
 def recover_taken_job(
-    job_id: str, queue_name: str, owner_key: str, suspect_key: str, suspect_ttl_s: int
+    job_id: str,
+    queue_name: str,
+    home_queue: str,
+    owner_key: str,
+    suspect_key: str,
+    suspect_ttl_s: int,
 ) -> tuple[Any, ...]:
-    """Arguments for ``connection.eval(*...)``."""
+    """Arguments for ``connection.eval(*...)``: ``queue_name`` is where the job was placed,
+    ``home_queue`` where it goes back to."""
     keys = (owner_key, queue_key(queue_name), Job.key_for(job_id), suspect_key)
-    return (_RECOVER_TAKEN_JOB, 4, *keys, job_id, suspect_ttl_s)
+    return (_RECOVER_TAKEN_JOB, 5, *keys, queue_key(home_queue), job_id, suspect_ttl_s, home_queue)

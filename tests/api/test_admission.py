@@ -18,7 +18,7 @@ from shared.errors import QueueFull
 from shared.keys import key_queue_name, queue_name_for_model, worker_queue_name
 from shared.redis_clients import async_command_client
 from shared.routing import prefix_hashes
-from shared.rq_bridge import queue_key
+from shared.rq_bridge import queue_key, recover_taken_job, release_queue
 from shared.schemas import ChatMessage, GenerationRequest
 from shared.settings import DEMO_MODEL_ID, Settings
 
@@ -171,3 +171,72 @@ async def test_a_keys_requests_wait_in_its_queue_and_routing_never_passes_them(
     assert await submitter.to_home_queue(own, routed) == alice
     assert (await connection.lrange(queue_key(alice), 0, 0)) == [routed.encode()]  # in front
     assert (await connection.hget(Job.key_for(routed), "origin")).decode() == alice
+
+
+async def test_a_request_routed_to_a_worker_reaped_meanwhile_goes_home_at_once(
+    submitter: JobSubmitter,
+    connection: aioredis.Redis,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The race the killed-worker routing test met: the placement saw the holder live, then
+    the reaper took it off the live set and released its own queues, then the job was pushed
+    there. Nobody serves that queue: the job must not wait there for MLXQ_ROUTE_WAIT."""
+    holder = "w1"
+    sync = redis.Redis.from_url(redis_url)
+    with sync.pipeline() as pipeline:
+        stats = protocol.WorkerStats(model=DEMO_MODEL_ID, slots=2, running=0)
+        protocol.add_heartbeat(pipeline, holder, stats, 60, [])
+        protocol.add_prefix_claims(pipeline, holder, prefix_hashes(request()), 60)
+        pipeline.execute()
+    own = worker_queue_name(QUEUE, holder)
+    has_room = protocol.worker_has_room
+
+    async def reaped_right_after(connection: aioredis.Redis, worker: str) -> bool:
+        room = await has_room(connection, worker)
+        assert protocol.claim_silent_worker(sync, worker)  # the reaper, between the two steps
+        return room
+
+    monkeypatch.setattr(protocol, "worker_has_room", reaped_right_after)
+    job_id = uuid.uuid4().hex
+    assert await submitter.enqueue(request(), job_id) == QUEUE
+    assert await connection.lrange(queue_key(own), 0, -1) == []
+    assert await connection.lrange(queue_key(QUEUE), 0, -1) == [job_id.encode()]
+    assert (await connection.hget(Job.key_for(job_id), "origin")).decode() == QUEUE
+
+    monkeypatch.setattr(protocol, "worker_has_room", has_room)  # a live holder: routed
+    sync.zadd(protocol.LIVE_WORKERS, {holder: time.time()})
+    assert await submitter.enqueue(request(), uuid.uuid4().hex) == own
+
+
+async def test_a_routed_job_taken_and_never_started_goes_home_not_back_to_its_worker(
+    submitter: JobSubmitter, connection: aioredis.Redis, redis_url: str
+) -> None:
+    """A worker killed as its dequeue took a routed job never starts it, and nobody serves its
+    own queue after the reaper: the job goes back to its home queue. A routed job the reaper
+    moved home is found there (the runner follows it)."""
+    holder, sync = "w1", redis.Redis.from_url(redis_url)
+    with sync.pipeline() as pipeline:
+        stats = protocol.WorkerStats(model=DEMO_MODEL_ID, slots=2, running=0)
+        protocol.add_heartbeat(pipeline, holder, stats, 60, [])
+        protocol.add_prefix_claims(pipeline, holder, prefix_hashes(request()), 60)
+        pipeline.execute()
+    own = worker_queue_name(QUEUE, holder)
+
+    def check(job_id: str) -> int:
+        keys = protocol.job_owner_key(job_id), protocol.job_suspect_key(job_id)
+        return sync.eval(*recover_taken_job(job_id, own, QUEUE, *keys, 60))
+
+    taken = uuid.uuid4().hex
+    assert await submitter.enqueue(request(), taken) == own
+    assert sync.lrem(queue_key(own), 1, taken) == 1  # the dying worker's dequeue
+    assert check(taken) == 0  # once may be a worker between its dequeue and its start
+    assert check(taken) == 1
+    assert sync.lrange(queue_key(QUEUE), 0, -1) == [taken.encode()]
+    assert sync.hget(Job.key_for(taken), "origin").decode() == QUEUE
+
+    moved = uuid.uuid4().hex
+    assert await submitter.enqueue(request(), moved) == own
+    assert release_queue(sync, own) == 1  # the reaper, or the worker leaving
+    assert check(moved) == 2
+    assert sync.lrange(queue_key(QUEUE), 0, 0) == [moved.encode()]
