@@ -10,7 +10,9 @@ padding growing (what mlx-lm does for prompts of different lengths).
 
 Sequences with drafts and without share the step, but an extra column costs every row a
 position of forward work, so a batch drafts only the columns whose expected accepted tokens
-pay for them (``POSITION_COST``); a lone sequence drafts freely, a full batch rarely.
+pay for them (``POSITION_COST``); a lone sequence drafts freely, a full batch rarely. Rows
+whose context has nothing to copy may have a draft model guess (MLXQ_DRAFT_MODEL), all such
+rows in one pass of it per guessed token, when their expected gain pays for those passes.
 
 ``GenerationBatch``'s fields are mlx-lm's internals (0.32, the version requirements.lock
 pins); tests/worker/test_speculation.py checks every answer against plain decoding.
@@ -22,7 +24,8 @@ import mlx.core as mx
 from mlx_lm.generate import GenerationBatch
 from mlx_lm.models.cache import BatchKVCache
 
-from worker.prompt_lookup import MAX_DRAFT_TOKENS
+from worker.draft_model import DraftSession, guess_together
+from worker.prompt_lookup import MAX_DRAFT_TOKENS, Drafter
 from worker.sampling import RequestSampler
 from worker.sequence import Sequence
 from worker.speculative_stream import accepted_prefix, draw, grammar_of, spend_draws
@@ -47,41 +50,84 @@ def plan_drafts(gen: GenerationBatch, sequences: list[Sequence | None]) -> list[
     if not _worthwhile_width(full, sequences):
         return None  # even drafts of every row at full length would not pay: skip the lookups
     pending = cast(list[int], gen._next_tokens.tolist())
-    drafts: list[list[int]] = []
+    contexts = [gen.tokens[i] + [pending[i]] for i in range(len(sequences))]
+    drafts: list[list[int]] = [[] for _ in sequences]
+    guessing: dict[int, int] = {}
+    """Rows the draft model may guess for (lookup found nothing): their limits."""
     for i, sequence in enumerate(sequences):
         drafter = None if sequence is None else sequence.drafter
         if drafter is None:
-            drafts.append([])
             continue
-        context = gen.tokens[i] + [pending[i]]
         room = gen.max_tokens[i] - gen._num_tokens[i] - 1
-        draft = drafter.propose(context, room, guess=False)  # a draft model: lone streams only
+        drafts[i] = drafter.propose(contexts[i], room, guess=False)
+        if not drafts[i] and (limit := drafter.guess_limit(room)):
+            guessing[i] = limit
+    if guessing:
+        _guess(drafts, guessing, contexts, sequences)
+    for i, draft in enumerate(drafts):
         grammar = grammar_of(_processors(gen, i))
         if draft and grammar is not None:
-            draft = draft[: grammar.allowed_prefix(context, draft)]
-        drafts.append(draft)
+            drafts[i] = draft[: grammar.allowed_prefix(contexts[i], draft)]
     width = _worthwhile_width(drafts, sequences)
     return [d[:width] for d in drafts] if width else None
 
 
+def _guess(
+    drafts: list[list[int]],
+    limits: dict[int, int],
+    contexts: list[list[int]],
+    sequences: list[Sequence | None],
+) -> None:
+    """The draft model's guesses for the rows in ``limits``, all in one pass per guessed
+    token, when they are expected to pay for that pass (its cost against the model's)."""
+    drafters = {i: cast(Sequence, sequences[i]).drafter for i in limits}
+    guessers = {i: d.guesser for i, d in drafters.items() if d is not None and d.guesser}
+    if not guessers:
+        return
+    passes = max(limits[i] for i in guessers)
+    cost = passes * max(g.cost for g in guessers.values())
+    placeholders = [[0] * limits[i] if i in guessers else d for i, d in enumerate(drafts)]
+    _, with_guesses = _best_width(placeholders, sequences, extra_cost=cost)
+    _, without = _best_width(drafts, sequences)
+    if with_guesses <= without:
+        return
+    rows = sorted(guessers)
+    guesses = guess_together(
+        [cast(DraftSession, guessers[i]) for i in rows],
+        [contexts[i] for i in rows],
+        [limits[i] for i in rows],
+    )
+    for i, guess in zip(rows, guesses, strict=True):
+        drafts[i] = cast(Drafter, drafters[i]).guessed(guess)
+
+
 def _worthwhile_width(drafts: list[list[int]], sequences: list[Sequence | None]) -> int:
-    """The draft columns that make the step pay best: each one's expected accepted tokens
-    (a draft token is kept with its sequence's acceptance rate, given the ones before it)
-    against its forward work and, with several rows, the roll that drops rejected positions.
-    Costs are in plain steps, which yield one token per row."""
+    """The draft columns that make the step pay best (0: none)."""
+    return _best_width(drafts, sequences)[0]
+
+
+def _best_width(
+    drafts: list[list[int]], sequences: list[Sequence | None], extra_cost: float = 0.0
+) -> tuple[int, float]:
+    """The draft columns that make the step pay best, and the tokens per row and plain step
+    they yield (1: a plain step): each column's expected accepted tokens (a draft token is kept
+    with its sequence's acceptance rate, given the ones before it) against its forward work
+    and, with several rows, the roll that drops rejected positions. Costs are in plain steps,
+    which yield one token per row; ``extra_cost``: work already spent on the drafts (a draft
+    model's passes)."""
     rows = len(drafts)
     rates = [s.drafter.acceptance if s is not None and s.drafter else 0.0 for s in sequences]
     roll = (
         ROLL_COST * rows * max(len(s.prompt) + len(s.tokens) for s in sequences if s) * (rows > 1)
     )
-    best_width, best_rate, expected = 0, 1.0, 0.0
+    best_width, best_rate, expected = 0, 1.0 / (1 + extra_cost), 0.0
     for column in range(1, max(len(d) for d in drafts) + 1):
         expected += sum(r**column for d, r in zip(drafts, rates, strict=True) if len(d) >= column)
-        cost = 1 + POSITION_COST * rows * column + roll
+        cost = 1 + extra_cost + POSITION_COST * rows * column + roll
         rate = (1 + expected / rows) / cost  # tokens per row and plain step, against 1
         if rate > best_rate:
             best_width, best_rate = column, rate
-    return best_width
+    return best_width, best_rate
 
 
 def speculative_next(

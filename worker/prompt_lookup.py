@@ -96,6 +96,9 @@ class DraftBudget:
 class Guesser(Protocol):
     """A draft model's guesses for one sequence (worker/draft_model.py)."""
 
+    cost: float
+    """One of its forward passes, as a fraction of a plain decode step of the model."""
+
     def propose(self, context: list[int], limit: int) -> list[int]: ...
 
     def kept(self, accepted: int) -> None: ...
@@ -116,17 +119,32 @@ class Drafter:
         self.acceptance = 0.5
         """P(a draft token is accepted | the ones before it were): a running estimate."""
 
+    @property
+    def guesser(self) -> Guesser | None:
+        return self._guesser
+
     def propose(self, context: list[int], room: int, *, guess: bool = True) -> list[int]:
         """A draft to follow ``context`` (the prompt and every token so far; it only grows),
-        at most ``room`` tokens; ``guess``: the draft model may be asked (a lone stream)."""
+        at most ``room`` tokens; ``guess``: the draft model may be asked at once (a lone
+        stream; a batch asks it for all its rows together: ``guess_limit``, ``guessed``)."""
         self._lookup.extend(context[self._known :])
         self._known = len(context)
         draft = self._lookup.propose(min(self._budget.next_length(), room))
         self._guessed = False
-        if not draft and guess and self._guesser is not None and room > 0:
-            limit = min(self._guesser_budget.next_length(), room)
-            draft = self._guesser.propose(context, limit)
-            self._guessed = bool(draft)
+        if not draft and guess and self._guesser is not None:
+            draft = self.guessed(self._guesser.propose(context, self.guess_limit(room)))
+        return draft
+
+    def guess_limit(self, room: int) -> int:
+        """How many tokens the draft model may guess this step (0: none), once lookup found
+        nothing; asking counts a step of its budget."""
+        if self._guesser is None or room <= 0:
+            return 0
+        return min(self._guesser_budget.next_length(), room)
+
+    def guessed(self, draft: list[int]) -> list[int]:
+        """The draft model's guess is this step's draft (its record follows it)."""
+        self._guessed = bool(draft)
         return draft
 
     def record(self, proposed: int, accepted: int) -> None:

@@ -28,7 +28,7 @@ from shared.schemas import (
 )
 from shared.settings import Settings
 from worker import batch_speculation
-from worker.draft_model import load_draft_model
+from worker.draft_model import guess_together, load_draft_model
 from worker.engine_api import Failed, Finished, TokenOutput
 from worker.mlx_engine import MLXEngine
 from worker.model import LoadedModel
@@ -337,6 +337,85 @@ def test_a_draft_model_guesses_where_lookup_cannot(
             assert answer.speculation.proposed > lookup_only.speculation.proposed
     finally:
         engine.stop()
+
+
+def test_guesses_together_are_the_guesses_alone(
+    demo_model: LoadedModel, draft_folder: Path, cache_dir: Path
+) -> None:
+    """Rows of different lengths (one new, with nothing fed yet) guess in one pass per token
+    what each guesses alone, step after step, as kept guesses are cut back differently."""
+    settings = Settings(draft_model=str(draft_folder), cache_dir=cache_dir)
+    draft = load_draft_model(settings, demo_model, is_default=True)
+    assert draft is not None and 0 < draft.cost < 1
+    tokenizer = demo_model.tokenizer
+    contexts = [tokenizer.encode(q) for q in (COPY, FREE, "Name three colours.")]
+    together = [draft.session() for _ in contexts]
+    alone = [draft.session() for _ in contexts]
+    for step, (limits, kept) in enumerate([([3, 2, 3], [1, 0, 3]), ([2, 3, 1], [2, 3, 0])]):
+        guesses = guess_together(together, contexts, limits)
+        one_by_one = zip(alone, contexts, limits, strict=True)
+        assert guesses == [s.propose(c, n) for s, c, n in one_by_one], step
+        for i, accepted in enumerate(kept):
+            together[i].kept(accepted)
+            alone[i].kept(accepted)
+            # the context grows by what was kept and the model's own next token
+            contexts[i] = contexts[i] + guesses[i][:accepted] + [tokenizer.encode(" a")[-1]]
+
+
+def test_a_batch_asks_the_draft_model_for_every_row_at_once(
+    engines: Engines,
+    demo_model: LoadedModel,
+    draft_folder: Path,
+    cache_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rows with nothing to copy have the draft model guess, together; answers stay plain
+    decoding's (costs set to nothing, so every guess is checked)."""
+    monkeypatch.setattr(batch_speculation, "POSITION_COST", 0.0)
+    monkeypatch.setattr(batch_speculation, "ROLL_COST", 0.0)
+    rows_asked: list[int] = []
+
+    def recorded(sessions, contexts, limits):  # noqa: ANN001, ANN202
+        rows_asked.append(len(sessions))
+        return guess_together(sessions, contexts, limits)
+
+    monkeypatch.setattr(batch_speculation, "guess_together", recorded)
+    folder = str(draft_folder)
+    settings = Settings(
+        worker_concurrency=8, prefix_cache_bytes=0, draft_model=folder, cache_dir=cache_dir
+    )
+    draft = load_draft_model(settings, demo_model, is_default=True)
+    assert draft is not None
+    draft.cost = 0.0
+    outputs: queue.Queue = queue.Queue()
+    engine = MLXEngine(settings, outputs.put, loaded=demo_model, draft=draft)
+    questions = [FREE, "Name three colours.", "What is 2 + 2?", LIST]
+    plain = {q: engines.ask(False, q).choices[0].text for q in questions}
+    jobs = {}
+    for i, question in enumerate(questions):
+        request = GenerationRequest(
+            request_id=f"b{i}",
+            model=engine.model_id,
+            messages=[ChatMessage(role="user", content=question)],
+            max_tokens=40,
+            deadline=time.time() + 300,
+        )
+        jobs[f"b{i}"] = question
+        engine.submit(engine.prepare(f"b{i}", request, 300))  # queued before it starts
+    engine.start()
+    try:
+        answers: dict[str, Finished] = {}
+        while len(answers) < len(jobs):
+            output = outputs.get(timeout=240)
+            assert not isinstance(output, Failed), output.error
+            if isinstance(output, Finished):
+                answers[output.job_id] = output
+    finally:
+        engine.stop()
+    for job_id, question in jobs.items():
+        assert answers[job_id].choices[0].text == plain[question], question
+    assert max(rows_asked) >= 2, rows_asked
+    assert sum(a.speculation.accepted for a in answers.values() if a.speculation) > 0
 
 
 def test_a_draft_model_with_another_tokenizer_is_refused(
