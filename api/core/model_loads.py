@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 
 from api.core.models import refusal
 from shared import protocol
-from shared.errors import JobTimedOut, NoWorkerAvailable
+from shared.errors import InvalidRequest, JobTimedOut, NoWorkerAvailable
 from shared.fleet_view import FleetModel, availability
 
 LOAD_POLL_S = 0.2
@@ -62,3 +62,15 @@ async def unload_now(connection: aioredis.Redis, model: str) -> None:
     async with connection.pipeline(transaction=False) as pipeline:
         protocol.add_unload_request(pipeline, model)
         await pipeline.execute()
+
+
+async def refuse_unloading_a_group(connection: aioredis.Redis, model: str) -> None:
+    """A worker group never unloads its model (its ranks could not load it again: worker/
+    group): an unload asked of one is refused, not answered as done."""
+    for name, stats in await protocol.read_live_workers_async(connection):
+        if stats.group_ranks > 1 and stats.holds(model):
+            raise InvalidRequest(
+                f"The model {model!r} is held by a worker group ({name}, {stats.group_ranks} "
+                "ranks), which keeps it loaded until the group is stopped: keep_alive 0 "
+                "cannot unload it."
+            )

@@ -8,6 +8,7 @@ from typing import Literal
 import httpx
 import ollama
 import pytest
+import redis
 from ollama import _types as ollama_types
 from pydantic import BaseModel, ValidationError
 
@@ -26,6 +27,7 @@ from api.dialects.ollama.schemas import (
     OllamaMessageIn,
 )
 from api.dialects.ollama.translate import chat_messages, sampling
+from shared import protocol
 from shared.schemas import Choice, DoneEvent, FunctionCall, ToolCall
 from shared.settings import DEMO_MODEL_ID
 from tests.support.processes import Service
@@ -241,6 +243,24 @@ async def test_requests_with_nothing_to_answer_and_keep_alive_0_unload_the_model
         response = await api_client.post(path, json={"model": DEMO_MODEL_ID, "keep_alive": 0})
         assert response.status_code == 200
         assert response.json()["done"] is True and response.json()["done_reason"] == "unload"
+
+
+@pytest.mark.anyio
+async def test_an_unload_of_a_model_a_worker_group_holds_is_refused(
+    api_client, redis_url: str
+) -> None:
+    """A worker group keeps its model until it is stopped: ``ollama stop`` is told so, not
+    answered "unload"; nothing is asked of the fleet."""
+    connection = redis.Redis.from_url(redis_url)
+    with connection.pipeline() as pipeline:
+        stats = protocol.WorkerStats(model=DEMO_MODEL_ID, slots=2, group_ranks=2)
+        protocol.add_heartbeat(pipeline, "group-1", stats, 60, [])
+        pipeline.execute()
+    for path in ("/api/chat", "/api/generate"):
+        response = await api_client.post(path, json={"model": DEMO_MODEL_ID, "keep_alive": 0})
+        message = ollama_error(response, 400)
+        assert "worker group (group-1, 2 ranks)" in message and "keep_alive 0" in message
+    assert not connection.keys("*:unload")  # no unload asked (shared/protocol/model_records.py)
 
 
 @pytest.mark.anyio

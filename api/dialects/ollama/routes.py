@@ -11,7 +11,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from api.core.frames import NDJSON_MEDIA_TYPE
-from api.core.model_loads import load_now, unload_now
+from api.core.model_loads import load_now, refuse_unloading_a_group, unload_now
 from api.core.neutral import embedding_request
 from api.core.respond import JobExchange
 from api.deps import AsyncRedisDep, JobExchangeDep
@@ -83,6 +83,7 @@ async def _load_or_unload(
     """Nothing to answer: ``keep_alive: 0`` unloads the model (done_reason "unload"), else
     a worker loads it (done_reason "load", with the time the load took)."""
     if body.keep_alive_s == 0:
+        await refuse_unloading_a_group(redis, model)
         await unload_now(redis, model)
         return JSONResponse(shape.loaded("unload"))
     settings = job.settings
