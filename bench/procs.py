@@ -93,7 +93,7 @@ class Processes:
             },
         )
         base_url = f"http://127.0.0.1:{port}"
-        self._wait_http(process, f"{base_url}/health", 30, "the mlxq API")
+        self.wait_http(process, f"{base_url}/health", 30, "the mlxq API")
         return base_url, process
 
     def mlxq_worker(
@@ -137,10 +137,10 @@ class Processes:
         argv += ["--decode-concurrency", str(concurrency), "--log-level", "WARNING", *extra]
         process = self.start("mlx_lm-server", argv, env)
         base_url = f"http://127.0.0.1:{port}"
-        self._wait_http(process, f"{base_url}/v1/models", 180, "mlx_lm.server")
+        self.wait_http(process, f"{base_url}/v1/models", 180, "mlx_lm.server")
         return base_url, process
 
-    def _wait_http(self, process: subprocess.Popen, url: str, timeout: float, what: str) -> None:
+    def wait_http(self, process: subprocess.Popen, url: str, timeout: float, what: str) -> None:
         def healthy() -> bool:
             self.check_alive(process)
             try:

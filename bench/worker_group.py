@@ -25,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/worker_group.py`
 
 import httpx  # noqa: E402
+import redis  # noqa: E402
 
 from bench.procs import Processes, wait_until  # noqa: E402
 from bench.stats import by_hand, median, spread, table  # noqa: E402
@@ -106,7 +107,7 @@ class Side:
                 group = self.procs.start("mlxq-group", [*launch, "-m", "mlxq_cli", "worker"], env)
                 self.processes.append(group)
                 live = "mlxq:workers:live"
-                client = __import__("redis").Redis.from_url(self.redis_url)
+                client = redis.Redis.from_url(self.redis_url)
                 wait_until(lambda: client.zcard(live) > 0, 300, "the group", 0.2)
                 self.pids = list(rank_pids(group).values())
             else:
@@ -125,7 +126,7 @@ class Side:
         process = self.procs.start("mlx_lm-server", argv, env_extra)
         self.processes.append(process)
         url = f"http://127.0.0.1:{port}"
-        self.procs._wait_http(process, f"{url}/v1/models", 300, "mlx_lm.server")
+        self.procs.wait_http(process, f"{url}/v1/models", 300, "mlx_lm.server")
         self.pids = list(rank_pids(process).values()) if "ranks" in self.name else [process.pid]
         return url
 
@@ -135,7 +136,7 @@ class Side:
                 os.kill(pid, signal.SIGKILL)
         for process in reversed(self.processes):
             self.procs.stop(process)
-        __import__("redis").Redis.from_url(self.redis_url).flushdb()
+        redis.Redis.from_url(self.redis_url).flushdb()
 
 
 def measure(procs: Processes, redis_url: str, blas: dict, model: Path, sides, rounds: int):
