@@ -89,6 +89,10 @@ class DraftResult:
     acceptance: dict[str, list[float]]
     same_text: dict[str, dict[str, list[bool]]]
     """Per prompt and system: its text was direct mlx-lm's (without a draft model)."""
+    concurrent: dict[str, list[float]] = field(default_factory=lambda: {"mlxq": [], "server": []})
+    """8 at once: aggregate tokens/s per round of each system."""
+    concurrent_same: list[int] = field(default_factory=list)
+    """8 at once: how many of mlxq's texts were the same as without a draft model."""
 
 
 @dataclass
@@ -140,6 +144,12 @@ async def _together(url: str, questions: list[str], speculative: bool) -> tuple[
         return list(answers), time.perf_counter() - started
 
 
+def concurrent_questions() -> list[str]:
+    """The 8 sent at once: 4 copy-heavy, 4 free writing."""
+    questions = list(COPY_HEAVY.values())[:4] + list(FREE_WRITING.values())
+    return [*questions, "Write a short letter to a friend about your holiday."]
+
+
 def run_speculation(mlxq_url: str, direct: DirectMLX, rounds: int) -> SpeculationResult:
     prompts = [(n, q, True) for n, q in COPY_HEAVY.items()]
     prompts += [(n, q, False) for n, q in FREE_WRITING.items()]
@@ -165,8 +175,7 @@ def run_speculation(mlxq_url: str, direct: DirectMLX, rounds: int) -> Speculatio
                         rate = (streamed.speculation or {}).get("acceptance_rate")
                         record.acceptance.append(rate or 0.0)
                 record.same_text.append(len(set(texts.values())) == 1)
-    questions = list(COPY_HEAVY.values())[:4] + list(FREE_WRITING.values())
-    questions.append("Write a short letter to a friend about your holiday.")
+    questions = concurrent_questions()
     asyncio.run(_together(mlxq_url, questions, True))  # warm-up: a full batch
     for round_index in trange(rounds, desc="concurrent", unit="round", leave=False):
         runs = {}
@@ -229,7 +238,45 @@ def run_draft(
                         texts[system], tps = text, tokens / seconds
                     result.tps[name][system].append(tps)
                     result.same_text[name][system].append(texts[system] == direct[name])
+    _draft_together(mlxq_url, server_url, rounds, result)
     return result
+
+
+def _draft_together(mlxq_url: str, server_url: str, rounds: int, result: DraftResult) -> None:
+    """8 at once with the draft model: mlxq (its rows ask the draft model together) against
+    mlx_lm.server (which stops batching with a draft model); mlxq's texts compared with its
+    own without the draft model (``"speculative": false``, plain decoding, same batch)."""
+    questions = concurrent_questions()
+    plain, _ = asyncio.run(_together(mlxq_url, questions, False))
+    for round_index in trange(rounds, desc="draft model, 8 at once", unit="round", leave=False):
+        for system in ("mlxq", "server") if round_index % 2 == 0 else ("server", "mlxq"):
+            if system == "mlxq":
+                answers, wall = asyncio.run(_together(mlxq_url, questions, True))
+                tokens = sum(a.completion_tokens for a in answers)
+                same = sum(a.text == p.text for a, p in zip(answers, plain, strict=True))
+                result.concurrent_same.append(same)
+            else:
+                tokens, wall = asyncio.run(_server_together(server_url, questions))
+            result.concurrent[system].append(tokens / wall)
+
+
+async def _server_together(url: str, questions: list[str]) -> tuple[int, float]:
+    """Completion tokens of ``questions`` sent at once to mlx_lm.server, and the wall time."""
+
+    async def ask(client: httpx.AsyncClient, question: str) -> int:
+        body = {
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": CONCURRENT_TOKENS,
+            "temperature": 0.0,
+        }
+        response = await client.post("/v1/chat/completions", json=body)
+        response.raise_for_status()
+        return response.json()["usage"]["completion_tokens"]
+
+    async with httpx.AsyncClient(base_url=url, timeout=600) as client:
+        started = time.perf_counter()
+        tokens = await asyncio.gather(*(ask(client, q) for q in questions))
+        return sum(tokens), time.perf_counter() - started
 
 
 def render_draft(result: DraftResult, lookup: SpeculationResult, rounds: int) -> str:
@@ -276,8 +323,26 @@ def render_draft(result: DraftResult, lookup: SpeculationResult, rounds: int) ->
                 rows,
             ),
             "",
+            *_render_draft_together(result),
         ]
     )
+
+
+def _render_draft_together(result: DraftResult) -> list[str]:
+    if not result.concurrent["mlxq"]:
+        return []
+    mlxq, server = result.concurrent["mlxq"], result.concurrent["server"]
+    ratios = [m / s for m, s in zip(mlxq, server, strict=True)]
+    return [
+        f"**8 at once with the draft model** (the 8 above, max_tokens {CONCURRENT_TOKENS}), "
+        f"aggregate tokens/s: mlxq {spread(mlxq)}, mlx_lm.server {spread(server)}; mlxq / "
+        f"server = {median(ratios):.2f}x ({spread(ratios, 2)}). mlxq's rows ask the draft "
+        "model together, and only when its guesses are expected to pay for its passes (this "
+        "draft weighs 0.37 of the model; worker/batch_speculation.py); mlx_lm.server runs one "
+        "request at a time with a draft model. Same text as mlxq without speculation: "
+        f"{', '.join(f'{s} of 8' for s in result.concurrent_same)}.",
+        "",
+    ]
 
 
 def _ratios(record: PromptResult, over: str) -> list[float]:

@@ -62,14 +62,17 @@ def plan_drafts(gen: GenerationBatch, sequences: list[Sequence | None]) -> list[
         drafts[i] = drafter.propose(contexts[i], room, guess=False)
         if not drafts[i] and (limit := drafter.guess_limit(room)):
             guessing[i] = limit
-    if guessing:
-        _guess(drafts, guessing, contexts, sequences)
+    guessed = _guess(drafts, guessing, contexts, sequences) if guessing else []
     for i, draft in enumerate(drafts):
         grammar = grammar_of(_processors(gen, i))
         if draft and grammar is not None:
             drafts[i] = draft[: grammar.allowed_prefix(contexts[i], draft)]
     width = _worthwhile_width(drafts, sequences)
-    return [d[:width] for d in drafts] if width else None
+    if not width:
+        for i in guessed:  # no check this step (a grammar cut the guesses): none was kept
+            cast(Drafter, cast(Sequence, sequences[i]).drafter).record(0, 0)
+        return None
+    return [d[:width] for d in drafts]
 
 
 def _guess(
@@ -77,20 +80,21 @@ def _guess(
     limits: dict[int, int],
     contexts: list[list[int]],
     sequences: list[Sequence | None],
-) -> None:
+) -> list[int]:
     """The draft model's guesses for the rows in ``limits``, all in one pass per guessed
-    token, when they are expected to pay for that pass (its cost against the model's)."""
+    token, when they are expected to pay for that pass (its cost against the model's);
+    returns the rows it guessed for."""
     drafters = {i: cast(Sequence, sequences[i]).drafter for i in limits}
     guessers = {i: d.guesser for i, d in drafters.items() if d is not None and d.guesser}
     if not guessers:
-        return
+        return []
     passes = max(limits[i] for i in guessers)
     cost = passes * max(g.cost for g in guessers.values())
     placeholders = [[0] * limits[i] if i in guessers else d for i, d in enumerate(drafts)]
     _, with_guesses = _best_width(placeholders, sequences, extra_cost=cost)
     _, without = _best_width(drafts, sequences)
     if with_guesses <= without:
-        return
+        return []
     rows = sorted(guessers)
     guesses = guess_together(
         [cast(DraftSession, guessers[i]) for i in rows],
@@ -99,6 +103,7 @@ def _guess(
     )
     for i, guess in zip(rows, guesses, strict=True):
         drafts[i] = cast(Drafter, drafters[i]).guessed(guess)
+    return rows
 
 
 def _worthwhile_width(drafts: list[list[int]], sequences: list[Sequence | None]) -> int:
