@@ -56,6 +56,17 @@ def request(owner: str | None = None, content: str = "hi") -> GenerationRequest:
     )
 
 
+def live_holder(connection: redis.Redis, holder: str) -> str:
+    """``holder`` is a live worker with a free slot that holds the conversation "hi" (as its
+    heartbeat and prefix claims say); returns its own queue."""
+    with connection.pipeline() as pipeline:
+        stats = protocol.WorkerStats(model=DEMO_MODEL_ID, slots=2, running=0)
+        protocol.add_heartbeat(pipeline, holder, stats, 60, [])
+        protocol.add_prefix_claims(pipeline, holder, prefix_hashes(request()), 60)
+        pipeline.execute()
+    return worker_queue_name(QUEUE, holder)
+
+
 async def queued_ids(connection: aioredis.Redis, settings: Settings) -> list[str]:
     return [i.decode() for i in await connection.lrange(queue_key(settings.queue_name), 0, -1)]
 
@@ -154,12 +165,7 @@ async def test_a_keys_requests_wait_in_its_queue_and_routing_never_passes_them(
     that worker's own queue (served ahead of every key's), but not while its key has
     requests waiting; a routed request that must leave goes back to its key's queue."""
     holder, alice = "w1", key_queue_name(QUEUE, "alice")
-    with redis.Redis.from_url(redis_url).pipeline() as pipeline:
-        stats = protocol.WorkerStats(model=DEMO_MODEL_ID, slots=2, running=0)
-        protocol.add_heartbeat(pipeline, holder, stats, 60, [])
-        protocol.add_prefix_claims(pipeline, holder, prefix_hashes(request()), 60)
-        pipeline.execute()
-    own = worker_queue_name(QUEUE, holder)
+    own = live_holder(redis.Redis.from_url(redis_url), holder)
 
     routed = uuid.uuid4().hex
     assert await submitter.enqueue(request("alice"), routed) == own  # nothing of hers waits
@@ -182,14 +188,8 @@ async def test_a_request_routed_to_a_worker_reaped_meanwhile_goes_home_at_once(
     """The race the killed-worker routing test met: the placement saw the holder live, then
     the reaper took it off the live set and released its own queues, then the job was pushed
     there. Nobody serves that queue: the job must not wait there for MLXQ_ROUTE_WAIT."""
-    holder = "w1"
-    sync = redis.Redis.from_url(redis_url)
-    with sync.pipeline() as pipeline:
-        stats = protocol.WorkerStats(model=DEMO_MODEL_ID, slots=2, running=0)
-        protocol.add_heartbeat(pipeline, holder, stats, 60, [])
-        protocol.add_prefix_claims(pipeline, holder, prefix_hashes(request()), 60)
-        pipeline.execute()
-    own = worker_queue_name(QUEUE, holder)
+    holder, sync = "w1", redis.Redis.from_url(redis_url)
+    own = live_holder(sync, holder)
     has_room = protocol.worker_has_room
 
     async def reaped_right_after(connection: aioredis.Redis, worker: str) -> bool:
@@ -216,12 +216,7 @@ async def test_a_routed_job_taken_and_never_started_goes_home_not_back_to_its_wo
     own queue after the reaper: the job goes back to its home queue. A routed job the reaper
     moved home is found there (the runner follows it)."""
     holder, sync = "w1", redis.Redis.from_url(redis_url)
-    with sync.pipeline() as pipeline:
-        stats = protocol.WorkerStats(model=DEMO_MODEL_ID, slots=2, running=0)
-        protocol.add_heartbeat(pipeline, holder, stats, 60, [])
-        protocol.add_prefix_claims(pipeline, holder, prefix_hashes(request()), 60)
-        pipeline.execute()
-    own = worker_queue_name(QUEUE, holder)
+    own = live_holder(sync, holder)
 
     def check(job_id: str) -> int:
         keys = protocol.job_owner_key(job_id), protocol.job_suspect_key(job_id)
