@@ -119,10 +119,9 @@ class JobSubmitter:
     ) -> tuple[str, str | None]:
         """Cache-aware routing: the prefix owner's own queue when it is live with a free slot
         (it serves that queue first), else the request's home queue; and the owner routed to,
-        if any. A made key's request
-        is not routed while the key has requests waiting: a worker's own queue is served
-        ahead of every key's, so a flood that shares a prefix would pass the other keys (and
-        the key's own earlier requests)."""
+        if any. A made key's request is not routed while the key has requests waiting: a
+        worker's own queue is served ahead of every key's, so a flood that shares a prefix
+        would pass the other keys (and the key's own earlier requests)."""
         shared = self.queue_name(request.model)
         if home != shared and await self._connection.llen(queue_key(home)):
             return home, None
