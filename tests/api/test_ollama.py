@@ -250,15 +250,22 @@ async def test_an_unload_of_a_model_a_worker_group_holds_is_refused(
     api_client, redis_url: str
 ) -> None:
     """A worker group keeps its model until it is stopped: ``ollama stop`` is told so, not
-    answered "unload"; nothing is asked of the fleet."""
+    answered "unload", and so is a request to answer, then unload; nothing is asked of the
+    fleet."""
     connection = redis.Redis.from_url(redis_url)
     with connection.pipeline() as pipeline:
         stats = protocol.WorkerStats(model=DEMO_MODEL_ID, slots=2, group_ranks=2)
         protocol.add_heartbeat(pipeline, "group-1", stats, 60, [])
         pipeline.execute()
-    for path in ("/api/chat", "/api/generate"):
-        response = await api_client.post(path, json={"model": DEMO_MODEL_ID, "keep_alive": 0})
-        message = ollama_error(response, 400)
+    unload = {"model": DEMO_MODEL_ID, "keep_alive": 0}
+    bodies = [
+        ("/api/chat", unload),
+        ("/api/generate", unload),
+        ("/api/chat", {**unload, "messages": QUESTION}),
+        ("/api/generate", {**unload, "prompt": "Hi"}),
+    ]
+    for path, body in bodies:
+        message = ollama_error(await api_client.post(path, json=body), 400)
         assert "worker group (group-1, 2 ranks)" in message and "keep_alive 0" in message
     assert not connection.keys("*:unload")  # no unload asked (shared/protocol/model_records.py)
 

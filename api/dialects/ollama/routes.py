@@ -56,6 +56,8 @@ async def chat(body: OllamaChatRequest, job: JobExchangeDep, redis: AsyncRedisDe
     shape = ChatShape(body.model)
     if not body.messages:
         return await _load_or_unload(job, redis, model, body, shape, received)
+    if body.keep_alive_s == 0:  # answer, then unload: a group cannot
+        await refuse_unloading_a_group(redis, model)
     request = chat_request(body, job.settings, model)
     return await _answer(job, request, shape, Clock(received))
 
@@ -73,6 +75,8 @@ async def generate(
     shape = GenerateShape(body.model)
     if not body.prompt and not body.suffix:  # Ollama's load (or, keep_alive 0, unload)
         return await _load_or_unload(job, redis, model, body, shape, received)
+    if body.keep_alive_s == 0:  # answer, then unload: a group cannot
+        await refuse_unloading_a_group(redis, model)
     request = generate_request(body, job.settings, model)
     return await _answer(job, request, shape, Clock(received))
 
