@@ -10,16 +10,21 @@ run: setup
 
 ## Set up (with Chromium for tests/web), lint, type-check, then run the whole test suite
 ## (starts its own Redis servers and processes): three pytest workers, each test module on
-## one of them (module fixtures start services once); one OpenBLAS thread per process, as
-## several share the cores (each spinning its own threads slowed the whole run). Tests
-## marked `alone` (timing that other tests' load upsets) run afterwards, by themselves.
+## one of them (module fixtures start services once), the longest modules handed out first
+## (tests/support/module_order.py); one OpenBLAS thread per process, as several share the
+## cores (each spinning its own threads slowed the whole run). Bytecode is cached even where
+## the environment says not to (PYTHONDONTWRITEBYTECODE): the suite starts some 140 Python
+## processes, and each would compile mlxq and pytest rewrite every plugin again. Tests marked
+## `alone` (timing that other tests' load upsets) run afterwards, by themselves.
+TEST_ENV = OPENBLAS_NUM_THREADS=1 PYTHONDONTWRITEBYTECODE=
+
 test:
 	@scripts/setup.sh --with-browser
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	OPENBLAS_NUM_THREADS=1 .venv/bin/python -m pytest -n 3 --dist loadscope -m "not alone"
-	OPENBLAS_NUM_THREADS=1 .venv/bin/python -m pytest -m alone
+	$(TEST_ENV) .venv/bin/python -m pytest -n 3 --dist loadscope --no-loadscope-reorder -m "not alone"
+	$(TEST_ENV) .venv/bin/python -m pytest -m alone
 
 lint: setup
 	.venv/bin/ruff check .

@@ -16,6 +16,7 @@ import redis
 from tests.support.app import in_process_api
 from tests.support.fleet import Fleet, in_process_fleet
 from tests.support.http_clients import share_ssl_contexts
+from tests.support.module_order import longest_modules_first
 from tests.support.processes import Processes, Service
 from tests.support.redis_server import RedisServer
 from worker.cpu_backend import load_fast_blas
@@ -41,6 +42,10 @@ def _import_mlx_lm_keeping_the_file_limit() -> None:
 
 
 _import_mlx_lm_keeping_the_file_limit()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    longest_modules_first(items)
 
 
 @pytest.fixture(scope="session")
