@@ -9,7 +9,7 @@ run: setup
 	.venv/bin/mlxq up
 
 ## Set up (with Chromium for tests/web), lint, type-check, then run the whole test suite
-## (starts its own Redis servers and processes): three pytest workers, each test module on
+## (starts its own Redis servers and processes): four pytest workers, each test module on
 ## one of them (module fixtures start services once), the longest modules handed out first
 ## (tests/support/module_order.py); one OpenBLAS thread per process, as several share the
 ## cores (each spinning its own threads slowed the whole run). Bytecode is cached even where
@@ -23,7 +23,7 @@ test:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
 	.venv/bin/mypy
-	$(TEST_ENV) .venv/bin/python -m pytest -n 3 --dist loadscope --no-loadscope-reorder -m "not alone"
+	$(TEST_ENV) .venv/bin/python -m pytest -n 4 --dist loadscope --no-loadscope-reorder -m "not alone"
 	$(TEST_ENV) .venv/bin/python -m pytest -m alone
 
 lint: setup

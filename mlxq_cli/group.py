@@ -1,22 +1,22 @@
-"""``mlxq group``: start a worker group with MLX's own launcher (the plain
-``mlx.launch ... mlxq worker`` works as well; this only fills in its arguments)."""
+"""``mlxq group``: start a worker group with MLX's own launcher, whose output loop is made to
+block (mlxq_cli/launcher.py: ``mlx.launch`` itself keeps a core busy while its group runs).
+The plain ``mlx.launch ... mlxq worker`` works as well; this fills in its arguments."""
 
 import os
 import sys
-from pathlib import Path
 
 DEFAULT_RANKS = 2
 
 
 def launcher_argv(ranks: int | None, hostfile: str | None, extra: list[str]) -> list[str]:
-    """``mlx.launch`` starting ``mlxq worker`` with this interpreter on each rank: ``ranks``
+    """MLX's launcher starting ``mlxq worker`` with this interpreter on each rank: ``ranks``
     local ranks over the ring backend, or one per host of ``hostfile``."""
-    launch = str(Path(sys.executable).with_name("mlx.launch"))
+    launch = [sys.executable, "-m", "mlxq_cli.launcher"]
     if hostfile is not None:
         where = ["--hostfile", hostfile]
     else:
         where = ["--backend", "ring", "-n", str(ranks or DEFAULT_RANKS)]
-    return [launch, *where, *extra, "--python", sys.executable, "-m", "mlxq_cli", "worker"]
+    return [*launch, *where, *extra, "--python", sys.executable, "-m", "mlxq_cli", "worker"]
 
 
 def launch_group(ranks: int | None, hostfile: str | None, extra: list[str]) -> int:

@@ -165,13 +165,13 @@ def test_group_runs_mlx_launch_over_mlxq_worker_with_this_interpreter() -> None:
     from mlxq_cli.group import launcher_argv
 
     local = launcher_argv(None, None, ["--starting-port", "40000"])
-    assert Path(local[0]).name == "mlx.launch"
-    assert local[1:] == [
+    assert local[:3] == [sys.executable, "-m", "mlxq_cli.launcher"]  # mlx.launch, blocking
+    assert local[3:] == [
         "--backend", "ring", "-n", "2", "--starting-port", "40000",
         "--python", sys.executable, "-m", "mlxq_cli", "worker",
     ]  # fmt: skip
     across = launcher_argv(None, "hosts.json", [])
-    assert across[1:3] == ["--hostfile", "hosts.json"]
+    assert across[3:5] == ["--hostfile", "hosts.json"]
     assert "-n" not in across
 
 

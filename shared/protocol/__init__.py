@@ -27,7 +27,7 @@ from shared.protocol.api_processes import (
 from shared.protocol.common import (
     PREFIX,
 )
-from shared.protocol.group_records import group_beat_key, group_ended_key
+from shared.protocol.group_records import group_beat_key, group_ended_key, group_wake_key
 from shared.protocol.job_events import (
     CANCEL_CHANNEL,
     STREAM_MAXLEN,
@@ -102,6 +102,7 @@ __all__ = [
     "CatalogueEntry",
     "group_beat_key",
     "group_ended_key",
+    "group_wake_key",
     "Decision",
     "HeldModel",
     "add_catalogue",

@@ -14,3 +14,8 @@ def group_beat_key(group: str, rank: int) -> str:
 def group_ended_key(group: str) -> str:
     """Why the group ended (one line), set by the rank that saw it first."""
     return f"{PREFIX}:group:{group}:ended"
+
+
+def group_wake_key(group: str, rank: int) -> str:
+    """Rank 0's wake-ups for an idle follower (worker/group/wake.py)."""
+    return f"{PREFIX}:group:{group}:wake:{rank}"

@@ -1,5 +1,6 @@
 """A worker group: the demo model split over two local ranks started by MLX's own launcher
-(``mlx.launch --backend ring -n 2 ... mlxq worker``), as one worker of a real fleet.
+(``mlx.launch --backend ring -n 2 ... mlxq worker``, or ``mlxq group -n 2``), as one worker
+of a real fleet.
 
 The group answers 8 concurrent greedy requests exactly as the session's single worker does,
 and constrained, tool-calling, logprob and seeded requests too, reports its ranks in /fleet,
@@ -129,6 +130,18 @@ def group_env(mlxq_env: dict[str, str]) -> dict[str, str]:
     }
 
 
+IDLE_WINDOW_S = 4.0
+IDLE_CPU_S = 1.0
+"""What an idle group's three processes may use in IDLE_WINDOW_S: rank 0's idle turn and the
+watch's beats (a polling launcher and follower used over 6 s)."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user and system)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -157,10 +170,18 @@ def test_group_answers_as_one_worker_does_and_ends_jobs_on_request(
 ) -> None:
     env = group_env(mlxq_env)
     api = processes.api(env)
-    launcher = processes.group(env)
+    launcher = processes.group(env, shortcut=True)
     (name,) = live_worker_names(env["MLXQ_REDIS_URL"])
 
     assert answers(api) == answers(model_service.base_url)
+
+    # idle, the group keeps no core busy: neither the launcher's output loop nor a follower
+    # waiting for rank 0's next plan (each used most of a core, polling, before)
+    pids = [launcher.pid, *launcher.rank_pids.values()]  # type: ignore[attr-defined]
+    time.sleep(0.5)
+    before = sum(map(cpu_seconds, pids))
+    time.sleep(IDLE_WINDOW_S)
+    assert sum(map(cpu_seconds, pids)) - before < IDLE_CPU_S
 
     (worker,) = httpx.get(f"{api}/fleet", timeout=10).json()["workers"]
     assert worker["name"] == name

@@ -153,7 +153,7 @@ class Processes:
         port = str(free_ports(ranks))
         client = redis.Redis.from_url(env["MLXQ_REDIS_URL"])
         before = client.zcard(LIVE_WORKERS)
-        if shortcut:  # mlxq group execs mlx.launch: the process is the launcher
+        if shortcut:  # mlxq group execs MLX's launcher: the process is the launcher
             process = self.start("group", env, args=["-n", str(ranks), "--starting-port", port])
         else:
             launch = str(Path(sys.executable).with_name("mlx.launch"))

@@ -63,9 +63,9 @@ def test_a_model_without_either_split_is_refused_with_why() -> None:
 
 def run_two_ranks(folder: Path, split: str, tmp_path: Path) -> dict:
     out = tmp_path / f"{split}.json"
-    launcher = Path(sys.executable).with_name("mlx.launch")
+    launcher = [sys.executable, "-m", "mlxq_cli.launcher"]  # mlx.launch, blocking (mlxq group's)
     command = [
-        str(launcher), "--backend", "ring", "-n", "2", "--starting-port", str(free_ports(2)),
+        *launcher, "--backend", "ring", "-n", "2", "--starting-port", str(free_ports(2)),
         "--python", sys.executable, str(ROOT / "tests" / "support" / "group_ranks.py"),
         str(folder), split, str(out), *map(str, PROMPT),
     ]  # fmt: skip

@@ -9,7 +9,8 @@ requests from the worker, decides, and shares its plan before each turn; the oth
 (followers) prepare the same requests from the plan and take the same turn, answering no one.
 What could differ between machines is taken from rank 0: its settings (shared at start-up) and
 its prefix cache budget (scaled to each rank's layers, so the same entries fit everywhere).
-A turn that fails ends the group (a lost rank fails the others' next collective).
+A turn that fails ends the group (a lost rank fails the others' next collective). While the
+group has no jobs, followers wait for the next plan in Redis (worker/group/wake.py).
 """
 
 import logging
@@ -29,7 +30,8 @@ from worker.model import LoadedModel
 log = logging.getLogger(__name__)
 
 IDLE_TURN_S = 5.0
-"""An idle leader still shares an empty plan this often: the followers' wait stays short."""
+"""An idle leader still shares an empty plan this often (waking the followers first): a
+follower whose wake-up was lost joins the collective after WAKE_WAIT_S and waits no longer."""
 FOLLOWER_TIMEOUT_S = 10.0 * 365 * 24 * 3600
 """A follower's copy of a job never times out by itself: rank 0 says when it ends."""
 
@@ -88,7 +90,10 @@ class GroupEngine(MLXEngine):
 
     def _lead(self) -> None:
         while True:
-            arrivals = self._arrivals(wait=not self._jobs, timeout=IDLE_TURN_S)
+            idle = not self._jobs
+            arrivals = self._arrivals(wait=idle, timeout=IDLE_TURN_S)
+            if idle and self.group.wake is not None:  # the followers wait in Redis (wake.py)
+                self.group.wake.wake_followers()
             if arrivals is None:
                 self._stop_followers()
                 return
@@ -112,6 +117,8 @@ class GroupEngine(MLXEngine):
 
     def _follow(self) -> None:
         while True:
+            if not self._jobs and self.group.wake is not None:  # as rank 0 sees it: in step
+                self.group.wake.wait()
             plan = self._share(None)
             if plan is not None and plan.stop:
                 return

@@ -15,6 +15,7 @@ import redis
 from shared.settings import Settings
 from worker.cpu_backend import share_cores
 from worker.group.ranks import GroupInfo, join, share
+from worker.group.wake import IdleWake
 from worker.group.watch import RankWatch
 from worker.startup_error import StartupError
 
@@ -77,6 +78,7 @@ def watch_group(settings: Settings, connection: redis.Redis, group: GroupInfo) -
     watch = RankWatch(connection, group.name, group.rank, group.size, settings.group_timeout_s)
     watch.start()
     group.watch = watch
+    group.wake = IdleWake(connection, group.name, group.rank, group.size)
     return watch
 
 

@@ -33,6 +33,8 @@ class GroupInfo:
     """'tensor' or 'pipeline', once the model is split."""
     watch: Any = None
     """worker.group.watch.RankWatch, once started."""
+    wake: Any = None
+    """worker.group.wake.IdleWake, once the watch starts (both use the rank's Redis)."""
 
     @property
     def leads(self) -> bool:
