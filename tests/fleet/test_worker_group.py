@@ -13,6 +13,7 @@ import concurrent.futures
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -239,7 +240,7 @@ def test_a_killed_rank_ends_its_group_and_a_worker_beside_it_answers(
 ) -> None:
     env = group_env(mlxq_env)
     api = processes.api(env)
-    launcher = processes.group(env)
+    launcher = processes.group(env, shortcut=True)
     (group_name,) = live_worker_names(env["MLXQ_REDIS_URL"])
     processes.worker(env)  # a plain worker beside the group
 
@@ -264,8 +265,7 @@ def test_a_killed_rank_ends_its_group_and_a_worker_beside_it_answers(
     log = Path(launcher.log_path).read_text()  # type: ignore[attr-defined]
     assert "the group ends" in log
 
-    # started again (by the mlxq shortcut), the group serves again, then stops cleanly on
-    # SIGTERM to rank 0
+    # started again, the group serves again, then stops cleanly on SIGTERM to rank 0
     again = processes.group(env, shortcut=True)
     assert chat(api, QUESTIONS[0]).status_code == 200
     os.kill(again.rank_pids[0], signal.SIGTERM)  # type: ignore[attr-defined]
@@ -278,7 +278,11 @@ def test_a_split_the_model_cannot_take_ends_the_group_with_one_line(
 ) -> None:
     env = group_env(mlxq_env) | {"MLXQ_GROUP_SPLIT": "tensor"}  # 9 heads, 2 ranks
     port = str(free_ports(2))
-    launcher = processes.start("group", env, args=["-n", "2", "--starting-port", port])
+    # started by mlx.launch itself, as a user may (the other tests use mlxq group)
+    launch = str(Path(sys.executable).with_name("mlx.launch"))
+    launcher = processes.start("worker", env, [launch, "--backend", "ring", "-n", "2"] + [
+        "--starting-port", port
+    ])  # fmt: skip
     launcher.wait(120)  # mlx.launch itself exits 0 whatever its ranks did
     log = Path(launcher.log_path).read_text()  # type: ignore[attr-defined]
     assert "exited with code 1" in log  # the rank that failed first; the other may be ended
