@@ -1,5 +1,5 @@
 # One task runner for the README, CI and developers.
-.PHONY: setup run test lint lock bench
+.PHONY: setup run test typecheck parallel-tests lint lock bench
 
 setup:
 	@scripts/setup.sh
@@ -15,16 +15,22 @@ run: setup
 ## cores (each spinning its own threads slowed the whole run). Bytecode is cached even where
 ## the environment says not to (PYTHONDONTWRITEBYTECODE): the suite starts some 140 Python
 ## processes, and each would compile mlxq and pytest rewrite every plugin again. Tests marked
-## `alone` (timing that other tests' load upsets) run afterwards, by themselves.
+## `alone` (timing that other tests' load upsets) run afterwards, by themselves. mypy runs
+## beside the parallel run (a failure still fails make test, once both are done).
 TEST_ENV = OPENBLAS_NUM_THREADS=1 PYTHONDONTWRITEBYTECODE=
 
 test:
 	@scripts/setup.sh --with-browser
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check .
-	.venv/bin/mypy
-	$(TEST_ENV) .venv/bin/python -m pytest -n 4 --dist loadscope --no-loadscope-reorder -m "not alone"
+	@$(MAKE) --no-print-directory -j2 typecheck parallel-tests
 	$(TEST_ENV) .venv/bin/python -m pytest -m alone
+
+typecheck:
+	.venv/bin/mypy
+
+parallel-tests:
+	$(TEST_ENV) .venv/bin/python -m pytest -n 4 --dist loadscope --no-loadscope-reorder -m "not alone"
 
 lint: setup
 	.venv/bin/ruff check .

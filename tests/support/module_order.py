@@ -9,8 +9,9 @@ overlap and the short ones fill the gaps (longest-processing-time-first scheduli
 import pytest
 
 LONGEST_MODULES = (
-    # Seconds each took in a parallel run on two cores (its share of the session's services
-    # started included); modules not listed take under 15 s and follow in file order.
+    # Seconds each took in one parallel run on two cores (its share of the session's services
+    # started included); only the order matters. Modules not listed took under 15 s and
+    # follow in file order.
     "worker/test_speculation.py",  # 146
     "fleet/test_worker_group.py",  # 144
     "e2e/test_models_on_demand.py",  # 141
