@@ -34,6 +34,8 @@ from tests.support.processes import free_port, free_ports, rank_pids  # noqa: E4
 DATA = Path(__file__).resolve().parents[1] / "docs" / "data" / "worker_group.json"
 ROUNDS = 3
 MAX_TOKENS = 48
+IDLE_S = 10.0
+"""How long each side's processes are watched, idle, for the CPU they use anyway."""
 CONCURRENCY = (1, 8)
 QUESTIONS = [
     "Write a long story about a dragon.",
@@ -51,6 +53,19 @@ SIDES = (
     "mlx_lm.server, one process",
     "mlx_lm.server, 2 ranks",
 )
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cores(pids: list[int]) -> float:
+    """The cores these processes keep busy while nothing is asked of them."""
+    time.sleep(1.0)  # the warm-up's last bookkeeping
+    before = sum(map(cpu_seconds, pids))
+    time.sleep(IDLE_S)
+    return (sum(map(cpu_seconds, pids)) - before) / IDLE_S
 
 
 def rss_bytes(pid: int) -> int:
@@ -89,6 +104,9 @@ class Side:
         self.procs, self.name, self.model = procs, name, model
         self.redis_url, self.blas = redis_url, blas
         self.pids: list[int] = []
+        """The model's processes (ranks)."""
+        self.idle_pids: list[int] = []
+        """Every process of the side: launcher, ranks, mlxq's API."""
         self.processes: list = []
 
     def start(self) -> str:
@@ -98,23 +116,29 @@ class Side:
             "MLXQ_WORKER_CONCURRENCY": "8",
             "MLXQ_LOG_LEVEL": "INFO",
         }
-        launch = [str(Path(sys.executable).with_name("mlx.launch")), "--backend", "ring"]
-        launch += ["-n", "2", "--starting-port", str(free_ports(2)), "--python", sys.executable]
+        # each side's users' launcher: mlxq group runs MLX's with a blocking output loop
+        # (mlxq_cli/launcher.py); mlx_lm.server's users run mlx.launch itself
+        ring = ["--backend", "ring", "-n", "2", "--starting-port", str(free_ports(2))]
+        ring += ["--python", sys.executable]
         if self.name.startswith("mlxq"):
             url, api = self.procs.mlxq_api(env)
             self.processes.append(api)
             if "group" in self.name:
+                launch = [sys.executable, "-m", "mlxq_cli.launcher", *ring]
                 group = self.procs.start("mlxq-group", [*launch, "-m", "mlxq_cli", "worker"], env)
                 self.processes.append(group)
                 live = "mlxq:workers:live"
                 client = redis.Redis.from_url(self.redis_url)
                 wait_until(lambda: client.zcard(live) > 0, 300, "the group", 0.2)
                 self.pids = list(rank_pids(group).values())
+                self.idle_pids = [group.pid, *self.pids, api.pid]
             else:
                 worker = self.procs.mlxq_worker(env, timeout=300)
                 self.processes.append(worker)
                 self.pids = [worker.pid]
+                self.idle_pids = [worker.pid, api.pid]
             return url
+        launch = [str(Path(sys.executable).with_name("mlx.launch")), *ring]
         port = free_port()
         server = ["-m", "mlx_lm", "server", "--model", str(self.model), "--host", "127.0.0.1"]
         server += ["--port", str(port), "--decode-concurrency", "8", "--log-level", "WARNING"]
@@ -128,6 +152,7 @@ class Side:
         url = f"http://127.0.0.1:{port}"
         self.procs.wait_http(process, f"{url}/v1/models", 300, "mlx_lm.server")
         self.pids = list(rank_pids(process).values()) if "ranks" in self.name else [process.pid]
+        self.idle_pids = list(dict.fromkeys([process.pid, *self.pids]))
         return url
 
     def stop(self) -> None:
@@ -148,12 +173,18 @@ def measure(procs: Processes, redis_url: str, blas: dict, model: Path, sides, ro
         try:
             tokens_per_s(url, served, 1)  # warm up
             memory = [rss_bytes(pid) for pid in side.pids]
-            result = {"memory": memory, "tps": {str(c): [] for c in CONCURRENCY}}
+            idle = idle_cores(side.idle_pids)
+            result = {
+                "memory": memory,
+                "idle_cores": idle,
+                "tps": {str(c): [] for c in CONCURRENCY},
+            }
             for _ in range(rounds):
                 for c in CONCURRENCY:
                     result["tps"][str(c)].append(tokens_per_s(url, served, c))
             results[name] = result
-            print(name, {c: round(median(v), 1) for c, v in result["tps"].items()}, memory)
+            tps = {c: round(median(v), 1) for c, v in result["tps"].items()}
+            print(name, tps, memory, f"idle {idle:.2f} cores")
         finally:
             side.stop()
     return results
@@ -217,6 +248,8 @@ def _rows(results: dict) -> list[list[str]]:
         ratio = [a / b for a, b in zip(result["tps"]["8"], base["tps"]["8"], strict=True)]
         row.append(spread(ratio, 2, suffix="x"))
         row.append(" + ".join(f"{m / 2**20:.0f}" for m in result["memory"]))
+        idle = result.get("idle_cores")
+        row.append("-" if idle is None else f"{idle:.2f}")
         rows.append(row)
     return rows
 
@@ -228,6 +261,7 @@ def render(data: dict) -> tuple[str, list[list[str]]]:
         "8 at once, tok/s",
         "8 at once / one worker",
         "RSS per process, MiB",
+        "idle, cores",
     ]
     tensor, pipeline = data["tensor"], data["pipeline"]
     group_vs_server = [
@@ -254,7 +288,12 @@ def render(data: dict) -> tuple[str, list[list[str]]]:
         "e.g. rank 0 of the pipeline group reported 326 MB of the demo model's 540 MB of "
         "float32 weights in `/fleet`'s `memory_used`, in a manual run). mlxq gives each of "
         "two ranks on one host one OpenBLAS thread; mlx_lm.server's ranks were given the same "
-        "(`OPENBLAS_NUM_THREADS=1`).",
+        "(`OPENBLAS_NUM_THREADS=1`). Each side is started as its users start it: mlxq's group "
+        "by `mlxq group`'s launcher (MLX's, with an output loop that blocks: "
+        "`mlxq_cli/launcher.py`), mlx_lm.server's ranks by `mlx.launch`. Idle: the cores all "
+        f"of a side's processes (launcher, ranks, mlxq's API) used over {IDLE_S:.0f} s with "
+        "nothing asked of them, after the warm-up (`mlx.launch` polls its ranks' pipes, and a "
+        "rank waiting in MLX's ring collective polls its socket).",
         "",
         "**Tensor parallel**: a Llama of the demo model's shape (30 layers, hidden 576) with "
         "8 attention heads and random weights (float32), so that both split it:",
