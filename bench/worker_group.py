@@ -277,8 +277,8 @@ def render(data: dict) -> tuple[str, list[list[str]]]:
             "## (n) A worker group: one model over two ranks (bench/worker_group.py)",
             data["command"],
         ),
-        f"Run of {data['date']} (mlxq commit {data['machine']['mlxq commit']}). Two ranks of "
-        "MLX's launcher (`mlx.launch --backend ring -n 2`) on this one 2-core machine, against "
+        f"Run of {data['date']} (mlxq commit {data['machine']['mlxq commit']}). Two ranks "
+        "started by MLX's launcher code (ring backend, `-n 2`) on this one 2-core machine, against "
         "one process; greedy chat answers of up to "
         f"{data['max_tokens']} tokens over HTTP, 1 request at a time and 8 at once; tokens/s = "
         "completion tokens / wall time; median (min-max) of "
@@ -293,7 +293,11 @@ def render(data: dict) -> tuple[str, list[list[str]]]:
         "`mlxq_cli/launcher.py`), mlx_lm.server's ranks by `mlx.launch`. Idle: the cores all "
         f"of a side's processes (launcher, ranks, mlxq's API) used over {IDLE_S:.0f} s with "
         "nothing asked of them, after the warm-up (`mlx.launch` polls its ranks' pipes, and a "
-        "rank waiting in MLX's ring collective polls its socket).",
+        "rank waiting in MLX's ring collective polls its socket). On two shared cores that "
+        "polling also takes time from the ranks' own work (mlxq's group made 20.6 tok/s, "
+        "8 at once, tensor parallel, in this section's run of commit 1fc24ab, started by "
+        "`mlx.launch` and with its followers waiting in the collective); mlx_lm.server under "
+        "mlxq's launcher was not measured.",
         "",
         "**Tensor parallel**: a Llama of the demo model's shape (30 layers, hidden 576) with "
         "8 attention heads and random weights (float32), so that both split it:",
