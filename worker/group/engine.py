@@ -57,6 +57,8 @@ class GroupEngine(MLXEngine):
         group: GroupInfo,
     ) -> None:
         self.group = group
+        self._shared = 0
+        """Plans shared so far: the same count on every rank (a wake-up names its turn)."""
         super().__init__(settings, emit, loaded=loaded, draft=draft)
 
     def join(self) -> None:
@@ -86,6 +88,7 @@ class GroupEngine(MLXEngine):
         rank. On another stream they would race it, and the ranks' messages would cross."""
         from mlx_lm.generate import generation_stream
 
+        self._shared += 1
         return share(self.group.group, plan, stream=generation_stream)
 
     def _lead(self) -> None:
@@ -93,7 +96,7 @@ class GroupEngine(MLXEngine):
             idle = not self._jobs
             arrivals = self._arrivals(wait=idle, timeout=IDLE_TURN_S)
             if idle and self.group.wake is not None:  # the followers wait in Redis (wake.py)
-                self.group.wake.wake_followers()
+                self.group.wake.wake_followers(self._shared + 1)
             if arrivals is None:
                 self._stop_followers()
                 return
@@ -118,7 +121,7 @@ class GroupEngine(MLXEngine):
     def _follow(self) -> None:
         while True:
             if not self._jobs and self.group.wake is not None:  # as rank 0 sees it: in step
-                self.group.wake.wait()
+                self.group.wake.wait(self._shared + 1)
             plan = self._share(None)
             if plan is not None and plan.stop:
                 return
