@@ -96,6 +96,8 @@ def _copy(
 def main() -> None:
     from mlx._distributed_utils import launch
 
+    if not hasattr(launch, "_launch_with_io"):  # another MLX: its own loop runs, as it is
+        print("mlxq group: MLX's launcher changed; its output loop runs as is", file=sys.stderr)
     launch._launch_with_io = launch_with_blocking_io
     sys.argv[0] = "mlx.launch"
     launch.main()

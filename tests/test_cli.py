@@ -175,6 +175,14 @@ def test_group_runs_mlx_launch_over_mlxq_worker_with_this_interpreter() -> None:
     assert "-n" not in across
 
 
+def test_mlxq_group_finds_the_output_loop_it_replaces_in_this_mlx() -> None:
+    """mlxq_cli/launcher.py swaps MLX's private ``_launch_with_io``: an MLX upgrade that
+    renames it fails here rather than letting mlxq group poll again unnoticed."""
+    from mlx._distributed_utils import launch
+
+    assert callable(launch._launch_with_io)
+
+
 def test_a_worker_groups_stats_reach_fleet_and_status() -> None:
     from mlxq_cli.commands import _host_text
     from shared.fleet_view import _worker_row
