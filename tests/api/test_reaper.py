@@ -273,6 +273,8 @@ def test_one_unreadable_job_strands_none_of_the_others(
     assert protocol.running_jobs(connection, DEAD) == []
     assert own_queue.name not in rq_bridge.queue_names(connection)
     assert SECRET not in caplog.text
-    assert all(record.exc_info is None for record in caplog.records)
+    # no traceback logged; asyncio's records are left out: it logs another test's task that
+    # the garbage collector ends during this one (a clean-clone run failed on that)
+    assert not any(r.exc_info for r in caplog.records if r.name.split(".")[0] != "asyncio")
     for job in unreadable:
         assert job.id in caplog.text  # each is named in the log, without its payload
