@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `python bench/wo
 import httpx  # noqa: E402
 import redis  # noqa: E402
 
+from bench.cpu import cpu_seconds  # noqa: E402
 from bench.procs import Processes, wait_until  # noqa: E402
 from bench.stats import by_hand, median, spread, table  # noqa: E402
 from tests.support.processes import free_port, free_ports, rank_pids  # noqa: E402
@@ -55,17 +56,12 @@ SIDES = (
 )
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def idle_cores(pids: list[int]) -> float:
     """The cores these processes keep busy while nothing is asked of them."""
     time.sleep(1.0)  # the warm-up's last bookkeeping
-    before = sum(map(cpu_seconds, pids))
+    before = cpu_seconds(pids)
     time.sleep(IDLE_S)
-    return (sum(map(cpu_seconds, pids)) - before) / IDLE_S
+    return (cpu_seconds(pids) - before) / IDLE_S
 
 
 def rss_bytes(pid: int) -> int:

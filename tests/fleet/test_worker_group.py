@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bench.cpu import cpu_seconds
 from tests.faults.helpers import live_worker_names, running_jobs
 from tests.support.processes import Processes, Service, free_ports, wait_until
 
@@ -137,12 +138,6 @@ IDLE_CPU_S = 1.0
 watch's beats (a polling launcher and follower used over 6 s)."""
 
 
-def cpu_seconds(pid: int) -> float:
-    """A process's CPU time so far (user and system)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -180,9 +175,9 @@ def test_group_answers_as_one_worker_does_and_ends_jobs_on_request(
     # waiting for rank 0's next plan (each used most of a core, polling, before)
     pids = [launcher.pid, *launcher.rank_pids.values()]  # type: ignore[attr-defined]
     time.sleep(0.5)
-    before = sum(map(cpu_seconds, pids))
+    before = cpu_seconds(pids)
     time.sleep(IDLE_WINDOW_S)
-    assert sum(map(cpu_seconds, pids)) - before < IDLE_CPU_S
+    assert cpu_seconds(pids) - before < IDLE_CPU_S
 
     (worker,) = httpx.get(f"{api}/fleet", timeout=10).json()["workers"]
     assert worker["name"] == name
